@@ -1,0 +1,169 @@
+"""Base class of every FinPercep model: CPU-safe DDP, atomic checkpoints, clear load errors, progress."""
+import os
+import random
+
+import numpy as np
+import torch
+from basicsr.models.base_model import BaseModel
+from basicsr.utils import get_root_logger
+from basicsr.utils.dist_util import master_only
+from torch.nn.parallel import DataParallel, DistributedDataParallel
+from tqdm import tqdm
+
+from finpercep_basicsr.utils.checkpoint import atomic_torch_save, load_checkpoint
+from finpercep_basicsr.utils.errors import UserInputError
+
+
+def _rng_state():
+    """Python, NumPy and torch RNG states as tensors and lists (loadable with weights_only=True)."""
+    np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    py_version, py_internal, py_gauss = random.getstate()
+    return {
+        'torch': torch.get_rng_state(),
+        'numpy': {'name': np_name, 'keys': torch.from_numpy(np_keys.astype(np.int64)), 'pos': int(np_pos),
+                  'has_gauss': int(np_has_gauss), 'gauss': float(np_gauss)},
+        'python': {'version': py_version, 'internal': list(py_internal), 'gauss': py_gauss},
+    }
+
+
+def _set_rng_state(state):
+    torch.set_rng_state(state['torch'])
+    s = state['numpy']
+    np.random.set_state((s['name'], s['keys'].numpy().astype(np.uint32), s['pos'], s['has_gauss'], s['gauss']))
+    p = state['python']
+    random.setstate((p['version'], tuple(p['internal']), p['gauss']))
+
+
+class CheckpointMismatchError(UserInputError):
+    """A checkpoint does not fit the network it is loaded into."""
+
+
+def describe_state_dict_mismatch(net_state, loaded_state, limit=10):
+    """Lines listing missing, unexpected and shape-mismatched keys (at most ``limit`` of each)."""
+    missing = sorted(set(net_state) - set(loaded_state))
+    unexpected = sorted(set(loaded_state) - set(net_state))
+    shapes = sorted(k for k in set(net_state) & set(loaded_state) if net_state[k].shape != loaded_state[k].shape)
+    lines = []
+    for title, keys in (('missing', missing), ('unexpected', unexpected)):
+        if keys:
+            more = f' (+{len(keys) - limit} more)' if len(keys) > limit else ''
+            lines.append(f'{title} keys: {", ".join(keys[:limit])}{more}')
+    for k in shapes[:limit]:
+        lines.append(f'shape of {k}: network {tuple(net_state[k].shape)}, checkpoint {tuple(loaded_state[k].shape)}')
+    return lines
+
+
+class FinPercepBaseModel(BaseModel):
+    """BasicSR ``BaseModel`` made safe for CPU runs and crashes.
+
+    - ``model_to_device`` wraps in DDP without CUDA device ids on CPU (gloo).
+    - Networks and training states are written atomically (a crash keeps the previous file).
+    - Training states carry the RNG states and ``extra_training_state()`` of subclasses (e.g. the
+      curriculum), restored by ``resume_training``.
+    - ``load_network`` names the file and the mismatched keys instead of a bare torch error.
+    - A tqdm bar follows the iterations (BasicSR's loop calls ``update_learning_rate`` each one).
+    """
+
+    def __init__(self, opt):
+        super().__init__(opt)
+        self._progress = None
+
+    # ---- device -------------------------------------------------------------------------------
+    def model_to_device(self, net):
+        net = net.to(self.device)
+        if self.opt['dist']:
+            find_unused = self.opt.get('find_unused_parameters', False)
+            device_ids = [torch.cuda.current_device()] if self.device.type == 'cuda' else None
+            net = DistributedDataParallel(net, device_ids=device_ids, find_unused_parameters=find_unused)
+        elif self.opt['num_gpu'] > 1:
+            net = DataParallel(net)
+        return net
+
+    # ---- progress -----------------------------------------------------------------------------
+    def update_learning_rate(self, current_iter, warmup_iter=-1):
+        super().update_learning_rate(current_iter, warmup_iter)
+        if self.opt.get('rank', 0) != 0 or not self.is_train:
+            return
+        total = int(self.opt['train']['total_iter'])
+        if self._progress is None:
+            self._progress = tqdm(total=total, initial=current_iter - 1, desc=self.opt['name'], unit='it',
+                                  dynamic_ncols=True, mininterval=1.0)
+        self._progress.update(current_iter - self._progress.n)
+        if current_iter >= total:
+            self._progress.close()
+
+    # ---- saving -------------------------------------------------------------------------------
+    @master_only
+    def save_network(self, net, net_label, current_iter, param_key='params'):
+        """Save one or several networks into ``models/<net_label>_<iter|latest>.pth`` atomically."""
+        label = 'latest' if current_iter == -1 else current_iter
+        nets = net if isinstance(net, list) else [net]
+        keys = param_key if isinstance(param_key, list) else [param_key]
+        if len(nets) != len(keys):
+            raise ValueError(f'{len(nets)} networks but {len(keys)} param keys for {net_label}')
+        save_dict = {}
+        for net_, key in zip(nets, keys):
+            state = self.get_bare_model(net_).state_dict()
+            save_dict[key] = {k.removeprefix('module.'): v.detach().cpu() for k, v in state.items()}
+        atomic_torch_save(save_dict, os.path.join(self.opt['path']['models'], f'{net_label}_{label}.pth'))
+
+    def extra_training_state(self):
+        """Subclasses add resumable state here (e.g. the curriculum); plain tensors/containers only."""
+        return {}
+
+    def load_extra_training_state(self, state):
+        """Inverse of ``extra_training_state``."""
+
+    @master_only
+    def save_training_state(self, epoch, current_iter):
+        if current_iter == -1:
+            return
+        state = {
+            'epoch': epoch,
+            'iter': current_iter,
+            'optimizers': [o.state_dict() for o in self.optimizers],
+            'schedulers': [s.state_dict() for s in self.schedulers],
+            'rng': _rng_state(),
+            'extra': self.extra_training_state(),
+        }
+        atomic_torch_save(state, os.path.join(self.opt['path']['training_states'], f'{current_iter}.state'))
+
+    def resume_training(self, resume_state):
+        for what, have in (('optimizers', self.optimizers), ('schedulers', self.schedulers)):
+            if len(resume_state[what]) != len(have):
+                raise CheckpointMismatchError(
+                    f'resume state {self.opt["path"].get("resume_state")} has {len(resume_state[what])} {what}, '
+                    f'this model has {len(have)}: it was saved by a different model or option file')
+        super().resume_training(resume_state)
+        if 'rng' in resume_state and self.opt.get('world_size', 1) == 1:
+            _set_rng_state(resume_state['rng'])
+        self.load_extra_training_state(resume_state.get('extra', {}))
+
+    # ---- loading ------------------------------------------------------------------------------
+    def load_network(self, net, load_path, strict=True, param_key='params'):
+        """Load ``param_key`` of ``load_path`` into ``net``; errors name the file and the keys.
+
+        Raises:
+            FileNotFoundError: No such file.
+            CheckpointMismatchError: The parameter key is absent, or (with ``strict``) keys or shapes
+                differ; the message lists them.
+        """
+        loaded = load_checkpoint(load_path, what='network checkpoint')
+        if param_key is not None:
+            if param_key not in loaded and 'params' in loaded:
+                param_key = 'params'
+            if param_key not in loaded:
+                raise CheckpointMismatchError(
+                    f'{load_path} has no {param_key!r} entry (it has: {", ".join(map(str, loaded))})')
+            loaded = loaded[param_key]
+        loaded = {k.removeprefix('module.'): v for k, v in loaded.items()}
+        bare = self.get_bare_model(net)
+        own = bare.state_dict()
+        problems = describe_state_dict_mismatch(own, loaded)
+        if strict and problems:
+            raise CheckpointMismatchError(
+                f'{load_path} does not match {bare.__class__.__name__}:\n  ' + '\n  '.join(problems))
+        if not strict:  # drop what cannot be loaded, keep the rest (stage k -> k+1 growth)
+            loaded = {k: v for k, v in loaded.items() if k in own and own[k].shape == v.shape}
+        get_root_logger().info(f'Loading {bare.__class__.__name__} from {load_path} [{param_key}]')
+        bare.load_state_dict(loaded, strict=strict)
