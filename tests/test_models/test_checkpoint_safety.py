@@ -1,0 +1,40 @@
+"""Checkpoints: atomic writes survive a failed save; bad or mismatched files get clear errors."""
+import os
+
+import pytest
+import torch
+
+from finpercep_basicsr.models.finpercep_base_model import CheckpointMismatchError, describe_state_dict_mismatch
+from finpercep_basicsr.utils.checkpoint import atomic_torch_save, load_checkpoint
+from finpercep_basicsr.utils.errors import UserInputError
+
+
+class _Unpicklable:
+
+    def __reduce__(self):
+        raise RuntimeError('disk full (simulated)')
+
+
+def test_failed_save_keeps_previous_checkpoint(tmp_path):
+    path = str(tmp_path / 'net.pth')
+    atomic_torch_save({'params': {'w': torch.ones(3)}}, path)
+    with pytest.raises(RuntimeError, match='disk full'):
+        atomic_torch_save({'params': {'w': torch.zeros(3)}, 'bad': _Unpicklable()}, path)
+    assert torch.equal(load_checkpoint(path)['params']['w'], torch.ones(3))
+    assert os.listdir(tmp_path) == ['net.pth']  # no temporary file left behind
+
+
+def test_truncated_checkpoint_error_names_the_file(tmp_path):
+    path = tmp_path / 'net.pth'
+    atomic_torch_save({'params': {'w': torch.ones(100)}}, str(path))
+    path.write_bytes(path.read_bytes()[:50])
+    with pytest.raises(UserInputError, match=f'cannot read checkpoint {path}'):
+        load_checkpoint(str(path))
+
+
+def test_mismatch_lists_missing_unexpected_and_shape_keys():
+    net = {'a.weight': torch.zeros(4, 3), 'b.weight': torch.zeros(2), 'c.bias': torch.zeros(1)}
+    loaded = {'a.weight': torch.zeros(4, 5), 'b.weight': torch.zeros(2), 'd.bias': torch.zeros(1)}
+    assert describe_state_dict_mismatch(net, loaded) == [
+        'missing keys: c.bias', 'unexpected keys: d.bias', 'shape of a.weight: network (4, 3), checkpoint (4, 5)']
+    assert issubclass(CheckpointMismatchError, UserInputError)

@@ -1,0 +1,87 @@
+"""The train entry end to end: checkpoints, training state, TensorBoard, auto-resume, torchrun, errors."""
+import glob
+import os
+import socket
+
+import pytest
+import torch
+from opt_fixture import run_module, write_options
+
+from finpercep_basicsr.train import main as train_main
+
+
+def _events_scalars(tb_dir):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    acc = EventAccumulator(tb_dir)
+    acc.Reload()
+    return acc.Tags()['scalars']
+
+
+@pytest.mark.slow
+def test_train_then_auto_resume_continues(tmp_path, fgr_folder):
+    opt = write_options(tmp_path / 'opt.yml', dataroot=fgr_folder, train__total_iter=4)
+    first = run_module(['finpercep_basicsr.train', '-opt', opt], cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    exp = tmp_path / 'experiments' / 'test_rm_tiny'
+    ckpt = torch.load(exp / 'models' / 'net_reward_4.pth', weights_only=True)
+    assert set(ckpt) == {'params', 'params_ema'}
+    state = torch.load(exp / 'training_states' / '4.state', weights_only=True)
+    assert state['iter'] == 4 and len(state['optimizers']) == 1
+    tags = _events_scalars(str(tmp_path / 'tb_logger' / 'test_rm_tiny'))
+    assert 'losses/l_map' in tags and 'metrics/fgr_tiny_val/map_mae' in tags
+
+    # the run "stopped" at 4 of 6: auto_resume must continue at iteration 5, not restart
+    write_options(tmp_path / 'opt.yml', dataroot=fgr_folder, train__total_iter=6)
+    second = run_module(['finpercep_basicsr.train', '-opt', opt, '--auto_resume'], cwd=tmp_path)
+    assert second.returncode == 0, second.stderr[-3000:]
+    log = open(sorted(glob.glob(str(exp / 'train_*.log')))[-1]).read()
+    assert 'Resuming training from epoch: 1, iter: 4.' in log
+    assert 'iter:       5,' in log and 'iter:       1,' not in log
+    assert torch.load(exp / 'training_states' / '6.state', weights_only=True)['iter'] == 6
+    assert not glob.glob(str(exp / '**' / '*.tmp'), recursive=True)
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_torchrun_two_cpu_processes_use_gloo(tmp_path, fgr_folder):
+    opt = write_options(tmp_path / 'opt.yml', dataroot=fgr_folder, train__total_iter=3, val=None)
+    result = run_module(['torch.distributed.run', '--nproc_per_node', '2', '--master_port', str(_free_port()),
+                         '-m', 'finpercep_basicsr.train', '-opt', opt, '--launcher', 'pytorch'],
+                        cwd=tmp_path, env={'OMP_NUM_THREADS': '1'})
+    assert result.returncode == 0, result.stderr[-3000:]
+    exp = tmp_path / 'experiments' / 'test_rm_tiny'
+    log = open(glob.glob(str(exp / 'train_*.log'))[0]).read()
+    assert 'World size (gpu number): 2' in log
+    assert os.path.isfile(exp / 'models' / 'net_reward_latest.pth')
+
+
+def test_missing_option_file_is_a_clear_error(tmp_path, capsys):
+    assert train_main(['-opt', str(tmp_path / 'nope.yml')]) == 2
+    assert f'option file not found: {tmp_path / "nope.yml"}' in capsys.readouterr().err
+
+
+def test_unknown_type_names_registry_and_close_match(tmp_path, fgr_folder, capsys):
+    opt = write_options(tmp_path / 'opt.yml', dataroot=fgr_folder, network_reward__type='FinPercepRewardNett')
+    assert train_main(['-opt', opt]) == 2
+    err = capsys.readouterr().err
+    assert "network_reward.type: 'FinPercepRewardNett' is not in BasicSR's arch registry" in err
+    assert 'did you mean FinPercepRewardNet' in err
+
+
+def test_missing_dataset_folder_is_named(tmp_path, capsys):
+    opt = write_options(tmp_path / 'opt.yml', dataroot=tmp_path / 'no_such_fgr')
+    assert train_main(['-opt', opt]) == 2
+    assert f'datasets.train.dataroot: {tmp_path / "no_such_fgr"} does not exist' in capsys.readouterr().err
+
+
+def test_missing_pretrained_checkpoint_is_named(tmp_path, fgr_folder, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    opt = write_options(tmp_path / 'opt.yml', dataroot=fgr_folder,
+                        path__pretrain_network_reward=str(tmp_path / 'missing.pth'))
+    assert train_main(['-opt', opt]) == 2
+    assert f'network checkpoint not found: {tmp_path / "missing.pth"}' in capsys.readouterr().err
