@@ -40,6 +40,14 @@ def test_train_then_auto_resume_continues(tmp_path, fgr_folder):
     assert torch.load(exp / 'training_states' / '6.state', weights_only=True)['iter'] == 6
     assert not glob.glob(str(exp / '**' / '*.tmp'), recursive=True)
 
+    # the test entry evaluates the trained checkpoint
+    test_opt = write_options(tmp_path / 'test.yml', fixture='test_rm_tiny.yml', dataroot=fgr_folder,
+                             path__pretrain_network_reward=str(exp / 'models' / 'net_reward_latest.pth'))
+    evaluated = run_module(['finpercep_basicsr.test', '-opt', test_opt], cwd=tmp_path)
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    test_log = open(glob.glob(str(tmp_path / 'results' / 'test_rm_tiny_eval' / 'test_*.log'))[0]).read()
+    assert 'Validation fgr_tiny_test:' in test_log
+
 
 def _free_port():
     with socket.socket() as s:
