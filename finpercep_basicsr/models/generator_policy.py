@@ -3,7 +3,23 @@
 ``FinPercepRLHFModel`` talks to every generator through ``GeneratorPolicy`` so that a BasicSR
 RRDBNet and a latent-diffusion SR model (OSEDiff, SeeSR, StableSR) take the same reward losses,
 curriculum and option keys.
+
+How the RLHF model uses a policy:
+
+- ``policy(lq, grad_steps)`` (``forward`` = ``sample``) produces the SR image; the model calls the
+  policy through ``forward`` so that DistributedDataParallel's gradient hooks run.
+- ``weights_module()`` is what ``net_g_<iter>.pth`` stores (``params`` / ``params_ema``) and what
+  ``path.pretrain_network_g`` loads: the bare BasicSR network for ``BasicSRNetPolicy`` (so the
+  checkpoint works in any BasicSR tool), e.g. only the adapters for a diffusion policy.
+- ``make_reference()`` returns the frozen reference generator for the distance-to-reference
+  regulariser (default: a frozen deep copy; a diffusion policy may return a view running its frozen
+  base weights with the adapters switched off). The model saves its state once per run
+  (``net_g_ref.pth``) so that a resumed run keeps the original reference.
+- A policy is a network type: a ``network_g.type`` whose registered arch subclasses
+  ``GeneratorPolicy`` is used as is (``build_policy``); any other arch is wrapped in
+  ``BasicSRNetPolicy``.
 """
+from copy import deepcopy
 from dataclasses import dataclass, field
 
 import torch
@@ -65,6 +81,21 @@ class GeneratorPolicy(nn.Module):
         """Parameters the optimiser updates (e.g. only LoRA adapters for diffusion models)."""
         return [p for p in self.parameters() if p.requires_grad]
 
+    def forward(self, lq, grad_steps=1):
+        """Same as ``sample``: the entry DistributedDataParallel wraps."""
+        return self.sample(lq, grad_steps=grad_steps)
+
+    def weights_module(self):
+        """The module saved as ``net_g`` and loaded from ``path.pretrain_network_g``."""
+        return self
+
+    def make_reference(self):
+        """A frozen eval-mode copy of the current policy (called once, after pretrained weights load)."""
+        ref = deepcopy(self).eval()
+        for p in ref.parameters():
+            p.requires_grad_(False)
+        return ref
+
 
 class BasicSRNetPolicy(GeneratorPolicy):
     """Any BasicSR generator (RRDBNet, SwinIR, HAT, ...) as a deterministic one-step policy.
@@ -84,3 +115,24 @@ class BasicSRNetPolicy(GeneratorPolicy):
             with torch.no_grad():
                 return self.net(lq).clamp(0, 1)
         return self.net(lq).clamp(0, 1)
+
+    def weights_module(self):
+        return self.net
+
+
+def build_policy(network_opt, default_scale=4):
+    """Build the policy of ``network_g``.
+
+    Args:
+        network_opt (dict): ``network_g`` options; ``type`` is any arch in BasicSR's registry.
+        default_scale (int): Scale when the options have neither ``scale`` nor ``upscale``.
+
+    Returns:
+        GeneratorPolicy: The arch itself if it is a policy, else a ``BasicSRNetPolicy`` around it.
+    """
+    from basicsr.archs import build_network
+
+    net = build_network(deepcopy(network_opt))
+    if isinstance(net, GeneratorPolicy):
+        return net
+    return BasicSRNetPolicy(net, int(network_opt.get('scale', network_opt.get('upscale', default_scale))))

@@ -1,0 +1,106 @@
+"""Global-only reward as a loss (the baseline that gets hacked): a stage-0 RM score or a pyiqa metric."""
+import torch
+from basicsr.utils.registry import LOSS_REGISTRY
+from torch import nn
+
+from finpercep_basicsr.losses.finpercep_reward_loss import build_frozen_reward_net, nonfinite_terms, reduce_batch
+from finpercep_basicsr.utils.errors import UserInputError
+
+
+class IQAMetricUnavailableError(UserInputError):
+    """A pyiqa metric cannot be built here (typically: learned weights would need a download)."""
+
+
+def build_pyiqa_metric(name, device='cpu', **kwargs):
+    """``pyiqa.create_metric(name, as_loss=True)`` with one clear error when it cannot be built.
+
+    Learned pyiqa metrics (MUSIQ, MANIQA, CLIP-IQA, LPIPS, ...) download their weights on first use;
+    offline that fails with a network error. Classical ones (psnr, ssim, fsim, vif, gmsd, ...) work.
+    """
+    import pyiqa
+
+    if name not in pyiqa.list_models():
+        raise UserInputError(f'pyiqa has no metric {name!r}')
+    try:
+        return pyiqa.create_metric(name, as_loss=True, device=device, **kwargs)
+    except (OSError, RuntimeError) as err:  # URLError is an OSError
+        raise IQAMetricUnavailableError(
+            f'pyiqa metric {name!r} could not be built ({type(err).__name__}: {err}). Learned metrics need '
+            f'their weights: put the file in ~/.cache/torch/hub/pyiqa/ (or pass pretrained_model_path) '
+            f'on a machine without internet access') from err
+
+
+@LOSS_REGISTRY.register()
+class FinPercepGlobalIQALoss(nn.Module):
+    """Negative global quality score: R = S, loss = -loss_weight * reduce(R).
+
+    The source is either a reward-model checkpoint (only its global score is used, e.g. RM_0) or a
+    pyiqa metric (``metric: pyiqa:<name>``; lower-is-better metrics are negated so that the reward
+    is always higher-is-better; full-reference metrics need ``gt``).
+
+    Args:
+        metric (str): ``rm`` or ``pyiqa:<name>``.
+        network_opt, pretrain_path, param_key, strict_load, seed: Reward network (``metric: rm``),
+            as in ``FinPercepRewardLoss``.
+        metric_opt (dict | None): Extra keyword arguments of ``pyiqa.create_metric``.
+        clamp_input (bool): Clamp the image to [0, 1] before scoring.
+        loss_weight (float): Multiplier of the loss.
+        reduction (str): ``mean`` | ``sum`` | ``none``.
+
+    Input: ``sr`` (B, 3, H, W) in [0, 1], ``gt`` (B, 3, H, W) for full-reference metrics.
+    Output as ``FinPercepRewardLoss`` (terms ``reward`` and ``score``; ``pdm`` for an RM source).
+    """
+
+    def __init__(self, metric='rm', network_opt=None, pretrain_path=None, param_key='params_ema',
+                 strict_load=True, seed=0, metric_opt=None, clamp_input=True, loss_weight=1.0, reduction='mean'):
+        super().__init__()
+        reduce_batch(torch.zeros(1), reduction)  # validates the name early
+        self.metric_name = metric
+        self.clamp_input, self.loss_weight, self.reduction = clamp_input, loss_weight, reduction
+        self.needs_gt = False
+        self.sign = 1.0
+        if metric == 'rm':
+            if network_opt is None:
+                raise UserInputError('FinPercepGlobalIQALoss with metric "rm" needs network_opt')
+            self.net = build_frozen_reward_net(network_opt, pretrain_path, param_key, strict_load, seed)
+        elif isinstance(metric, str) and metric.startswith('pyiqa:'):
+            self.net = build_pyiqa_metric(metric[len('pyiqa:'):], **(metric_opt or {}))
+            for p in self.net.parameters():
+                p.requires_grad_(False)
+            self.needs_gt = self.net.metric_mode == 'FR'
+            self.sign = -1.0 if self.net.lower_better else 1.0
+        else:
+            raise UserInputError(f'FinPercepGlobalIQALoss: metric must be "rm" or "pyiqa:<name>", got {metric!r}')
+        self.net.eval()
+
+    def train(self, mode=True):
+        super().train(mode)
+        self.net.eval()
+        return self
+
+    def set_weights(self, **_):
+        """Global-only: there is no map weight to change (kept for a common curriculum interface)."""
+
+    def rewards(self, sr, gt=None):
+        if not torch.isfinite(sr).all():
+            return nonfinite_terms(sr, ('reward', 'score'))
+        x = sr.clamp(0, 1) if self.clamp_input else sr
+        if self.metric_name == 'rm':
+            out = self.net(x)
+            return {'reward': out['score'], 'score': out['score'], 'pdm': out['pdm']}
+        if self.needs_gt:
+            if gt is None:
+                raise UserInputError(f'{self.metric_name} is a full-reference metric: the reward needs gt')
+            score = self.net(x, gt)
+        else:
+            score = self.net(x)
+        score = score.reshape(sr.size(0)).to(sr.dtype)
+        return {'reward': self.sign * score, 'score': score}
+
+    def forward(self, sr, gt=None, return_terms=False):
+        terms = self.rewards(sr, gt)
+        loss = -self.loss_weight * reduce_batch(terms['reward'], self.reduction)
+        if return_terms:
+            return loss, {k: v.detach() for k, v in terms.items()}
+        return loss
+

@@ -1,0 +1,187 @@
+"""FinPercep reward as a loss: -(lambda_1 * mean(S) + lambda_2 * (1 - max(M))) from a frozen FinPercep-RM."""
+import math
+from copy import deepcopy
+
+import torch
+from basicsr.utils import get_root_logger
+from basicsr.utils.registry import LOSS_REGISTRY
+from torch import nn
+
+from finpercep_basicsr.utils.checkpoint import load_checkpoint
+from finpercep_basicsr.utils.errors import UserInputError
+
+MAP_REDUCTIONS = ('max', 'topk', 'smooth_max')
+
+
+def build_frozen_reward_net(network_opt, pretrain_path=None, param_key='params_ema', strict_load=True, seed=0):
+    """Build a reward network from its options, load a checkpoint, freeze it.
+
+    Args:
+        network_opt (dict): Network options with ``type`` (e.g. ``FinPercepRewardNet``).
+        pretrain_path (str | None): Checkpoint file; None keeps a random initialisation (tests and
+            smoke runs only: a random reward is meaningless, a warning is logged).
+        param_key (str): Entry of the checkpoint; falls back to ``'params'`` when absent (a run saved
+            without EMA).
+        strict_load (bool): Require every key and shape to match.
+        seed (int): Seed of the random initialisation, drawn from a forked RNG so that building a
+            reward net never changes the training's random stream (needed for bit-identical resume
+            when curriculum stages are built lazily).
+
+    Returns:
+        nn.Module: The network in eval mode with ``requires_grad=False`` on every parameter.
+    """
+    from basicsr.archs import build_network  # late: losses are imported before archs are complete
+
+    if not isinstance(network_opt, dict) or 'type' not in network_opt:
+        raise UserInputError(f'reward network options need a "type" key, got {network_opt!r}')
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = build_network(deepcopy(network_opt))
+    if pretrain_path is None:
+        get_root_logger().warning(f'reward network {network_opt["type"]} has no pretrain_path: random weights')
+    else:
+        loaded = load_checkpoint(str(pretrain_path), what='reward model checkpoint')
+        if param_key not in loaded and 'params' in loaded:
+            param_key = 'params'
+        if param_key not in loaded:
+            raise UserInputError(f'{pretrain_path} has no {param_key!r} entry (it has: {", ".join(map(str, loaded))})')
+        state = {k.removeprefix('module.'): v for k, v in loaded[param_key].items()}
+        # late import: models/ imports this file through the RLHF model
+        from finpercep_basicsr.models.finpercep_base_model import describe_state_dict_mismatch
+        problems = describe_state_dict_mismatch(net.state_dict(), state)
+        if strict_load and problems:
+            raise UserInputError(f'{pretrain_path} does not match {network_opt["type"]} {network_opt}:\n  '
+                                 + '\n  '.join(problems))
+        own = net.state_dict()
+        net.load_state_dict({k: v for k, v in state.items() if k in own and own[k].shape == v.shape},
+                            strict=strict_load)
+    net.eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    return net
+
+
+def reduce_map(pdm, how='max', topk_ratio=0.01, temperature=0.05):
+    """Per-image peak of a degradation map.
+
+    Args:
+        pdm (Tensor): (B, 1, H, W) map in [0, 1].
+        how (str): ``'max'`` (gradient reaches one pixel), ``'topk'`` (mean of the ``topk_ratio``
+            largest pixels) or ``'smooth_max'`` (log-mean-exp with ``temperature``: between the mean
+            (large T) and the max (T -> 0), gradient spread over every strongly degraded pixel).
+        topk_ratio (float): Fraction of pixels for ``'topk'`` (at least one pixel).
+        temperature (float): Temperature of ``'smooth_max'``.
+
+    Returns:
+        Tensor: (B,) peak values, in [0, 1] for a map in [0, 1].
+    """
+    flat = pdm.flatten(1)
+    if how == 'max':
+        return flat.amax(dim=1)
+    if how == 'topk':
+        k = max(1, int(round(topk_ratio * flat.size(1))))
+        return flat.topk(k, dim=1).values.mean(dim=1)
+    if how == 'smooth_max':
+        return temperature * (torch.logsumexp(flat / temperature, dim=1) - math.log(flat.size(1)))
+    raise UserInputError(f'map_reduce must be one of {", ".join(MAP_REDUCTIONS)}, got {how!r}')
+
+
+def pdm_artifact_rate(pdm, threshold=0.5):
+    """Fraction of pixels of each map above ``threshold``: (B, 1, H, W) -> (B,)."""
+    return (pdm > threshold).flatten(1).float().mean(dim=1)
+
+
+def reduce_batch(values, reduction):
+    """Apply a BasicSR ``reduction`` ('none' | 'mean' | 'sum') to per-sample values (B,)."""
+    if reduction == 'none':
+        return values
+    if reduction == 'mean':
+        return values.mean()
+    if reduction == 'sum':
+        return values.sum()
+    raise UserInputError(f'reduction must be none, mean or sum, got {reduction!r}')
+
+
+def nonfinite_terms(sr, names):
+    """Terms for an input with NaN/Inf pixels: NaN values still attached to ``sr``'s graph.
+
+    The reward network must not see such an input (it raises); the caller's non-finite guard sees
+    the NaN loss and skips the step, while distributed ranks still run the same backward.
+    """
+    nan = sr.sum() * float('nan')
+    return {name: nan.expand(sr.size(0)) for name in names}
+
+
+@LOSS_REGISTRY.register()
+class FinPercepRewardLoss(nn.Module):
+    """Negative FinPercep reward of a frozen reward model; gradients flow to the input image.
+
+    R = lambda_score * S + lambda_map * (1 - peak(M)), loss = -loss_weight * reduce(R).
+
+    Args:
+        network_opt (dict): Options of the reward network (``type: FinPercepRewardNet``, ...).
+        pretrain_path (str | None): Reward checkpoint (``net_reward_*.pth``).
+        param_key (str): Entry of the checkpoint (default ``params_ema``, falls back to ``params``).
+        strict_load (bool): Require the checkpoint to match the network exactly.
+        lambda_score (float): lambda_1, weight of the global score.
+        lambda_map (float): lambda_2, weight of the map term (0 = global-only reward).
+        map_reduce (str): ``max`` | ``topk`` | ``smooth_max`` (see ``reduce_map``).
+        topk_ratio (float): Pixel fraction for ``topk``.
+        temperature (float): Temperature for ``smooth_max``.
+        clamp_input (bool): Clamp the image to [0, 1] before scoring, so out-of-range pixels cannot
+            be used to please the reward model (they get no reward gradient; fidelity terms handle them).
+        seed (int): Seed of the random initialisation when ``pretrain_path`` is None.
+        loss_weight (float): Multiplier of the loss.
+        reduction (str): ``mean`` | ``sum`` | ``none`` over the batch.
+
+    Input: ``sr`` (B, 3, H, W) in [0, 1]. Output: the loss (scalar, or (B,) for ``none``); with
+    ``return_terms=True`` also a dict of detached per-image terms: ``reward``, ``score``,
+    ``map_peak`` (B,) and ``pdm`` (B, 1, H, W).
+    """
+
+    def __init__(self, network_opt, pretrain_path=None, param_key='params_ema', strict_load=True,
+                 lambda_score=1.0, lambda_map=1.0, map_reduce='max', topk_ratio=0.01, temperature=0.05,
+                 clamp_input=True, seed=0, loss_weight=1.0, reduction='mean'):
+        super().__init__()
+        if map_reduce not in MAP_REDUCTIONS:
+            raise UserInputError(f'FinPercepRewardLoss: map_reduce must be one of {", ".join(MAP_REDUCTIONS)}, '
+                                 f'got {map_reduce!r}')
+        if temperature <= 0 or not 0 < topk_ratio <= 1:
+            raise UserInputError('FinPercepRewardLoss: temperature must be > 0 and topk_ratio in (0, 1]')
+        reduce_batch(torch.zeros(1), reduction)  # validates the name early
+        self.net = build_frozen_reward_net(network_opt, pretrain_path, param_key, strict_load, seed)
+        self.pretrain_path = pretrain_path
+        self.map_reduce, self.topk_ratio, self.temperature = map_reduce, topk_ratio, temperature
+        self.clamp_input = clamp_input
+        self.loss_weight, self.reduction = loss_weight, reduction
+        self.set_weights(lambda_score, lambda_map)
+
+    def set_weights(self, lambda_score=None, lambda_map=None):
+        """Change lambda_1 / lambda_2 at run time (the curriculum does); None keeps a weight."""
+        if lambda_score is not None:
+            self.lambda_score = float(lambda_score)
+        if lambda_map is not None:
+            self.lambda_map = float(lambda_map)
+
+    def train(self, mode=True):
+        """The reward network stays in eval mode (no dropout/BN updates) whatever the parent does."""
+        super().train(mode)
+        self.net.eval()
+        return self
+
+    def rewards(self, sr):
+        """Per-image reward and its terms, differentiable w.r.t. ``sr``: dict of (B,) and the map."""
+        if not torch.isfinite(sr).all():
+            return nonfinite_terms(sr, ('reward', 'score', 'map_peak'))
+        out = self.net(sr.clamp(0, 1) if self.clamp_input else sr)
+        peak = reduce_map(out['pdm'], self.map_reduce, self.topk_ratio, self.temperature)
+        reward = self.lambda_score * out['score'] + self.lambda_map * (1 - peak)
+        return {'reward': reward, 'score': out['score'], 'map_peak': peak, 'pdm': out['pdm']}
+
+    def forward(self, sr, gt=None, return_terms=False):
+        """Loss of ``sr``; ``gt`` is accepted for a common reward-loss signature and ignored."""
+        terms = self.rewards(sr)
+        loss = -self.loss_weight * reduce_batch(terms['reward'], self.reduction)
+        if return_terms:
+            return loss, {k: v.detach() for k, v in terms.items()}
+        return loss

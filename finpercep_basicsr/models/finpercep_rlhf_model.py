@@ -1,0 +1,295 @@
+"""RLHF of an SR generator with a FinPercep reward (ReFL), fidelity regularisers and the CCL schedule."""
+import os
+from collections import OrderedDict
+from copy import deepcopy
+
+import torch
+import torch.distributed as dist
+from basicsr.archs import build_network
+from basicsr.losses import build_loss
+from basicsr.metrics import calculate_metric
+from basicsr.utils import get_root_logger, tensor2img
+from basicsr.utils.registry import MODEL_REGISTRY
+
+from finpercep_basicsr.curriculum.coevolution import RewardCoEvolution
+from finpercep_basicsr.curriculum.schedule import RewardCurriculum
+from finpercep_basicsr.losses.finpercep_reward_loss import pdm_artifact_rate
+from finpercep_basicsr.models.finpercep_base_model import FinPercepBaseModel
+from finpercep_basicsr.models.generator_policy import build_policy
+from finpercep_basicsr.utils.checkpoint import atomic_torch_save, load_checkpoint
+from finpercep_basicsr.utils.errors import UserInputError
+
+REFERENCE_FILE = 'net_g_ref.pth'
+
+
+def _grads_finite(params):
+    return all(p.grad is None or bool(torch.isfinite(p.grad).all()) for p in params)
+
+
+@MODEL_REGISTRY.register()
+class FinPercepRLHFModel(FinPercepBaseModel):
+    """Reward fine-tuning of a generator policy (ReFL: the reward is backpropagated through it).
+
+    Generator loss = sum_k blend_k * RewardLoss_k(SR) + pixel(SR, GT) + ref(SR, Ref(LQ))
+    + perceptual(SR, GT) + GAN(SR); the reward losses and blends come from the CCL schedule
+    (``train.ccl``) or from ``train.reward_opt`` alone.
+
+    Options:
+        network_g: any BasicSR arch (wrapped in ``BasicSRNetPolicy``) or a ``GeneratorPolicy`` arch.
+        path.pretrain_network_g / param_key_g / strict_load_g: initial generator weights.
+        rlhf.grad_steps: sampling steps with gradients (ReFL truncation; 1 for one-step generators).
+        train.reward_opt, train.ccl: reward losses and their schedule (``curriculum.schedule``);
+            train.ccl.coevolve: online refresh of the reward network (``curriculum.coevolution``).
+        train.pixel_opt, train.ref_opt, train.perceptual_opt: fidelity terms (any BasicSR loss);
+            ``ref_opt`` compares with the frozen reference generator (the policy before RLHF).
+        network_d + train.gan_opt + train.optim_d: optional BasicSR GAN term.
+        train.optim_g, train.scheduler, train.ema_decay, train.grad_clip_norm.
+        val.metrics (BasicSR metrics on uint8 images), val.pdm_threshold, val.num_pdm_images.
+
+    Every step whose loss or gradients are NaN/Inf is skipped (no optimiser, EMA or discriminator
+    update) and counted in ``nonfinite_skips``.
+    """
+
+    def __init__(self, opt):
+        super().__init__(opt)
+        self.grad_steps = int(opt.get('rlhf', {}).get('grad_steps', 1))
+        self.net_g = self.model_to_device(build_policy(opt['network_g'], opt.get('scale', 4)))
+        self.print_network(self.net_g)
+        self._load_pretrained(self.get_bare_model(self.net_g), opt['path'].get('param_key_g', 'params'))
+        if self.is_train:
+            self.init_training_settings()
+
+    def _load_pretrained(self, policy, param_key):
+        load_path = self.opt['path'].get('pretrain_network_g')
+        if load_path is not None:
+            self.load_network(policy.weights_module(), load_path, self.opt['path'].get('strict_load_g', True),
+                              param_key)
+
+    # ---- set-up -------------------------------------------------------------------------------
+    def init_training_settings(self):
+        train_opt = self.opt['train']
+        policy = self.get_bare_model(self.net_g)
+        self.net_g.train()
+        self.ema_decay = train_opt.get('ema_decay', 0)
+        if self.ema_decay > 0:
+            self.net_g_ema = deepcopy(policy).eval()
+            for p in self.net_g_ema.parameters():
+                p.requires_grad_(False)
+            self._load_pretrained(self.net_g_ema, 'params_ema')
+        build = lambda key: build_loss(deepcopy(train_opt[key])).to(self.device) if train_opt.get(key) else None  # noqa: E731
+        self.cri_pix, self.cri_ref, self.cri_perceptual, self.cri_gan = (
+            build(k) for k in ('pixel_opt', 'ref_opt', 'perceptual_opt', 'gan_opt'))
+        self.net_ref = self._build_reference(policy) if self.cri_ref is not None else None
+        self.curriculum = RewardCurriculum(train_opt, self.device, seed=self.opt.get('manual_seed') or 0)
+        self.coevolution = RewardCoEvolution((train_opt.get('ccl') or {}).get('coevolve'), self.device)
+        self.grad_clip_norm = train_opt.get('grad_clip_norm')
+        self.nonfinite_skips = 0
+        optim_opt = deepcopy(train_opt['optim_g'])
+        self.optimizer_g = self.get_optimizer(optim_opt.pop('type'), policy.trainable_parameters(), **optim_opt)
+        self.optimizers.append(self.optimizer_g)
+        self.net_d = None
+        if self.cri_gan is not None:
+            if 'network_d' not in self.opt:
+                raise UserInputError('train.gan_opt needs a network_d section')
+            self.net_d = self.model_to_device(build_network(deepcopy(self.opt['network_d'])))
+            if self.opt['path'].get('pretrain_network_d') is not None:
+                self.load_network(self.net_d, self.opt['path']['pretrain_network_d'],
+                                  self.opt['path'].get('strict_load_d', True), 'params')
+            optim_opt = deepcopy(train_opt['optim_d'])
+            self.optimizer_d = self.get_optimizer(optim_opt.pop('type'), self.net_d.parameters(), **optim_opt)
+            self.optimizers.append(self.optimizer_d)
+        self.setup_schedulers()
+
+    def _build_reference(self, policy):
+        """Frozen reference: the initial policy, or the one saved by the run being resumed."""
+        ref = policy.make_reference().to(self.device)
+        if self.opt['path'].get('resume_state'):
+            path = os.path.join(self.opt['path']['models'], REFERENCE_FILE)
+            if not os.path.isfile(path):
+                raise UserInputError(f'resuming needs the reference generator {path} (saved with the first '
+                                     f'checkpoint of the run); it is missing')
+            ref.weights_module().load_state_dict(load_checkpoint(path, 'reference generator')['params'])
+        return ref
+
+    # ---- training -----------------------------------------------------------------------------
+    def feed_data(self, data):
+        self.lq = data['lq'].to(self.device)
+        self.gt = data['gt'].to(self.device) if 'gt' in data else None
+
+    def _reward_terms(self, sr, current_iter):
+        """Blended reward loss of the scheduled stages, plus the mean of each reward term."""
+        total, terms = 0, {}
+        for module, weight in self.curriculum.step(current_iter):
+            loss, t = module(sr, self.gt, return_terms=True)
+            total = total + weight * loss
+            for name in ('reward', 'score', 'map_peak'):
+                if name in t:
+                    terms[name] = terms.get(name, 0) + weight * t[name].mean()
+        return total, terms
+
+    def _generator_loss(self, sr, current_iter):
+        loss_dict = OrderedDict()
+        l_reward, terms = self._reward_terms(sr, current_iter)
+        loss_dict['l_reward'] = l_reward
+        total = l_reward
+        if self.cri_pix is not None:
+            loss_dict['l_pix'] = self.cri_pix(sr, self.gt)
+            total = total + loss_dict['l_pix']
+        if self.cri_ref is not None:
+            with torch.no_grad():
+                ref_out = self.net_ref(self.lq, grad_steps=0)
+            loss_dict['l_ref'] = self.cri_ref(sr, ref_out)
+            total = total + loss_dict['l_ref']
+        if self.cri_perceptual is not None:
+            l_percep, l_style = self.cri_perceptual(sr, self.gt)
+            for name, value in (('l_percep', l_percep), ('l_style', l_style)):
+                if value is not None:
+                    loss_dict[name] = value
+                    total = total + value
+        if self.cri_gan is not None:
+            for p in self.net_d.parameters():
+                p.requires_grad_(False)
+            loss_dict['l_g_gan'] = self.cri_gan(self.net_d(sr), True, is_disc=False)
+            total = total + loss_dict['l_g_gan']
+        loss_dict['l_total'] = total
+        loss_dict.update({k: torch.as_tensor(v, dtype=torch.float32) for k, v in terms.items()})
+        return total, loss_dict
+
+    def _step_is_finite(self, loss, params):
+        ok = torch.tensor(float(bool(torch.isfinite(loss)) and _grads_finite(params)), device=self.device)
+        if self.opt['dist']:  # every rank must take the same decision
+            dist.all_reduce(ok, op=dist.ReduceOp.MIN)
+        return bool(ok.item())
+
+    def optimize_parameters(self, current_iter):
+        policy = self.get_bare_model(self.net_g)
+        params = policy.trainable_parameters()
+        self.optimizer_g.zero_grad(set_to_none=True)
+        sr = self.net_g(self.lq, grad_steps=self.grad_steps)
+        total, loss_dict = self._generator_loss(sr, current_iter)
+        # backward even for a NaN loss: DDP ranks must all run the same all-reduce
+        total.backward()
+        finite = self._step_is_finite(total.detach(), params)
+        if finite:
+            if self.grad_clip_norm:
+                loss_dict['grad_norm'] = torch.nn.utils.clip_grad_norm_(params, self.grad_clip_norm).detach()
+            self.optimizer_g.step()
+            if self.ema_decay > 0:
+                self.model_ema(self.ema_decay)
+            if self.net_d is not None:
+                loss_dict.update(self._discriminator_step(sr.detach()))
+            loss_dict.update(self.coevolution.maybe_update(current_iter, self.curriculum, sr.detach(), self.gt))
+        else:
+            self.optimizer_g.zero_grad(set_to_none=True)
+            self.nonfinite_skips += 1
+            get_root_logger().warning(f'iter {current_iter}: non-finite reward/loss or gradients, step skipped '
+                                      f'({self.nonfinite_skips} so far)')
+            loss_dict = OrderedDict()  # the NaN terms of a step that did not happen are not logged
+        loss_dict.update(self.curriculum.log_values(current_iter))
+        loss_dict['nonfinite_skips'] = float(self.nonfinite_skips)
+        self.log_dict = self.reduce_loss_dict(
+            OrderedDict((k, torch.as_tensor(v, dtype=torch.float32).detach().reshape(()).to(self.device))
+                        for k, v in loss_dict.items()))
+
+    def _discriminator_step(self, sr):
+        for p in self.net_d.parameters():
+            p.requires_grad_(True)
+        self.optimizer_d.zero_grad(set_to_none=True)
+        l_real = self.cri_gan(self.net_d(self.gt), True, is_disc=True)
+        l_fake = self.cri_gan(self.net_d(sr), False, is_disc=True)
+        (l_real + l_fake).backward()
+        self.optimizer_d.step()
+        return {'l_d_real': l_real.detach(), 'l_d_fake': l_fake.detach()}
+
+    @torch.no_grad()
+    def model_ema(self, decay=0.999):
+        """EMA of the trainable weights (the policy's ``weights_module``, buffers copied)."""
+        net = self.get_bare_model(self.net_g).weights_module().state_dict()
+        for k, v in self.net_g_ema.weights_module().state_dict().items():
+            v.copy_(v * decay + net[k].detach() * (1 - decay) if v.is_floating_point() else net[k])
+
+    # ---- evaluation ---------------------------------------------------------------------------
+    def _eval_policy(self):
+        return self.net_g_ema if getattr(self, 'ema_decay', 0) > 0 else self.get_bare_model(self.net_g)
+
+    def test(self):
+        policy = self._eval_policy()
+        was_training = policy.training
+        policy.eval()
+        with torch.no_grad():
+            self.output = policy(self.lq, grad_steps=0)
+        policy.train(was_training)
+
+    def get_current_visuals(self):
+        out = OrderedDict(lq=self.lq.detach().cpu(), result=self.output.detach().cpu())
+        if self.gt is not None:
+            out['gt'] = self.gt.detach().cpu()
+        return out
+
+    def dist_validation(self, dataloader, current_iter, tb_logger, save_img):
+        if self.opt['rank'] == 0:
+            self.nondist_validation(dataloader, current_iter, tb_logger, save_img)
+
+    def nondist_validation(self, dataloader, current_iter, tb_logger, save_img):
+        """BasicSR metrics on uint8 images plus the current stage's reward, RM score and PDM rate."""
+        dataset_name = dataloader.dataset.opt['name']
+        val_opt = self.opt['val']
+        metric_opts = val_opt.get('metrics') or {}
+        threshold = val_opt.get('pdm_threshold', 0.5)
+        num_images = val_opt.get('num_pdm_images', 2)
+        reward = self.curriculum.active_module(current_iter) if hasattr(self, 'curriculum') else None
+        sums, count = {}, 0
+        for idx, data in enumerate(dataloader):
+            self.feed_data(data)
+            self.test()
+            sr_img = tensor2img(self.output)
+            values = {}
+            if self.gt is not None:
+                gt_img = tensor2img(self.gt)
+                for name, mopt in metric_opts.items():
+                    values[name] = calculate_metric({'img': sr_img, 'img2': gt_img}, deepcopy(mopt))
+            if reward is not None:
+                with torch.no_grad():
+                    _, terms = reward(self.output, self.gt, return_terms=True)
+                values['reward'] = terms['reward'].mean().item()
+                values['rm_score'] = terms['score'].mean().item()
+                if 'pdm' in terms:
+                    values['pdm_rate'] = pdm_artifact_rate(terms['pdm'], threshold).mean().item()
+                    if tb_logger and idx < num_images:
+                        tb_logger.add_image(f'pdm/{dataset_name}/{idx}', terms['pdm'][0].cpu(), current_iter)
+                        tb_logger.add_image(f'sr/{dataset_name}/{idx}', self.output[0].clamp(0, 1).cpu(),
+                                            current_iter)
+            for k, v in values.items():
+                sums[k] = sums.get(k, 0.0) + float(v)
+            count += 1
+        self.metric_results = {k: v / max(count, 1) for k, v in sums.items()}
+        get_root_logger().info(f'Validation {dataset_name} @ {current_iter}: '
+                               + ', '.join(f'{k} {v:.4f}' for k, v in self.metric_results.items()))
+        if tb_logger:
+            for k, v in self.metric_results.items():
+                tb_logger.add_scalar(f'metrics/{dataset_name}/{k}', v, current_iter)
+
+    # ---- checkpoints --------------------------------------------------------------------------
+    def save(self, epoch, current_iter):
+        policy = self.get_bare_model(self.net_g)
+        if self.ema_decay > 0:
+            self.save_network([policy.weights_module(), self.net_g_ema.weights_module()], 'net_g', current_iter,
+                              param_key=['params', 'params_ema'])
+        else:
+            self.save_network(policy.weights_module(), 'net_g', current_iter)
+        if self.net_d is not None:
+            self.save_network(self.net_d, 'net_d', current_iter)
+        ref_path = os.path.join(self.opt['path']['models'], REFERENCE_FILE)
+        if self.net_ref is not None and self.opt.get('rank', 0) == 0 and not os.path.exists(ref_path):
+            state = self.net_ref.weights_module().state_dict()
+            atomic_torch_save({'params': {k: v.detach().cpu() for k, v in state.items()}}, ref_path)
+        self.save_training_state(epoch, current_iter)
+
+    def extra_training_state(self):
+        return {'curriculum': self.curriculum.state_dict(), 'coevolution': self.coevolution.state_dict(),
+                'nonfinite_skips': self.nonfinite_skips}
+
+    def load_extra_training_state(self, state):
+        self.curriculum.load_state_dict(state.get('curriculum'))
+        self.coevolution.load_state_dict(state.get('coevolution'))
+        self.nonfinite_skips = int(state.get('nonfinite_skips', 0))
