@@ -115,7 +115,8 @@ class RewardCoEvolution:
         return {'l_rm_map': l_map.detach(), 'l_rm_rank': l_rank.detach()}
 
     def state_dict(self):
-        states = {key: opt.state_dict() for key, opt in self.optimizers.items()}
+        # deep copies: the live moments keep changing in place after a snapshot
+        states = {key: deepcopy(opt.state_dict()) for key, opt in self.optimizers.items()}
         states.update({k: v for k, v in self._pending.items() if k not in states})
         return {'optimizers': states}
 

@@ -184,7 +184,7 @@ class RewardCurriculum:
 
     # ---- resume -------------------------------------------------------------------------------
     def state_dict(self):
-        nets = {key: {k: v.detach().cpu() for k, v in self.modules[key].net.state_dict().items()}
+        nets = {key: {k: v.detach().cpu().clone() for k, v in self.modules[key].net.state_dict().items()}
                 for key in sorted(self.refreshed) if key in self.modules}
         nets.update({k: v for k, v in self._pending.items() if k not in nets})
         return {'iter': self.current_iter, 'starts': list(self.starts), 'refreshed_nets': nets}

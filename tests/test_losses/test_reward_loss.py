@@ -1,0 +1,141 @@
+"""FinPercep reward losses: the formula, map reductions, run-time weights, gradients, errors."""
+import urllib.error
+
+import pytest
+import torch
+from basicsr.archs.rrdbnet_arch import RRDBNet
+from basicsr.losses import build_loss
+from rlhf_fixture import TINY_RM, make_reward_checkpoint
+
+import finpercep_basicsr  # noqa: F401
+from finpercep_basicsr.losses import finpercep_global_iqa_loss as global_iqa
+from finpercep_basicsr.losses.finpercep_global_iqa_loss import FinPercepGlobalIQALoss, IQAMetricUnavailableError
+from finpercep_basicsr.losses.finpercep_reward_loss import FinPercepRewardLoss, pdm_artifact_rate, reduce_map
+from finpercep_basicsr.utils.errors import UserInputError
+
+
+@pytest.fixture
+def rm_ckpt(tmp_path):
+    return make_reward_checkpoint(tmp_path / 'rm.pth', seed=3)
+
+
+def _loss(rm_ckpt, **kw):
+    return FinPercepRewardLoss(network_opt=dict(TINY_RM), pretrain_path=rm_ckpt, **kw)
+
+
+def test_loss_is_negative_weighted_reward(rm_ckpt):
+    torch.manual_seed(0)
+    sr = torch.rand(3, 3, 32, 32)
+    loss_fn = _loss(rm_ckpt, lambda_score=0.7, lambda_map=2.0, map_reduce='max')
+    out = loss_fn.net(sr)
+    expected = -(0.7 * out['score'].mean() + 2.0 * (1 - out['pdm'].flatten(1).amax(1)).mean())
+    loss, terms = loss_fn(sr, return_terms=True)
+    assert torch.allclose(loss, expected, atol=1e-6)
+    assert terms['pdm'].shape == (3, 1, 32, 32) and terms['reward'].shape == (3,)
+    assert not terms['reward'].requires_grad
+    # checkpoint weights were loaded (seed 3), not the random init of the loss (seed 0)
+    assert torch.equal(loss_fn.net.state_dict()['score_head.0.weight'],
+                       torch.load(rm_ckpt, weights_only=True)['params']['score_head.0.weight'])
+    per_image = _loss(rm_ckpt, lambda_score=0.7, lambda_map=2.0, reduction='none')(sr)
+    assert per_image.shape == (3,) and torch.allclose(per_image.mean(), loss, atol=1e-6)
+
+
+def test_set_weights_changes_the_reward_at_run_time(rm_ckpt):
+    sr = torch.rand(2, 3, 32, 32)
+    loss_fn = _loss(rm_ckpt)
+    loss_fn.set_weights(lambda_score=1.0, lambda_map=0.0)
+    assert torch.allclose(loss_fn(sr), -loss_fn.net(sr)['score'].mean(), atol=1e-6)
+    loss_fn.set_weights(lambda_score=0.0, lambda_map=1.0)
+    assert torch.allclose(loss_fn(sr), -(1 - loss_fn.net(sr)['pdm'].flatten(1).amax(1)).mean(), atol=1e-6)
+    loss_fn.set_weights(lambda_map=3.0)  # None keeps the other weight
+    assert (loss_fn.lambda_score, loss_fn.lambda_map) == (0.0, 3.0)
+
+
+def test_map_reductions():
+    pdm = torch.rand(2, 1, 16, 16) * 0.5
+    pdm[0, 0, 3, 4] = 0.9
+    assert torch.equal(reduce_map(pdm, 'max'), pdm.flatten(1).amax(1))
+    assert torch.allclose(reduce_map(pdm, 'topk', topk_ratio=1 / 256), pdm.flatten(1).amax(1))
+    top4 = pdm.flatten(1).sort(1, descending=True).values[:, :4].mean(1)
+    assert torch.allclose(reduce_map(pdm, 'topk', topk_ratio=4 / 256), top4)
+    mean, peak = pdm.flatten(1).mean(1), pdm.flatten(1).amax(1)
+    smooth = reduce_map(pdm, 'smooth_max', temperature=0.05)
+    assert torch.all(smooth <= peak + 1e-6) and torch.all(smooth >= mean - 1e-6)
+    assert torch.allclose(reduce_map(pdm, 'smooth_max', temperature=1e-3), peak, atol=0.01)
+    assert torch.allclose(reduce_map(pdm, 'smooth_max', temperature=100.0), mean, atol=1e-3)
+    with pytest.raises(UserInputError, match='map_reduce'):
+        reduce_map(pdm, 'median')
+    assert torch.allclose(pdm_artifact_rate(pdm, 0.45), (pdm > 0.45).float().flatten(1).mean(1))
+
+
+def test_gradients_reach_the_generator_not_the_reward_model(rm_ckpt):
+    torch.manual_seed(0)
+    gen = RRDBNet(3, 3, num_feat=8, num_block=1, num_grow_ch=8, scale=4)
+    loss_fn = build_loss({'type': 'FinPercepRewardLoss', 'network_opt': dict(TINY_RM), 'pretrain_path': rm_ckpt,
+                          'map_reduce': 'smooth_max'})
+    loss_fn(gen(torch.rand(2, 3, 8, 8)).clamp(0, 1)).backward()
+    grads = [p.grad for p in gen.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    assert sum(g.abs().sum() for g in grads) > 0
+    assert all(p.grad is None and not p.requires_grad for p in loss_fn.net.parameters())
+
+
+def test_reward_net_stays_in_eval_mode(rm_ckpt):
+    loss_fn = _loss(rm_ckpt).train()
+    assert loss_fn.training and not loss_fn.net.training
+
+
+def test_nonfinite_input_gives_nan_loss_connected_to_the_graph(rm_ckpt):
+    x = torch.rand(2, 3, 32, 32, requires_grad=True)
+    sr = x * torch.tensor(float('inf'))
+    loss, terms = _loss(rm_ckpt)(sr, return_terms=True)
+    assert torch.isnan(loss) and torch.isnan(terms['reward']).all()
+    loss.backward()
+    assert x.grad is not None
+
+
+def test_bad_options_and_checkpoints_are_named(tmp_path, rm_ckpt):
+    with pytest.raises(UserInputError, match='map_reduce'):
+        _loss(rm_ckpt, map_reduce='mean')
+    with pytest.raises(FileNotFoundError, match='missing.pth'):
+        _loss(str(tmp_path / 'missing.pth'))
+    with pytest.raises(UserInputError, match=r'rm\.pth does not match FinPercepRewardNet'):
+        FinPercepRewardLoss(network_opt={'type': 'FinPercepRewardNet', 'channels': [8, 32]}, pretrain_path=rm_ckpt)
+    torch.save({'weights': {}}, tmp_path / 'w.pth')
+    with pytest.raises(UserInputError, match="w.pth has no 'params_ema' entry"):
+        _loss(str(tmp_path / 'w.pth'), param_key='params_ema')
+
+
+def test_global_loss_from_a_reward_model_uses_only_the_score(rm_ckpt):
+    sr = torch.rand(2, 3, 32, 32)
+    loss_fn = FinPercepGlobalIQALoss(metric='rm', network_opt=dict(TINY_RM), pretrain_path=rm_ckpt)
+    loss, terms = loss_fn(sr, return_terms=True)
+    assert torch.allclose(loss, -loss_fn.net(sr)['score'].mean(), atol=1e-6)
+    assert 'pdm' in terms and 'map_peak' not in terms
+
+
+def test_global_loss_from_pyiqa_full_reference_metric():
+    gt = torch.rand(1, 3, 32, 32)
+    x = (gt + 0.1 * torch.randn_like(gt)).clamp(0, 1).requires_grad_(True)
+    psnr = FinPercepGlobalIQALoss(metric='pyiqa:psnr')
+    loss = psnr(x, gt)
+    loss.backward()
+    assert loss < 0 and x.grad.abs().sum() > 0  # reward = PSNR (higher is better)
+    gmsd = FinPercepGlobalIQALoss(metric='pyiqa:gmsd')  # lower-is-better metric: reward = -GMSD
+    assert gmsd(x.detach(), gt) > 0 and gmsd.sign == -1.0
+    with pytest.raises(UserInputError, match='full-reference'):
+        psnr(x)
+
+
+def test_pyiqa_metric_needing_a_download_fails_clearly(monkeypatch):
+    import pyiqa
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError('Name or service not known')
+    monkeypatch.setattr(pyiqa, 'create_metric', offline)
+    with pytest.raises(IQAMetricUnavailableError, match="'musiq'.*need their weights"):
+        global_iqa.FinPercepGlobalIQALoss(metric='pyiqa:musiq')
+    with pytest.raises(UserInputError, match='no metric'):
+        global_iqa.FinPercepGlobalIQALoss(metric='pyiqa:not_a_metric')
+    with pytest.raises(UserInputError, match='rm'):
+        global_iqa.FinPercepGlobalIQALoss(metric='clipiqa')
