@@ -20,4 +20,4 @@ def _inside_basicsr_init():
 
 
 if not _inside_basicsr_init():
-    from . import archs, data, losses, models, curriculum  # noqa: F401,E402  (registers everything)
+    from . import archs, data, losses, metrics, models, curriculum  # noqa: F401,E402  (registers everything)

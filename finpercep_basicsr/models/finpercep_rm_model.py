@@ -1,80 +1,130 @@
-"""Trains FinPercep-RM on FGR samples: map regression plus score ranking (SR < syn < GT)."""
+"""Trains FinPercep-RM on FGR samples: map regression, score ranking (SR < syn < GT) and score alignment."""
 from collections import OrderedDict
 from copy import deepcopy
 
+import numpy as np
 import torch
 from basicsr.archs import build_network
 from basicsr.losses import build_loss
 from basicsr.utils import get_root_logger
-from basicsr.utils.registry import MODEL_REGISTRY
+from basicsr.utils.registry import METRIC_REGISTRY, MODEL_REGISTRY
 
+from finpercep_basicsr.metrics import METRICS
 from finpercep_basicsr.models.finpercep_base_model import FinPercepBaseModel
+from finpercep_basicsr.utils.errors import UserInputError
+
+# validation metrics when the option file names none: key -> {type, better}
+DEFAULT_METRICS = {
+    'srcc': 'FinPercepSRCC', 'plcc': 'FinPercepPLCC', 'triplet_acc': 'FinPercepTripletAcc',
+    'map_mae': 'FinPercepMapMAE', 'map_auc': 'FinPercepMapAUC', 'nss': 'FinPercepNSS', 'cc': 'FinPercepCC',
+    'kld': 'FinPercepKLD'}
+
+
+def _map_panel(image, label, pred):
+    """(3,H,W) image, (1,H,W) label and prediction -> one (3, H, 3W) image|label|prediction strip."""
+    return torch.cat([image, label.expand_as(image), pred.expand_as(image)], dim=2).clamp(0, 1).cpu()
 
 
 @MODEL_REGISTRY.register()
 class FinPercepRMModel(FinPercepBaseModel):
-    """Reward-model training through BasicSR.
+    """Reward-model training through BasicSR, one curriculum stage per option file.
 
-    Options: ``network_reward``; ``path.pretrain_network_reward`` / ``param_key_reward`` /
-    ``strict_load_reward``; ``train.{optim_reward, scheduler, map_opt, rank_opt, ema_decay}``.
-    Validation logs ``map_mae`` (lower is better) and ``triplet_acc`` (higher is better).
+    Options:
+        network_reward: ``FinPercepRewardNet`` options (``stage`` sets the curriculum stage).
+        path.pretrain_network_reward / param_key_reward / strict_load_reward: start from the previous
+            stage's checkpoint with ``strict_load_reward: false`` (new decoder parts stay initialised).
+        train.optim_reward, train.scheduler, train.ema_decay.
+        train.freeze_encoder (bool): Keep the encoder fixed (weights and BatchNorm statistics).
+        train.encoder_lr_mult (float): Encoder learning rate = ``lr * encoder_lr_mult`` (default 1).
+        train.map_opt: map loss on (syn, label) and (GT, zero map) (``FinPercepMapLoss``; not at stage 0).
+        train.rank_opt: ``FinPercepRankLoss`` on (S_SR, S_syn, S_GT).
+        train.align_opt: ``FinPercepAlignLoss`` on S_GT.
+        val.metrics: ``{key: {type: FinPercep..., better: higher|lower}}`` (default: all of them);
+            the best value of each is tracked and saved as ``models/net_reward_best_<key>.pth``.
+        val.num_tb_images (int): Validation samples shown in TensorBoard as image|label|PDM (default 4).
+
+    Validation score labels are full-reference: ``-mean|I - I_GT|`` for I in {SR, syn, GT}, so SRCC
+    and PLCC measure whether the no-reference score orders images by their real distortion.
+    Map metrics compare the PDM of the syn image with its label map and swap mask.
     """
 
     def __init__(self, opt):
         super().__init__(opt)
-        self.net_reward = self.model_to_device(build_network(deepcopy(opt['network_reward'])))
+        net = build_network(deepcopy(opt['network_reward']))
+        train_opt = opt.get('train') or {}
+        if self.is_train and train_opt.get('freeze_encoder', False):
+            net.freeze_encoder(True)  # before any DDP wrapping, so DDP never expects encoder gradients
+        self.net_reward = self.model_to_device(net)
         self.print_network(self.net_reward)
         load_path = opt['path'].get('pretrain_network_reward')
         if load_path is not None:
             self.load_network(self.net_reward, load_path, opt['path'].get('strict_load_reward', True),
                               opt['path'].get('param_key_reward', 'params'))
+        if opt.get('val') is not None and not opt['val'].get('metrics'):
+            opt['val']['metrics'] = {k: {'type': t, 'better': METRICS[t][1]} for k, t in DEFAULT_METRICS.items()}
         if self.is_train:
             self.init_training_settings()
 
+    # ---- training -----------------------------------------------------------------------------
     def init_training_settings(self):
         train_opt = self.opt['train']
         self.net_reward.train()
+        bare = self.get_bare_model(self.net_reward)
         self.ema_decay = train_opt.get('ema_decay', 0)
         if self.ema_decay > 0:
             self.net_reward_ema = build_network(deepcopy(self.opt['network_reward'])).to(self.device).eval()
-            self.net_reward_ema.load_state_dict(self.get_bare_model(self.net_reward).state_dict())
-        self.cri_map = build_loss(deepcopy(train_opt['map_opt'])).to(self.device) if train_opt.get('map_opt') else None
-        self.cri_rank = build_loss(deepcopy(train_opt['rank_opt'])).to(self.device) if train_opt.get('rank_opt') else None
-        if self.cri_map is None and self.cri_rank is None:
-            raise ValueError('FinPercepRMModel: set at least one of train.map_opt and train.rank_opt')
+            self.net_reward_ema.load_state_dict(bare.state_dict())
+            for p in self.net_reward_ema.parameters():
+                p.requires_grad_(False)
+        self.cri_map = self._build_loss('map_opt')
+        self.cri_rank = self._build_loss('rank_opt')
+        self.cri_align = self._build_loss('align_opt')
+        if self.cri_map is not None and not bare.has_map:
+            raise UserInputError(f'{self.opt["name"]}: network_reward.stage 0 has no map; remove train.map_opt')
+        if not (self.cri_map or self.cri_rank or self.cri_align):
+            raise UserInputError('FinPercepRMModel: set at least one of train.map_opt, rank_opt and align_opt')
         optim_opt = deepcopy(train_opt['optim_reward'])
-        params = [p for p in self.net_reward.parameters() if p.requires_grad]
-        self.optimizer_reward = self.get_optimizer(optim_opt.pop('type'), params, **optim_opt)
+        optim_type, lr = optim_opt.pop('type'), optim_opt.pop('lr')
+        encoder = [p for n, p in bare.named_parameters() if n.startswith('encoder.') and p.requires_grad]
+        rest = [p for n, p in bare.named_parameters() if not n.startswith('encoder.') and p.requires_grad]
+        groups = [{'params': rest, 'lr': lr}]
+        if encoder:
+            groups.append({'params': encoder, 'lr': lr * train_opt.get('encoder_lr_mult', 1.0)})
+        self.optimizer_reward = self.get_optimizer(optim_type, groups, lr, **optim_opt)
         self.optimizers.append(self.optimizer_reward)
         self.setup_schedulers()
+
+    def _build_loss(self, key):
+        loss_opt = self.opt['train'].get(key)
+        return build_loss(deepcopy(loss_opt)).to(self.device) if loss_opt else None
 
     def feed_data(self, data):
         self.batch = {k: v.to(self.device) for k, v in data.items() if torch.is_tensor(v)}
 
     def _forward_triplet(self, net):
+        """One forward over SR, syn and GT stacked (one BatchNorm batch); returns scores and maps per kind."""
         b = self.batch
         out = net(torch.cat([b['sr'], b['syn'], b['gt']], dim=0))
-        score_sr, score_syn, score_gt = out['score'].chunk(3)
-        pdm_sr, pdm_syn, pdm_gt = out['pdm'].chunk(3)
-        return {'score_sr': score_sr, 'score_syn': score_syn, 'score_gt': score_gt,
-                'pdm_sr': pdm_sr, 'pdm_syn': pdm_syn, 'pdm_gt': pdm_gt}
+        result = {}
+        for key in ('score', 'pdm'):
+            result[f'{key}_sr'], result[f'{key}_syn'], result[f'{key}_gt'] = out[key].chunk(3)
+        return result
 
     def optimize_parameters(self, current_iter):
         self.optimizer_reward.zero_grad()
         out = self._forward_triplet(self.net_reward)
+        b = self.batch
         loss_dict = OrderedDict()
-        total = 0
         if self.cri_map is not None:
-            # the GT image has no degraded pixel: its label map is all zeros
-            l_map = self.cri_map(out['pdm_syn'], self.batch['pdm']) + self.cri_map(
-                out['pdm_gt'], torch.zeros_like(out['pdm_gt']))
-            loss_dict['l_map'] = l_map
-            total = total + l_map
+            # the GT image has no degraded pixel: its label map (and swap mask) is all zeros
+            zeros = torch.zeros_like(out['pdm_gt'])
+            loss_dict['l_map'] = self.cri_map(out['pdm_syn'], b['pdm'], b['mask']) + self.cri_map(
+                out['pdm_gt'], zeros, zeros)
         if self.cri_rank is not None:
-            l_rank = self.cri_rank(out['score_sr'], out['score_syn'], out['score_gt'])
-            loss_dict['l_rank'] = l_rank
-            total = total + l_rank
-        total.backward()
+            loss_dict['l_rank'] = self.cri_rank(out['score_sr'], out['score_syn'], out['score_gt'])
+        if self.cri_align is not None:
+            loss_dict['l_align'] = self.cri_align(out['score_gt'], gt=b['gt'])
+        sum(loss_dict.values()).backward()
         self.optimizer_reward.step()
         self.log_dict = self.reduce_loss_dict(loss_dict)
         if self.ema_decay > 0:
@@ -86,31 +136,85 @@ class FinPercepRMModel(FinPercepBaseModel):
         for k, v in self.net_reward_ema.state_dict().items():
             v.copy_(v * decay + net[k].detach() * (1 - decay) if v.is_floating_point() else net[k])
 
+    # ---- validation ---------------------------------------------------------------------------
+    def _collect(self, dataloader, net, num_images):
+        """Run ``net`` over the loader; returns the metric data dict and up to ``num_images`` panels."""
+        scores = {'sr': [], 'syn': [], 'gt': []}
+        labels = {'sr': [], 'syn': [], 'gt': []}
+        maps = {'pdm': [], 'pdm_gt': [], 'mask': []}
+        panels = []
+        for data in dataloader:
+            self.feed_data(data)
+            out = self._forward_triplet(net)
+            b = self.batch
+            for kind in scores:
+                scores[kind].append(out[f'score_{kind}'].float().cpu())
+                labels[kind].append(-(b[kind] - b['gt']).abs().mean(dim=(1, 2, 3)).float().cpu())
+            for i in range(b['gt'].size(0)):
+                maps['pdm'].append(out['pdm_syn'][i, 0].float().cpu().numpy())
+                maps['pdm_gt'].append(b['pdm'][i, 0].float().cpu().numpy())
+                maps['mask'].append(b['mask'][i, 0].float().cpu().numpy())
+                if len(panels) < num_images:
+                    panels.append((data['name'][i], _map_panel(b['syn'][i], b['pdm'][i], out['pdm_syn'][i])))
+        scores = {k: torch.cat(v).numpy() for k, v in scores.items()}
+        labels = {k: torch.cat(v).numpy() for k, v in labels.items()}
+        data = {f'score_{k}': v for k, v in scores.items()}
+        data['score'] = np.concatenate([scores['sr'], scores['syn'], scores['gt']])
+        data['label'] = np.concatenate([labels['sr'], labels['syn'], labels['gt']])
+        data.update(maps)
+        return data, panels
+
     def nondist_validation(self, dataloader, current_iter, tb_logger, save_img):
         dataset_name = dataloader.dataset.opt['name']
-        net = self.net_reward_ema if getattr(self, 'ema_decay', 0) > 0 else self.net_reward
+        val_opt = self.opt['val']
+        ema = getattr(self, 'ema_decay', 0) > 0
+        net = self.net_reward_ema if ema else self.get_bare_model(self.net_reward)
+        was_training = net.training
         net.eval()
-        abs_err, pixels, correct, count = 0.0, 0, 0, 0
         with torch.no_grad():
-            for data in dataloader:
-                self.feed_data(data)
-                out = self._forward_triplet(net)
-                abs_err += (out['pdm_syn'] - self.batch['pdm']).abs().sum().item()
-                pixels += self.batch['pdm'].numel()
-                correct += ((out['score_sr'] < out['score_syn']) & (out['score_syn'] < out['score_gt'])).sum().item()
-                count += out['score_sr'].numel()
-        self.net_reward.train()
-        results = {'map_mae': abs_err / pixels, 'triplet_acc': correct / count}
-        log = f'Validation {dataset_name}: ' + ', '.join(f'{k} {v:.4f}' for k, v in results.items())
-        get_root_logger().info(log)
+            data, panels = self._collect(dataloader, net, val_opt.get('num_tb_images', 4))
+        net.train(was_training)
+        self.metric_results = {}
+        for key, metric_opt in val_opt['metrics'].items():
+            metric_opt = deepcopy(metric_opt)
+            metric_opt.pop('better', None)
+            self.metric_results[key] = float(METRIC_REGISTRY.get(metric_opt.pop('type'))(**data, **metric_opt))
+        self._initialize_best_metric_results(dataset_name)
+        logger = get_root_logger()
+        lines = [f'Validation {dataset_name}: iter {current_iter}']
+        for key, value in self.metric_results.items():
+            self._update_best_metric_result(dataset_name, key, value, current_iter)
+            best = self.best_metric_results[dataset_name][key]
+            lines.append(f'\t # {key}: {value:.4f}\tBest: {best["val"]:.4f} @ {best["iter"]} iter')
+            if self.is_train and best['iter'] == current_iter:
+                self._save_best(key)
+            if tb_logger:
+                tb_logger.add_scalar(f'metrics/{dataset_name}/{key}', value, current_iter)
+        logger.info('\n'.join(lines))
         if tb_logger:
-            for k, v in results.items():
-                tb_logger.add_scalar(f'metrics/{dataset_name}/{k}', v, current_iter)
-        self.metric_results = results
+            for name, panel in panels:
+                tb_logger.add_image(f'pdm/{dataset_name}/{name}', panel, current_iter)
+
+    def _save_best(self, metric_key):
+        # save_network names the file <label>_<iter>; passing the metric key as "iter" gives
+        # models/net_reward_best_<key>.pth, overwritten (atomically) whenever the metric improves
+        if getattr(self, 'ema_decay', 0) > 0:
+            self.save_network([self.net_reward, self.net_reward_ema], 'net_reward_best', metric_key,
+                              param_key=['params', 'params_ema'])
+        else:
+            self.save_network(self.net_reward, 'net_reward_best', metric_key)
 
     def dist_validation(self, dataloader, current_iter, tb_logger, save_img):
         if self.opt['rank'] == 0:
             self.nondist_validation(dataloader, current_iter, tb_logger, save_img)
+
+    # ---- checkpoints --------------------------------------------------------------------------
+    def extra_training_state(self):
+        return {'best_metric_results': deepcopy(getattr(self, 'best_metric_results', {}))}
+
+    def load_extra_training_state(self, state):
+        if state.get('best_metric_results'):
+            self.best_metric_results = state['best_metric_results']
 
     def save(self, epoch, current_iter):
         if getattr(self, 'ema_decay', 0) > 0:

@@ -1,0 +1,105 @@
+"""The reward network's staged FPN decoder: each curriculum stage adds finer levels to the map.
+
+Stage table (CCL's growing reward model):
+
+====== ============================= =========================
+stage  decoder levels used            PDM resolution (before upsampling)
+====== ============================= =========================
+0      none (global-only reward)      no map
+1      strides 32, 16                 1/16
+2      strides 32, 16, 8, 4           1/4
+3      stage 2 + full-res refinement  1/1 (image-guided)
+====== ============================= =========================
+
+Growth keeps the function: parameter names do not depend on the stage, so a stage-k checkpoint
+loads into stage k+1 (missing keys are only the new parts), and every new part starts as an
+identity / zero contribution (zero-initialised lateral and residual convs), so the grown network
+initially predicts what the previous stage predicted, then learns the finer detail.
+"""
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+MAX_STAGE = 3
+_LEVELS = {1: (2, 3), 2: (0, 1, 2, 3), 3: (0, 1, 2, 3)}
+
+
+def _zero_conv(in_ch, out_ch, kernel):
+    conv = nn.Conv2d(in_ch, out_ch, kernel, 1, kernel // 2)
+    nn.init.zeros_(conv.weight)
+    nn.init.zeros_(conv.bias)
+    return conv
+
+
+class _Residual(nn.Module):
+    """``x + conv(act(conv(x)))`` with the last conv zero-initialised (starts as the identity)."""
+
+    def __init__(self, ch):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(ch, ch, 3, 1, 1), nn.LeakyReLU(0.2, inplace=True), _zero_conv(ch, ch, 3))
+
+    def forward(self, x):
+        return x + self.body(x)
+
+
+class FullResRefine(nn.Module):
+    """Stage 3: corrects the upsampled 1/4 logits with image detail at full resolution.
+
+    Args:
+        width (int): Channels of the stride-4 decoder feature.
+        ch (int): Channels of the full-resolution branch (kept small: it runs on every pixel).
+    """
+
+    def __init__(self, width, ch):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, ch, 3, 1, 1), nn.LeakyReLU(0.2, inplace=True))
+        self.proj = nn.Conv2d(width, ch, 1)
+        self.body = nn.Sequential(nn.Conv2d(2 * ch + 1, ch, 3, 1, 1), nn.LeakyReLU(0.2, inplace=True),
+                                  _zero_conv(ch, 1, 3))
+
+    def forward(self, image, feat, logits):
+        """image (B,3,H,W) in [0,1]; feat (B,width,H/4,W/4); logits (B,1,H,W) -> refined (B,1,H,W)."""
+        size = image.shape[-2:]
+        guide = F.interpolate(self.proj(feat), size=size, mode='bilinear', align_corners=False)
+        x = torch.cat([self.stem(image * 2 - 1), guide, logits], dim=1)
+        return logits + self.body(x)
+
+
+class StagedFPNDecoder(nn.Module):
+    """Top-down FPN over the encoder levels of ``stage``, ending in a 1-channel logit map.
+
+    Args:
+        in_channels (list[int]): Channels of the four encoder levels (strides 4, 8, 16, 32).
+        stage (int): 1..3 (see the module docstring).
+        width (int): FPN width.
+        refine_ch (int): Width of the stage-3 full-resolution branch.
+    """
+
+    def __init__(self, in_channels, stage, width=64, refine_ch=16):
+        super().__init__()
+        if stage not in _LEVELS:
+            raise ValueError(f'decoder stage must be 1..{MAX_STAGE}, got {stage}')
+        self.stage = stage
+        self.levels = _LEVELS[stage]
+        top = self.levels[-1]
+        self.lateral = nn.ModuleDict()
+        self.fuse = nn.ModuleDict()
+        for i in self.levels:
+            self.lateral[str(i)] = nn.Conv2d(in_channels[i], width, 1) if i == top else _zero_conv(in_channels[i], width, 1)
+            if i != top:
+                self.fuse[str(i)] = _Residual(width)
+        self.head = nn.Sequential(nn.Conv2d(width, width, 3, 1, 1), nn.LeakyReLU(0.2, inplace=True),
+                                  nn.Conv2d(width, 1, 3, 1, 1))
+        self.refine = FullResRefine(width, refine_ch) if stage >= 3 else None
+
+    def forward(self, feats, image):
+        """feats: encoder levels (finest first); image (B,3,H,W). Returns logits (B,1,H,W)."""
+        top = self.levels[-1]
+        x = self.lateral[str(top)](feats[top])
+        for i in reversed(self.levels[:-1]):
+            x = F.interpolate(x, size=feats[i].shape[-2:], mode='bilinear', align_corners=False)
+            x = self.fuse[str(i)](x + self.lateral[str(i)](feats[i]))
+        logits = F.interpolate(self.head(x), size=image.shape[-2:], mode='bilinear', align_corners=False)
+        if self.refine is not None:
+            logits = self.refine(image, x, logits)
+        return logits
