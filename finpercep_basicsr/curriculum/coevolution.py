@@ -4,8 +4,10 @@ A reward model trained once on FGR data sees a distribution of artifacts that dr
 generator learns to please it. Every ``every`` iterations, the active stage's reward network takes
 one optimiser step on the current SR batch (detached) against labels computed from GT:
 
-- map: ``L1(M(SR), label)`` with the FGR pixel term ``label = clamp(mean_c |SR - GT| / label_scale, 0, 1)``
-  plus ``L1(M(GT), 0)`` (GT has no degraded pixel);
+- map: ``L1(M(SR), label)`` with the FGR label formula of ``finpercep_basicsr.fgr.labels``
+  (``Normalize(alpha * D_pixel + (1 - alpha) * D_feat)`` over the whole image; by default pixel-only
+  with a fixed scale, so labels compare across iterations) plus ``L1(M(GT), 0)`` (GT has no
+  degraded pixel);
 - rank: ``relu(margin - (S(GT) - S(SR)))`` (GT must score above the generator's output).
 
 Options (``train.ccl.coevolve``)::
@@ -17,23 +19,44 @@ Options (``train.ccl.coevolve``)::
       map_weight: 1.0
       rank_weight: 1.0
       rank_margin: 0.1
-      label_scale: 0.1   # |SR - GT| of this size (in [0, 1] units) counts as fully degraded
+      labels:            # the FGR ``labels`` options (alpha, features, normalize)
+        alpha: 1.0       # 1 = pixel-only (no feature network); < 1 adds D_feat (EfficientNet-Lite0)
+        normalize: {type: fixed, scale: 0.1}   # |SR - GT| of 0.1 counts as fully degraded
 
 Under DDP every rank runs the step and the gradients are averaged, so the copies stay identical.
 """
 from copy import deepcopy
 
+import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from basicsr.utils import get_root_logger
 
+from finpercep_basicsr.curriculum.schedule import deep_merge
+from finpercep_basicsr.fgr.labels import LabelMaker, normalize_distance
 from finpercep_basicsr.utils.errors import UserInputError
 
+DEFAULT_LABELS = {'alpha': 1.0, 'normalize': {'type': 'fixed', 'scale': 0.1}}
 
-def pixel_label(sr, gt, scale):
-    """FGR pixel term as a map label: (B, 3, H, W) x2 -> (B, 1, H, W) in [0, 1]."""
-    return ((sr - gt).abs().mean(dim=1, keepdim=True) / scale).clamp(0, 1)
+
+def make_labels(maker, sr, gt):
+    """PDM labels of whole generated images against GT with the FGR formula.
+
+    Args:
+        maker (LabelMaker): The FGR label maker (alpha, feature distance, normalisation).
+        sr, gt (Tensor): (B, 3, H, W) in [0, 1].
+
+    Returns:
+        Tensor: (B, 1, H, W) labels in [0, 1] on ``sr``'s device.
+    """
+    maps = []
+    for s, g in zip(sr.detach().cpu().numpy(), gt.detach().cpu().numpy()):
+        s, g = np.ascontiguousarray(s.transpose(1, 2, 0)), np.ascontiguousarray(g.transpose(1, 2, 0))
+        dist = maker.distances([s], g)[0]
+        label, _ = normalize_distance(dist, np.ones(dist.shape, np.float32), maker.norm_opt)
+        maps.append(torch.from_numpy(label))
+    return torch.stack(maps).unsqueeze(1).to(sr.device)
 
 
 class RewardCoEvolution:
@@ -55,9 +78,7 @@ class RewardCoEvolution:
         self.map_weight = float(opt.get('map_weight', 1.0))
         self.rank_weight = float(opt.get('rank_weight', 1.0))
         self.rank_margin = float(opt.get('rank_margin', 0.1))
-        self.label_scale = float(opt.get('label_scale', 0.1))
-        if self.label_scale <= 0:
-            raise UserInputError('train.ccl.coevolve.label_scale must be > 0')
+        self.label_maker = LabelMaker(deep_merge(DEFAULT_LABELS, opt.get('labels'))) if self.every > 0 else None
         self.device = device
         self.optimizers = {}  # network key -> optimizer
         self._pending = {}  # network key -> optimizer state waiting for its optimizer
@@ -92,7 +113,7 @@ class RewardCoEvolution:
             out = net(torch.cat([sr.clamp(0, 1), gt], dim=0))
             score_sr, score_gt = out['score'].chunk(2)
             pdm_sr, pdm_gt = out['pdm'].chunk(2)
-            label = pixel_label(sr.clamp(0, 1), gt, self.label_scale)
+            label = make_labels(self.label_maker, sr.clamp(0, 1), gt)
             l_map = F.l1_loss(pdm_sr, label) + F.l1_loss(pdm_gt, torch.zeros_like(pdm_gt))
             l_rank = F.relu(self.rank_margin - (score_gt - score_sr)).mean()
             loss = self.map_weight * l_map + self.rank_weight * l_rank
