@@ -1,0 +1,316 @@
+"""Build an FGR set: photos -> HR crops -> degraded LR -> SR sources -> swap masks -> I_syn + M_gt.
+
+The work is planned up front: photo ``p`` (sorted list), crop ``c``, SR source ``s`` and mask ``k``
+give sample index ``i = ((p * crops_per_photo + c) * num_sources + s) * masks_per_sr + k`` and seed
+``seed + i``; a crop's box and degradation use the seed of its first sample. So the set depends on
+the options and the photos only, not on the worker count or on how often the build was resumed.
+One task = one crop (all its SR sources and masks); finished samples are skipped on resume.
+"""
+import hashlib
+import json
+import os
+import re
+import time
+import warnings
+from copy import deepcopy
+
+import cv2
+import numpy as np
+
+from finpercep_basicsr.fgr import store
+from finpercep_basicsr.fgr.labels import LabelMaker, quantize8
+from finpercep_basicsr.fgr.masks import choose_kind, kind_options, make_mask
+from finpercep_basicsr.utils.errors import UserInputError
+from finpercep_basicsr.utils.image_io import decode_image
+
+IMAGE_EXTS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp', '.ppm')
+# options that change how a build runs, not what it produces (left out of the plan fingerprint)
+RUN_KEYS = ('num_workers', 'max_samples', 'lmdb', 'contact_sheet', 'name')
+
+
+class PhotoSkipped(Exception):
+    """A photo that cannot give FGR samples; the message is the reason."""
+
+
+def list_photos(folders):
+    """Image files under the given folders (recursive), sorted, as absolute paths."""
+    if isinstance(folders, str):
+        folders = [folders]
+    photos = []
+    for folder in folders or []:
+        folder = os.path.expanduser(folder)
+        if not os.path.isdir(folder):
+            raise UserInputError(f'photos.folders: {folder} is not a folder')
+        for dirpath, _, files in os.walk(folder):
+            photos += [os.path.abspath(os.path.join(dirpath, f)) for f in files if f.lower().endswith(IMAGE_EXTS)]
+    if not photos:
+        raise UserInputError(f'photos.folders: no images ({", ".join(IMAGE_EXTS)}) in {folders}')
+    return sorted(photos)
+
+
+def load_photo(path, crop_size):
+    """Read a photo as float32 RGB, applying the input policy.
+
+    Skipped (``PhotoSkipped``): unreadable/corrupt, grayscale (no colour to judge SR by), RGBA with
+    transparent pixels (undefined content), smaller than the crop. Used with a note: opaque RGBA
+    (alpha dropped), 16-bit (scaled to the 8-bit output).
+
+    Returns:
+        tuple: (float32 (H, W, 3) in [0, 1], list of notes).
+    """
+    try:
+        with open(path, 'rb') as f:
+            data = f.read()
+    except OSError as err:
+        raise PhotoSkipped(f'cannot read: {err}') from err
+    raw = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED) if data else None
+    if raw is None or raw.size == 0:
+        raise PhotoSkipped('corrupt or not an image')
+    notes = []
+    channels = 1 if raw.ndim == 2 else raw.shape[2]
+    if channels < 3:
+        raise PhotoSkipped('grayscale')
+    if channels == 4:
+        if raw[..., 3].min() < np.iinfo(raw.dtype).max:
+            raise PhotoSkipped('RGBA with transparent pixels')
+        notes.append('opaque RGBA: alpha dropped')
+    if raw.dtype == np.uint16:
+        notes.append('16-bit: converted to 8-bit')
+    h, w = raw.shape[:2]
+    if h < crop_size or w < crop_size:
+        raise PhotoSkipped(f'{h}x{w} is smaller than the crop size {crop_size}')
+    try:
+        return decode_image(data, path), notes
+    except UserInputError as err:
+        raise PhotoSkipped(str(err)) from err
+
+
+def _safe_stem(path):
+    return re.sub(r'[^A-Za-z0-9]+', '-', os.path.splitext(os.path.basename(path))[0]).strip('-')[:40] or 'photo'
+
+
+class BuildPlan:
+    """The deterministic list of crops and sample names of a build.
+
+    Args:
+        opt (dict): Build options (``photos``, ``sr_sources``, ``masks_per_sr``, ``seed``).
+        photos (list[str]): Sorted photo paths.
+    """
+
+    def __init__(self, opt, photos):
+        self.photos = photos
+        self.crops = int(opt['photos'].get('crops_per_photo', 1))
+        self.crop_size = int(opt['photos']['crop_size'])
+        self.sources = [s.get('name', s['type']) for s in opt['sr_sources']]
+        if len(set(self.sources)) != len(self.sources) or not self.sources:
+            raise UserInputError(f'sr_sources: give each source a distinct name, got {self.sources}')
+        self.masks_per_sr = int(opt.get('masks_per_sr', 1))
+        self.seed = int(opt.get('seed', 0))
+        self.per_crop = len(self.sources) * self.masks_per_sr
+
+    def tasks(self):
+        """(photo index, crop index) of every crop, in order."""
+        return [(p, c) for p in range(len(self.photos)) for c in range(self.crops)]
+
+    def sample_index(self, p, c, s, k):
+        return ((p * self.crops + c) * len(self.sources) + s) * self.masks_per_sr + k
+
+    def sample_name(self, p, c, s, k):
+        return f'{p:05d}_{_safe_stem(self.photos[p])}_c{c:02d}_{self.sources[s]}_m{k:02d}'
+
+    def task_names(self, p, c):
+        return [self.sample_name(p, c, s, k) for s in range(len(self.sources)) for k in range(self.masks_per_sr)]
+
+
+def plan_fingerprint(opt, photos):
+    """Hash of everything that decides the samples; a resume with a different plan is refused."""
+    content = {k: v for k, v in opt.items() if k not in RUN_KEYS and k != 'dataroot'}
+    payload = json.dumps({'opt': content, 'photos': photos}, sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+class CropWorker:
+    """Makes and writes all samples of one crop; built once per worker process.
+
+    Args:
+        opt (dict): Build options.
+        photos (list[str]): Sorted photo paths.
+    """
+
+    def __init__(self, opt, photos):
+        from finpercep_basicsr.fgr.sr_sources import build_sr_source
+        self.opt, self.plan = opt, BuildPlan(opt, photos)
+        self.root = opt['dataroot']
+        self.labels = LabelMaker(opt.get('labels'))
+        self.masks_opt = opt.get('masks') or {}
+        self.degradation_opt = opt.get('degradation') or {}
+        self.sources = [build_sr_source(deepcopy(s)) for s in opt['sr_sources']]
+
+    def crop(self, photo, seed):
+        h, w = photo.shape[:2]
+        size = self.plan.crop_size
+        rng = np.random.default_rng(seed)
+        top, left = int(rng.integers(0, h - size + 1)), int(rng.integers(0, w - size + 1))
+        return photo[top:top + size, left:left + size], (top, left, size, size)
+
+    def __call__(self, task, skip_names=()):
+        """Build crop ``task = (p, c)``; returns (task, meta entries written, skip reason, notes)."""
+        from finpercep_basicsr.fgr.degradation import degrade
+        p, c = task
+        path = self.plan.photos[p]
+        try:
+            photo, notes = load_photo(path, self.plan.crop_size)
+        except PhotoSkipped as err:
+            return task, [], str(err), []
+        crop_seed = self.plan.seed + self.plan.sample_index(p, c, 0, 0)
+        hr, box = self.crop(photo, crop_seed)
+        hr = quantize8(hr)
+        lq = degrade(hr, deepcopy(self.degradation_opt), crop_seed)
+        entries = []
+        for s, source in enumerate(self.sources):
+            names = [self.plan.sample_name(p, c, s, k) for k in range(self.plan.masks_per_sr)]
+            if all(n in skip_names for n in names):
+                continue
+            sr = np.asarray(source(lq), np.float32)
+            if sr.shape != hr.shape:
+                raise UserInputError(f'SR source {source.name}: output {sr.shape} for LR {lq.shape} does not match '
+                                     f'the HR crop {hr.shape} (check degradation scale vs the source scale)')
+            for k, name in enumerate(names):
+                if name in skip_names:
+                    continue
+                seed = self.plan.seed + self.plan.sample_index(p, c, s, k)
+                entries.append(self._sample(name, seed, hr, sr, path, box, source.name))
+        return task, entries, None, notes
+
+    def _sample(self, name, seed, hr, sr, path, box, source_name):
+        rng = np.random.default_rng(seed)
+        kind = choose_kind(self.masks_opt, rng, photo=path)
+        mask = make_mask(kind, hr.shape[:2], rng, image=hr, opt=kind_options(self.masks_opt, kind), photo=path,
+                         box=box)
+        sample = self.labels(sr, hr, mask)
+        store.write_sample(self.root, name, sample)
+        return dict(name=name, index=int(seed - self.plan.seed), photo=path, sr_model=source_name, mask_kind=kind,
+                    seed=int(seed), crop_box=list(box), **sample['stats'])
+
+
+_WORKER = None
+
+
+def _init_worker(opt, photos, threads):
+    global _WORKER
+    import torch
+    torch.set_num_threads(threads)
+    cv2.setNumThreads(1)
+    _WORKER = CropWorker(opt, photos)
+
+
+def _run_task(args):
+    task, skip = args
+    return _WORKER(task, skip)
+
+
+def _iterate_results(opt, photos, worker, todo, num_workers, threads):
+    """Yield task results, in-process (``num_workers`` 0) or from a spawn pool."""
+    if num_workers <= 0:
+        for task, skip in todo:
+            yield worker(task, skip)
+        return
+    import multiprocessing
+    # spawn: the workers build their own torch/ncnn state instead of inheriting a forked copy
+    ctx = multiprocessing.get_context('spawn')
+    with ctx.Pool(num_workers, initializer=_init_worker, initargs=(opt, photos, threads)) as pool:
+        yield from pool.imap_unordered(_run_task, todo, chunksize=1)
+
+
+def _check_plan(root, fingerprint):
+    path = os.path.join(root, 'build_plan.json')
+    if os.path.isfile(path):
+        with open(path) as f:
+            old = json.load(f).get('fingerprint')
+        if old != fingerprint:
+            raise UserInputError(f'{root} was built with other options or photos (plan {old}, now {fingerprint}); '
+                                 'use a new dataroot, or the old options to resume')
+    else:
+        with open(path + '.tmp', 'w') as f:
+            json.dump({'fingerprint': fingerprint}, f)
+        os.replace(path + '.tmp', path)
+
+
+def build_fgr(opt, progress=True):
+    """Build (or resume) the FGR set described by ``opt``; returns the summary dict.
+
+    Args:
+        opt (dict): Build options (see ``options/data/fgr_build_default.yml``).
+        progress (bool): Show a tqdm bar.
+    """
+    import torch
+    from tqdm import tqdm
+    opt = deepcopy(opt)
+    start = time.time()
+    root = opt['dataroot'] = os.path.abspath(os.path.expanduser(opt['dataroot']))
+    photos = list_photos(opt['photos'].get('folders'))
+    plan = BuildPlan(opt, photos)
+    os.makedirs(root, exist_ok=True)
+    _check_plan(root, plan_fingerprint(opt, photos))
+    store.clean_temp_files(root)
+    store.make_dirs(root)
+    entries = store.read_meta(root)
+    store.write_meta(root, entries)
+    done = {e['name'] for e in entries}
+    tasks = plan.tasks()
+    if opt.get('max_samples'):
+        tasks = tasks[:-(-int(opt['max_samples']) // plan.per_crop)]
+    todo = [(t, frozenset(n for n in plan.task_names(*t) if n in done)) for t in tasks]
+    todo = [(t, skip) for t, skip in todo if len(skip) < plan.per_crop]
+    threads, old_threads = int(opt.get('torch_threads', 1)), torch.get_num_threads()
+    torch.set_num_threads(threads)
+    skipped, notes, built = {}, {}, 0
+    try:
+        # built in the parent too: a bad SR source or backbone fails here with its own message
+        worker = CropWorker(opt, photos)
+        bar = tqdm(total=sum(plan.per_crop - len(s) for _, s in todo), unit='sample', disable=not progress)
+        with open(os.path.join(root, store.META_NAME), 'a') as meta:
+            for (p, _), new, reason, photo_notes in _iterate_results(opt, photos, worker, todo,
+                                                                     int(opt.get('num_workers', 0)), threads):
+                for entry in new:
+                    store.append_meta(meta, entry)
+                built += len(new)
+                bar.update(plan.per_crop if reason else len(new))
+                if reason and photos[p] not in skipped:
+                    skipped[photos[p]] = reason
+                    warnings.warn(f'{photos[p]}: skipped ({reason})')
+                if photo_notes and photos[p] not in notes:
+                    notes[photos[p]] = photo_notes
+                    warnings.warn(f'{photos[p]}: {"; ".join(photo_notes)}')
+        bar.close()
+    finally:
+        torch.set_num_threads(old_threads)
+    entries = sorted(store.read_meta(root), key=lambda e: e['index'])
+    store.write_meta(root, entries)
+    return _finish(opt, root, entries, built, skipped, notes, start)
+
+
+def _finish(opt, root, entries, built, skipped, notes, start):
+    """LMDB, contact sheet and the summary (also saved as ``build_summary.json``)."""
+    from finpercep_basicsr.fgr.contact_sheet import make_contact_sheet
+    if not entries:
+        raise UserInputError(f'no FGR sample could be built (skipped photos: {skipped})')
+    names = [e['name'] for e in entries]
+    lmdb_opt = opt.get('lmdb') or {}
+    lmdb_built = lmdb_opt.get('enabled', True) and store.build_lmdb(root, names, lmdb_opt.get('compress_level', 1))
+    sheet_opt = opt.get('contact_sheet') or {}
+    sheet = None
+    if sheet_opt.get('num', 8):
+        sheet = make_contact_sheet(root, entries, os.path.join(root, 'contact_sheet.png'), sheet_opt.get('num', 8),
+                                   sheet_opt.get('tile', 192))
+    seconds = time.time() - start
+    summary = {
+        'dataroot': root, 'samples': len(entries), 'built_now': built, 'skipped_photos': skipped,
+        'photo_notes': notes, 'seconds': round(seconds, 2),
+        'samples_per_minute': round(built / seconds * 60, 2) if built else None,
+        'lmdb': os.path.join(root, store.LMDB_DIR) if lmdb_opt.get('enabled', True) else None,
+        'lmdb_rebuilt': bool(lmdb_built), 'contact_sheet': sheet,
+    }
+    with open(os.path.join(root, 'build_summary.json'), 'w') as f:
+        json.dump(summary, f, indent=2)
+    return summary
