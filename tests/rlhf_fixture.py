@@ -8,7 +8,8 @@ from opt_fixture import write_options
 
 from finpercep_basicsr.utils.image_io import write_rgb8
 
-TINY_RM = {'type': 'FinPercepRewardNet', 'channels': [8, 16], 'mlp_hidden': 16}
+TINY_RM = {'type': 'FinPercepRewardNet', 'encoder': 'conv', 'channels': [8, 8, 16, 16], 'stage': 3,
+           'decoder_width': 8, 'refine_ch': 4, 'mlp_hidden': 16}
 
 
 def make_paired_folder(root, num=2, size=32, scale=4, seed=0, identical=True):
