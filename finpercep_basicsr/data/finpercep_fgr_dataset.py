@@ -5,6 +5,7 @@ import random
 
 import numpy as np
 import torch
+from basicsr.utils import FileClient
 from basicsr.utils.registry import DATASET_REGISTRY
 from torch.utils import data
 
@@ -13,14 +14,19 @@ from finpercep_basicsr.utils.image_io import decode_image, decode_map
 
 IMAGE_KEYS = ('gt', 'sr', 'syn')
 MAP_KEYS = ('mask', 'pdm')
+ALL_KEYS = IMAGE_KEYS + MAP_KEYS
 
 
 @DATASET_REGISTRY.register()
 class FinPercepFGRDataset(data.Dataset):
-    """Reads an FGR folder: ``{gt,sr,syn}/<name>.png`` (RGB), ``{mask,pdm}/<name>.png`` (maps).
+    """Reads an FGR set: ``{gt,sr,syn}/<name>.png`` (RGB), ``{mask,pdm}/<name>.png`` (maps), or their LMDBs.
 
     Option keys:
-        dataroot (str): The FGR folder (``meta_info.jsonl`` lists the samples; else ``gt/`` does).
+        dataroot (str): The FGR folder (``meta_info.jsonl`` lists the samples; else ``gt/`` does). For
+            the lmdb backend either the FGR folder (its ``lmdb/`` subfolder is read) or a folder holding
+            ``gt.lmdb`` ... ``pdm.lmdb`` directly (as ``scripts/build_fgr.py`` writes them).
+        io_backend (dict): ``{type: disk}`` (default) or ``{type: lmdb}``, read through BasicSR's
+            FileClient.
         gt_size (int | None): Random crop size during training; None keeps full images.
         use_hflip (bool), use_rot (bool): Augmentations, applied identically to every image and map.
 
@@ -34,36 +40,105 @@ class FinPercepFGRDataset(data.Dataset):
         self.root = opt['dataroot']
         if not os.path.isdir(self.root):
             raise UserInputError(f'FGR dataroot is not a folder: {self.root}')
-        self.names = self._sample_names()
-        if not self.names:
-            raise UserInputError(f'FGR dataroot {self.root} holds no samples')
+        self.io_opt = dict(opt.get('io_backend') or {'type': 'disk'})
+        self.backend = self.io_opt.pop('type', 'disk')
+        # the FileClient opens LMDB environments, so each DataLoader worker makes its own on first use
+        self.file_client = None
+        if self.backend == 'disk':
+            self.names = self._sample_names(self.root)
+            self._check_disk_files()
+        elif self.backend == 'lmdb':
+            self.db_root = self.root if os.path.isdir(os.path.join(self.root, 'gt.lmdb')) else os.path.join(
+                self.root, 'lmdb')
+            self.names = self._sample_names(self.db_root) if self._has_meta(self.db_root) else self._sample_names(
+                self.root)
+            self._check_lmdb_keys()
+        else:
+            raise UserInputError(f'FGR dataset io_backend.type must be disk or lmdb, got {self.backend!r}')
 
-    def _sample_names(self):
-        meta = os.path.join(self.root, 'meta_info.jsonl')
+    @staticmethod
+    def _has_meta(folder):
+        return os.path.isfile(os.path.join(folder, 'meta_info.jsonl'))
+
+    def _sample_names(self, folder):
+        meta = os.path.join(folder, 'meta_info.jsonl')
         if os.path.isfile(meta):
             with open(meta) as f:
-                return [json.loads(line)['name'] for line in f if line.strip()]
-        return sorted(os.path.splitext(n)[0] for n in os.listdir(os.path.join(self.root, 'gt')))
+                names = [json.loads(line)['name'] for line in f if line.strip()]
+        elif os.path.isdir(os.path.join(folder, 'gt')):
+            names = sorted(os.path.splitext(n)[0] for n in os.listdir(os.path.join(folder, 'gt')))
+        else:
+            names = []
+        if not names:
+            raise UserInputError(f'FGR dataroot {folder} holds no samples (no meta_info.jsonl and no gt/ images)')
+        return names
+
+    def _check_disk_files(self):
+        """Every listed sample must have all five files; one listing per folder keeps this cheap."""
+        for key in ALL_KEYS:
+            folder = os.path.join(self.root, key)
+            present = set(os.listdir(folder)) if os.path.isdir(folder) else set()
+            missing = [n for n in self.names if f'{n}.png' not in present]
+            if missing:
+                raise UserInputError(f'FGR set {self.root}: {len(missing)} sample(s) lack {key}/<name>.png, '
+                                     f'e.g. {os.path.join(folder, missing[0] + ".png")}')
+
+    def _check_lmdb_keys(self):
+        """Every listed sample must be in every LMDB with one shape, at least ``gt_size`` (from meta_info.txt)."""
+        size = self.opt.get('gt_size')
+        shapes = {}
+        for key in ALL_KEYS:
+            info = os.path.join(self.db_root, f'{key}.lmdb', 'meta_info.txt')
+            if not os.path.isfile(info):
+                raise UserInputError(f'FGR LMDB {os.path.join(self.db_root, key + ".lmdb")} is missing or has no '
+                                     'meta_info.txt (build it with scripts/build_fgr.py)')
+            with open(info) as f:
+                entries = dict(line.split(' ')[:2] for line in f if line.strip())
+            for name in self.names:
+                shape = entries.get(f'{name}.png')
+                if shape is None:
+                    raise UserInputError(f'FGR LMDB {info}: sample {name} is missing')
+                hw = tuple(int(v) for v in shape.strip('()').split(',')[:2])
+                if shapes.setdefault(name, hw) != hw:
+                    raise UserInputError(f'FGR sample {name} in {self.db_root}: {key} is {hw}, gt is {shapes[name]}')
+                if size and (hw[0] < size or hw[1] < size):
+                    raise UserInputError(f'FGR sample {name} in {self.db_root} ({hw[0]}x{hw[1]}) is smaller than '
+                                         f'gt_size {size}')
+
+    def _client(self):
+        if self.file_client is None:
+            if self.backend == 'lmdb':
+                paths = [os.path.join(self.db_root, f'{k}.lmdb') for k in ALL_KEYS]
+                self.file_client = FileClient('lmdb', db_paths=paths, client_keys=list(ALL_KEYS), **self.io_opt)
+            else:
+                self.file_client = FileClient('disk', **self.io_opt)
+        return self.file_client
+
+    def _path(self, key, name):
+        if self.backend == 'lmdb':
+            return os.path.join(self.db_root, f'{key}.lmdb', name)
+        return os.path.join(self.root, key, f'{name}.png')
 
     def _read(self, key, name):
-        path = os.path.join(self.root, key, f'{name}.png')
+        path = self._path(key, name)
         try:
-            with open(path, 'rb') as f:
-                content = f.read()
+            content = self._client().get(name if self.backend == 'lmdb' else path, key)
         except OSError as err:
             raise UserInputError(f'FGR sample {name}: cannot read {path}: {err}') from err
+        if content is None:
+            raise UserInputError(f'FGR sample {name}: {path} is not in the LMDB')
         return decode_image(content, path) if key in IMAGE_KEYS else decode_map(content, path)[..., None]
 
     def __getitem__(self, index):
         name = self.names[index]
-        arrays = {key: self._read(key, name) for key in IMAGE_KEYS + MAP_KEYS}
+        arrays = {key: self._read(key, name) for key in ALL_KEYS}
         sizes = {a.shape[:2] for a in arrays.values()}
         if len(sizes) != 1:
             raise UserInputError(f'FGR sample {name} in {self.root}: images and maps differ in size {sizes}')
         if self.opt.get('phase') == 'train':
             arrays = self._augment(arrays, name)
         out = {k: torch.from_numpy(np.ascontiguousarray(v.transpose(2, 0, 1))) for k, v in arrays.items()}
-        out.update(name=name, gt_path=os.path.join(self.root, 'gt', f'{name}.png'))
+        out.update(name=name, gt_path=self._path('gt', name))
         return out
 
     def _augment(self, arrays, name):
