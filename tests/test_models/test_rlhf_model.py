@@ -187,3 +187,36 @@ def test_ddp_two_cpu_processes_through_the_train_entry_with_tensorboard(setup):
     assert {'metrics/paired_tiny_val/psnr', 'metrics/paired_tiny_val/pdm_rate'} <= scalars
     assert 'pdm/paired_tiny_val/0' in acc.Tags()['images']
 
+
+
+@pytest.mark.parametrize('name', ['global', 'finpercep', 'finpercep_ccl'])
+def test_shipped_option_files_name_registered_types_and_valid_stages(name):
+    from finpercep_basicsr.curriculum.schedule import parse_stages
+    from finpercep_basicsr.utils.option_check import _registries, _typed_entries
+    path = os.path.join(os.path.dirname(__file__), '..', '..', 'options', 'train', 'RLHF', 'RealESRGAN',
+                        f'rlhf_realesrgan_x4_{name}.yml')
+    with open(path) as f:
+        opt = yaml.safe_load(f)
+    registries = _registries()
+    for key_path, registry, type_name in _typed_entries(opt):
+        if not key_path.startswith('train.optim_'):
+            assert type_name in registries[registry], key_path
+    stages = parse_stages(opt['train'])
+    assert len(stages) == (4 if name == 'finpercep_ccl' else 1)
+    assert [s['reward']['network_opt']['stage'] for s in stages] == (
+        [0, 1, 2, 3] if name == 'finpercep_ccl' else [0 if name == 'global' else 3])
+
+
+def test_rlhf_dataset_degrades_on_the_fly(tmp_path):
+    from finpercep_basicsr.data.finpercep_rlhf_dataset import FinPercepRLHFDataset
+    make_paired_folder(tmp_path / 'photos', num=2, size=48, identical=False)
+    opt = {'dataroot_gt': str(tmp_path / 'photos' / 'gt'), 'scale': 4, 'gt_size': 32, 'phase': 'val', 'seed': 3}
+    val = FinPercepRLHFDataset(opt)
+    a, b = val[1], FinPercepRLHFDataset(opt)[1]
+    assert a['lq'].shape == (3, 8, 8) and a['gt'].shape == (3, 32, 32)
+    assert torch.equal(a['lq'], b['lq'])  # validation pairs are the same on every run
+    train = FinPercepRLHFDataset({**opt, 'phase': 'train'})
+    assert not torch.equal(train[1]['lq'], train[1]['lq'])  # fresh crops and degradations
+    from finpercep_basicsr.utils.errors import UserInputError
+    with pytest.raises(UserInputError, match='smaller than gt_size'):
+        FinPercepRLHFDataset({**opt, 'gt_size': 64})[0]
