@@ -15,6 +15,9 @@ from finpercep_basicsr.utils.image_io import decode_image, decode_map
 IMAGE_KEYS = ('gt', 'sr', 'syn')
 MAP_KEYS = ('mask', 'pdm')
 ALL_KEYS = IMAGE_KEYS + MAP_KEYS
+# py-lmdb refuses to open one environment twice in a process (e.g. a train and a val set on the same
+# LMDB), so readers are shared per process; the pid keeps a forked worker off its parent's handles
+_LMDB_CLIENTS = {}
 
 
 @DATASET_REGISTRY.register()
@@ -108,8 +111,14 @@ class FinPercepFGRDataset(data.Dataset):
     def _client(self):
         if self.file_client is None:
             if self.backend == 'lmdb':
-                paths = [os.path.join(self.db_root, f'{k}.lmdb') for k in ALL_KEYS]
-                self.file_client = FileClient('lmdb', db_paths=paths, client_keys=list(ALL_KEYS), **self.io_opt)
+                paths = [os.path.realpath(os.path.join(self.db_root, f'{k}.lmdb')) for k in ALL_KEYS]
+                # the data files' inodes: an LMDB rebuilt in place (build_fgr swaps folders) is a new reader
+                inodes = tuple(os.stat(os.path.join(p, 'data.mdb')).st_ino for p in paths)
+                cache_key = (os.getpid(), tuple(paths), inodes, repr(sorted(self.io_opt.items())))
+                if cache_key not in _LMDB_CLIENTS:
+                    _LMDB_CLIENTS[cache_key] = FileClient('lmdb', db_paths=paths, client_keys=list(ALL_KEYS),
+                                                          **self.io_opt)
+                self.file_client = _LMDB_CLIENTS[cache_key]
             else:
                 self.file_client = FileClient('disk', **self.io_opt)
         return self.file_client

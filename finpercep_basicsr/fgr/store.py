@@ -130,10 +130,15 @@ def build_lmdb(root, names, compress_level=1):
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)
     for key in FGR_KEYS:
+        files = [f'{n}.png' for n in names]
+        # BasicSR sizes the map from the first image only, which overflows on small or uneven files;
+        # the map is virtual (sparse), so a generous bound costs nothing
+        data_bytes = sum(os.path.getsize(os.path.join(root, key, f)) for f in files)
+        map_size = 4 * data_bytes + 8192 * len(files) + (64 << 20)
         # BasicSR prints per-image progress; keep the build's own log readable
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            make_lmdb_from_imgs(os.path.join(root, key), os.path.join(tmp, f'{key}.lmdb'),
-                                [f'{n}.png' for n in names], list(names), compress_level=compress_level)
+            make_lmdb_from_imgs(os.path.join(root, key), os.path.join(tmp, f'{key}.lmdb'), files, list(names),
+                                compress_level=compress_level, map_size=map_size)
     shutil.copyfile(os.path.join(root, META_NAME), os.path.join(tmp, META_NAME))
     final, old = os.path.join(root, LMDB_DIR), os.path.join(root, LMDB_DIR + '.old')
     if os.path.exists(final):
