@@ -20,69 +20,38 @@ import numpy as np
 from finpercep_basicsr.fgr import store
 from finpercep_basicsr.fgr.labels import LabelMaker, quantize8
 from finpercep_basicsr.fgr.masks import choose_kind, kind_options, make_mask
+from finpercep_basicsr.fgr.photos import IMAGE_EXTS, PhotoSkipped, list_images, load_photo_checked
 from finpercep_basicsr.utils.errors import UserInputError
-from finpercep_basicsr.utils.image_io import decode_image
 
-IMAGE_EXTS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp', '.ppm')
 # options that change how a build runs, not what it produces (left out of the plan fingerprint)
 RUN_KEYS = ('num_workers', 'max_samples', 'lmdb', 'contact_sheet', 'name')
-
-
-class PhotoSkipped(Exception):
-    """A photo that cannot give FGR samples; the message is the reason."""
 
 
 def list_photos(folders):
     """Image files under the given folders (recursive), sorted, as absolute paths."""
     if isinstance(folders, str):
         folders = [folders]
-    photos = []
-    for folder in folders or []:
-        folder = os.path.expanduser(folder)
-        if not os.path.isdir(folder):
-            raise UserInputError(f'photos.folders: {folder} is not a folder')
-        for dirpath, _, files in os.walk(folder):
-            photos += [os.path.abspath(os.path.join(dirpath, f)) for f in files if f.lower().endswith(IMAGE_EXTS)]
+    photos = sorted(os.path.abspath(p) for folder in folders or [] for p in list_images(os.path.expanduser(folder)))
     if not photos:
         raise UserInputError(f'photos.folders: no images ({", ".join(IMAGE_EXTS)}) in {folders}')
-    return sorted(photos)
+    return photos
 
 
 def load_photo(path, crop_size):
-    """Read a photo as float32 RGB, applying the input policy.
-
-    Skipped (``PhotoSkipped``): unreadable/corrupt, grayscale (no colour to judge SR by), RGBA with
-    transparent pixels (undefined content), smaller than the crop. Used with a note: opaque RGBA
-    (alpha dropped), 16-bit (scaled to the 8-bit output).
+    """Read a photo with the photo policy of ``fgr.photos`` (corrupt and transparent skipped; grayscale,
+    opaque RGBA and 16-bit converted with a note) and skip it when it is smaller than the crop.
 
     Returns:
-        tuple: (float32 (H, W, 3) in [0, 1], list of notes).
+        tuple: (float32 RGB (H, W, 3) in [0, 1], list of notes).
+
+    Raises:
+        PhotoSkipped: The message names the file and the reason.
     """
-    try:
-        with open(path, 'rb') as f:
-            data = f.read()
-    except OSError as err:
-        raise PhotoSkipped(f'cannot read: {err}') from err
-    raw = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED) if data else None
-    if raw is None or raw.size == 0:
-        raise PhotoSkipped('corrupt or not an image')
-    notes = []
-    channels = 1 if raw.ndim == 2 else raw.shape[2]
-    if channels < 3:
-        raise PhotoSkipped('grayscale')
-    if channels == 4:
-        if raw[..., 3].min() < np.iinfo(raw.dtype).max:
-            raise PhotoSkipped('RGBA with transparent pixels')
-        notes.append('opaque RGBA: alpha dropped')
-    if raw.dtype == np.uint16:
-        notes.append('16-bit: converted to 8-bit')
-    h, w = raw.shape[:2]
+    photo, notes = load_photo_checked(path)
+    h, w = photo.shape[:2]
     if h < crop_size or w < crop_size:
-        raise PhotoSkipped(f'{h}x{w} is smaller than the crop size {crop_size}')
-    try:
-        return decode_image(data, path), notes
-    except UserInputError as err:
-        raise PhotoSkipped(str(err)) from err
+        raise PhotoSkipped(f'{path}: {h}x{w} is smaller than the crop size {crop_size}')
+    return photo, notes
 
 
 def _safe_stem(path):
@@ -278,7 +247,7 @@ def build_fgr(opt, progress=True):
                 bar.update(plan.per_crop if reason else len(new))
                 if reason and photos[p] not in skipped:
                     skipped[photos[p]] = reason
-                    warnings.warn(f'{photos[p]}: skipped ({reason})')
+                    warnings.warn(f'skipped photo {reason}')
                 if photo_notes and photos[p] not in notes:
                     notes[photos[p]] = photo_notes
                     warnings.warn(f'{photos[p]}: {"; ".join(photo_notes)}')

@@ -181,7 +181,8 @@ def available_kinds(masks_opt, photo=None):
     """Kinds with a positive weight that can be made for this photo (``sam`` needs mask files)."""
     kinds = masks_opt.get('kinds') or {name: {} for name in ('blobs', 'rect', 'brush', 'segments')}
     out = []
-    for kind in kinds:
+    # sorted: the draw must not depend on the key order of the YAML mapping
+    for kind in sorted(kinds):
         if kind not in MASK_KINDS:
             raise UserInputError(f'masks.kinds: unknown mask kind {kind!r}; choose from {sorted(MASK_KINDS)}')
         opt = kind_options(masks_opt, kind)

@@ -1,0 +1,236 @@
+"""FGR builder: the folder contract, LMDB, determinism, resume after a stop or a kill, bad photos skipped."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import cv2
+import numpy as np
+import pytest
+import yaml
+from skimage import data
+
+from finpercep_basicsr.data.finpercep_fgr_dataset import FinPercepFGRDataset
+from finpercep_basicsr.fgr.builder import build_fgr
+from finpercep_basicsr.utils.errors import UserInputError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TINY = os.path.join(ROOT, 'options', 'data', 'fgr_build_tiny.yml')
+KEYS = ('gt', 'sr', 'syn', 'mask', 'pdm')
+
+
+def _write(path, img):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    assert cv2.imwrite(path, img)
+    return path
+
+
+def _good_photos(folder):
+    """Two real photos (astronaut, coffee; shrunk to keep the test fast) and a generated one."""
+    astro = cv2.resize(data.astronaut(), (128, 128), interpolation=cv2.INTER_AREA)
+    coffee = cv2.resize(data.coffee(), (160, 120), interpolation=cv2.INTER_AREA)
+    rng = np.random.default_rng(0)
+    smooth = cv2.resize(rng.integers(0, 256, (12, 12, 3), dtype=np.uint8), (96, 96), interpolation=cv2.INTER_CUBIC)
+    _write(os.path.join(folder, 'astronaut.png'), cv2.cvtColor(astro, cv2.COLOR_RGB2BGR))
+    _write(os.path.join(folder, 'coffee.jpg'), cv2.cvtColor(coffee, cv2.COLOR_RGB2BGR))
+    _write(os.path.join(folder, 'sub', 'generated.png'), smooth)
+    return folder
+
+
+def _opt(tmp_path, photos, name='fgr', **overrides):
+    with open(TINY) as f:
+        opt = yaml.safe_load(f)
+    opt['dataroot'] = str(tmp_path / name)
+    opt['photos']['folders'] = [photos]
+    opt['contact_sheet'] = {'num': 4, 'tile': 64}
+    opt.update(overrides)
+    return opt
+
+
+def _folder_bytes(root):
+    """Every data file and the meta file of an FGR folder, as bytes (the run-dependent summary excluded)."""
+    out = {}
+    for key in KEYS:
+        for name in sorted(os.listdir(os.path.join(root, key))):
+            with open(os.path.join(root, key, name), 'rb') as f:
+                out[f'{key}/{name}'] = f.read()
+    with open(os.path.join(root, 'meta_info.jsonl'), 'rb') as f:
+        out['meta_info.jsonl'] = f.read()
+    return out
+
+
+def _lmdb_items(root):
+    """Raw values of every LMDB key, plus each LMDB's key count (the dataset's shared reader is used:
+    py-lmdb opens an environment once per process)."""
+    dataset = FinPercepFGRDataset({'dataroot': root, 'io_backend': {'type': 'lmdb'}})
+    client = dataset._client().client
+    out = {(key, name): bytes(client.get(name, key)) for key in KEYS for name in dataset.names}
+    out.update({(key, '#entries'): client._client[key].stat()['entries'] for key in KEYS})
+    return out
+
+
+@pytest.fixture(scope='module')
+def built(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp('built')
+    photos = _good_photos(str(tmp_path / 'photos'))
+    opt = _opt(tmp_path, photos)
+    return opt, build_fgr(opt, progress=False)
+
+
+def test_build_writes_the_folder_contract(built):
+    opt, summary = built
+    root = opt['dataroot']
+    assert summary['samples'] == summary['built_now'] == 3 * 2 * 2 and not summary['skipped_photos']
+    with open(os.path.join(root, 'meta_info.jsonl')) as f:
+        meta = [json.loads(line) for line in f]
+    assert [m['index'] for m in meta] == list(range(12))
+    assert {m['sr_model'] for m in meta} == {'bicubic', 'lanczos'}
+    assert {m['mask_kind'] for m in meta} <= set(opt['masks']['kinds'])
+    for m in meta:
+        assert m['seed'] == opt['seed'] + m['index']
+        assert os.path.basename(m['photo']) in ('astronaut.png', 'coffee.jpg', 'generated.png')
+        photo = cv2.imread(m['photo'])
+        top, left, h, w = m['crop_box']
+        assert h == w == 64 and top + h <= photo.shape[0] and left + w <= photo.shape[1]
+        gt = cv2.imread(os.path.join(root, 'gt', m['name'] + '.png'))
+        np.testing.assert_array_equal(gt, photo[top:top + h, left:left + w])
+        mask = cv2.imread(os.path.join(root, 'mask', m['name'] + '.png'), cv2.IMREAD_UNCHANGED)
+        pdm = cv2.imread(os.path.join(root, 'pdm', m['name'] + '.png'), cv2.IMREAD_UNCHANGED)
+        sr, syn = (cv2.imread(os.path.join(root, k, m['name'] + '.png')) for k in ('sr', 'syn'))
+        assert mask.dtype == np.uint8 and mask.shape == (64, 64) and set(np.unique(mask)) <= {0, 255}
+        assert pdm.dtype == np.uint16 and pdm.shape == (64, 64) and pdm.max() > 0
+        assert np.all(pdm[mask == 0] == 0)
+        np.testing.assert_array_equal(syn, np.where(mask[..., None] == 255, sr, gt))
+        assert m['mask_area'] == pytest.approx((mask == 255).mean(), abs=1e-6)
+    sheet = cv2.imread(summary['contact_sheet'])
+    assert sheet is not None and sheet.shape[1] == 3 * 64
+
+
+def test_lmdb_matches_the_folder(built):
+    opt, _ = built
+    disk = FinPercepFGRDataset({'dataroot': opt['dataroot'], 'phase': 'val'})
+    lmdb_set = FinPercepFGRDataset({'dataroot': opt['dataroot'], 'phase': 'val', 'io_backend': {'type': 'lmdb'}})
+    assert len(disk) == len(lmdb_set) == 12
+    for i in range(len(disk)):
+        a, b = disk[i], lmdb_set[i]
+        assert all(np.array_equal(a[k].numpy(), b[k].numpy()) for k in KEYS)
+
+
+def test_rerun_is_a_no_op_and_a_changed_plan_is_refused(built, tmp_path):
+    opt, _ = built
+    before = _folder_bytes(opt['dataroot'])
+    again = build_fgr(opt, progress=False)
+    assert again['built_now'] == 0 and not again['lmdb_rebuilt'] and again['samples'] == 12
+    with pytest.raises(UserInputError, match='other options or photos'):
+        build_fgr(dict(opt, seed=7), progress=False)
+    assert _folder_bytes(opt['dataroot']) == before
+
+
+def test_stopped_build_resumes_to_the_same_dataset(built, tmp_path):
+    opt, _ = built
+    resumed = dict(opt, dataroot=str(tmp_path / 'resumed'))
+    first = build_fgr(dict(resumed, max_samples=5), progress=False)
+    assert first['samples'] == 6  # whole crops: 3 of them
+    # what a kill can leave behind: a torn meta line and a half-written temp file
+    with open(os.path.join(resumed['dataroot'], 'meta_info.jsonl'), 'a') as f:
+        f.write('{"name": "00002_generated_c00_bic')
+    _write(os.path.join(resumed['dataroot'], 'syn', '00002_generated_c00_bicubic_m00.tmp.png'),
+           np.zeros((4, 4), np.uint8))
+    second = build_fgr(resumed, progress=False)
+    assert second['built_now'] == 6 and second['samples'] == 12
+    assert _folder_bytes(resumed['dataroot']) == _folder_bytes(opt['dataroot'])
+    assert _lmdb_items(resumed['dataroot']) == _lmdb_items(opt['dataroot'])
+
+
+def test_bad_photos_are_skipped_and_named(tmp_path):
+    photos = str(tmp_path / 'photos')
+    astro = cv2.cvtColor(cv2.resize(data.astronaut(), (96, 96), interpolation=cv2.INTER_AREA), cv2.COLOR_RGB2BGR)
+    _write(os.path.join(photos, 'a_good.png'), astro)
+    with open(os.path.join(photos, 'b_corrupt.png'), 'wb') as f:
+        f.write(b'\x89PNG\r\n\x1a\n this is not an image')
+    _write(os.path.join(photos, 'c_gray.png'), cv2.cvtColor(astro, cv2.COLOR_BGR2GRAY))
+    transparent = cv2.cvtColor(astro, cv2.COLOR_BGR2BGRA)
+    transparent[:10, :10, 3] = 0
+    _write(os.path.join(photos, 'd_transparent.png'), transparent)
+    _write(os.path.join(photos, 'e_opaque_rgba.png'), cv2.cvtColor(astro, cv2.COLOR_BGR2BGRA))
+    _write(os.path.join(photos, 'f_deep16.png'), astro.astype(np.uint16) * 257)
+    _write(os.path.join(photos, 'g_small.png'), astro[:40, :50])
+    opt = _opt(tmp_path, photos, masks_per_sr=1)
+    opt['photos']['crops_per_photo'] = 1
+    with pytest.warns(UserWarning) as record:
+        summary = build_fgr(opt, progress=False)
+    messages = '\n'.join(str(w.message) for w in record)
+    skipped = {os.path.basename(k): v for k, v in summary['skipped_photos'].items()}
+    assert set(skipped) == {'b_corrupt.png', 'd_transparent.png', 'g_small.png'}
+    assert 'corrupt' in skipped['b_corrupt.png'] and 'transparent' in skipped['d_transparent.png']
+    assert '40x50 is smaller than the crop size 64' in skipped['g_small.png']
+    notes = {os.path.basename(k): ' '.join(v) for k, v in summary['photo_notes'].items()}
+    assert set(notes) == {'c_gray.png', 'e_opaque_rgba.png', 'f_deep16.png'}
+    assert 'grayscale' in notes['c_gray.png'] and '16-bit' in notes['f_deep16.png']
+    for name in list(skipped) + list(notes):
+        assert os.path.join(photos, name) in messages
+    # the good photo and the convertible ones gave their samples; 16-bit became the same 8-bit crop
+    with open(os.path.join(opt['dataroot'], 'meta_info.jsonl')) as f:
+        meta = [json.loads(line) for line in f]
+    assert sorted({os.path.basename(m['photo']) for m in meta}) == ['a_good.png', 'c_gray.png', 'e_opaque_rgba.png',
+                                                                    'f_deep16.png']
+    by_photo = {os.path.basename(m['photo']): m['name'] for m in meta
+                if m['sr_model'] == 'bicubic' and 'gray' not in m['photo']}
+    gts = [cv2.imread(os.path.join(opt['dataroot'], 'gt', by_photo[p] + '.png')) for p in sorted(by_photo)]
+    boxes = {os.path.basename(m['photo']): m['crop_box'] for m in meta}
+    for photo, gt in zip(sorted(by_photo), gts):
+        top, left, h, w = boxes[photo]
+        np.testing.assert_array_equal(gt, astro[top:top + h, left:left + w])
+
+
+def test_script_reports_bad_options(tmp_path, capsys):
+    sys.path.insert(0, os.path.join(ROOT, 'scripts'))
+    try:
+        import build_fgr as script
+    finally:
+        sys.path.pop(0)
+    assert script.main(['-opt', str(tmp_path / 'missing.yml')]) == 2
+    assert 'missing.yml' in capsys.readouterr().err
+    bad = tmp_path / 'bad.yml'
+    bad.write_text(yaml.safe_dump(_opt(tmp_path, str(tmp_path / 'no_photos'))))
+    assert script.main(['-opt', str(bad), '--no_progress']) == 2
+    assert 'no_photos' in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_worker_processes_give_the_same_dataset(built, tmp_path):
+    opt, _ = built
+    pooled = dict(opt, dataroot=str(tmp_path / 'pooled'), num_workers=2)
+    assert build_fgr(pooled, progress=False)['samples'] == 12
+    assert _folder_bytes(pooled['dataroot']) == _folder_bytes(opt['dataroot'])
+
+
+@pytest.mark.slow
+def test_killed_build_resumes_to_the_same_dataset(built, tmp_path):
+    opt, _ = built
+    killed = dict(opt, dataroot=str(tmp_path / 'killed'))
+    reference = {'dataroot': opt['dataroot'], 'samples': 12}
+    opt_file = tmp_path / 'killed.yml'
+    opt_file.write_text(yaml.safe_dump(killed))
+    cmd = [sys.executable, os.path.join(ROOT, 'scripts', 'build_fgr.py'), '-opt', str(opt_file), '--no_progress']
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    meta = os.path.join(killed['dataroot'], 'meta_info.jsonl')
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if os.path.isfile(meta) and sum(1 for _ in open(meta)) >= 3:
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, f'build ended before it could be killed: {proc.stderr.read().decode()[-2000:]}'
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = sum(1 for _ in open(meta))
+    assert 3 <= done < reference['samples'] and not os.path.isdir(os.path.join(killed['dataroot'], 'lmdb'))
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads(result.stdout)['built_now'] == reference['samples'] - done
+    got, want = _folder_bytes(killed['dataroot']), _folder_bytes(reference['dataroot'])
+    assert sorted(got) == sorted(want)
+    assert [k for k in want if got[k] != want[k]] == []
+    assert _lmdb_items(killed['dataroot']) == _lmdb_items(reference['dataroot'])
