@@ -1,0 +1,185 @@
+"""Convert an ncnn ESRGAN-style model (Real-ESRGAN x4plus, RealSR DF2K) into a BasicSR RRDBNet checkpoint.
+
+    python scripts/convert_ncnn_to_basicsr.py --out weights/RealESRGAN_x4plus.pth
+
+ncnn storage (read from ncnn's ``src/modelbin.cpp`` and ``src/layer/convolution.cpp``): the ``.bin``
+is the concatenation, in ``.param`` layer order, of each weighted layer's blobs. A Convolution
+stores its weights as ``load(weight_data_size, type=0)``: a 4-byte tag, then
+- tag ``0x01306B47``: float16 values, padded to a multiple of 4 bytes;
+- tag ``0x0002C056`` or all-zero tag: raw float32 values;
+- tag ``0x000D4B38``: int8 values (needs int8 scales: not supported here);
+- any other non-zero tag: a 256-entry float32 table, then uint8 indices padded to 4 bytes;
+and then, if ``bias_term``, ``num_output`` raw float32 biases (``type=1``, no tag). Weights are laid
+out (out, in, kh, kw) as in PyTorch. The ESRGAN graph holds only Convolution layers with weights;
+their order equals the registration order of ``RRDBNet``'s ``nn.Conv2d`` modules (conv_first, 23x3x5
+RDB convs, conv_body, conv_up1, conv_up2, conv_hr, conv_last), checked by shape.
+"""
+import os
+
+import numpy as np
+import torch
+
+from finpercep_basicsr.fgr.ncnn_models import check_model_file
+from finpercep_basicsr.utils.errors import UserInputError
+
+TAG_FP16, TAG_FP32_SCALED, TAG_INT8 = 0x01306B47, 0x0002C056, 0x000D4B38
+# layer types that carry no weights in the .bin (anything else is refused rather than misread)
+WEIGHTLESS = {'Input', 'Split', 'Concat', 'Eltwise', 'BinaryOp', 'Interp', 'ReLU', 'Crop', 'PixelShuffle', 'Reshape',
+              'Noop'}
+
+
+def parse_ncnn_param(path):
+    """Parse an ncnn ``.param`` text file.
+
+    Returns:
+        list[dict]: per layer ``type``, ``name``, ``inputs``, ``outputs`` and ``params`` ({int key: str value};
+        array values keep their ``-233xx`` key and the raw comma-separated text).
+    """
+    check_model_file(path, 'ncnn param file')
+    with open(path) as f:
+        lines = [line.split() for line in f if line.strip()]
+    if not lines or lines[0] != ['7767517']:
+        raise UserInputError(f'{path} is not an ncnn param file (magic 7767517 missing)')
+    layer_count = int(lines[1][0])
+    layers = []
+    for tokens in lines[2:2 + layer_count]:
+        kind, name, n_in, n_out = tokens[0], tokens[1], int(tokens[2]), int(tokens[3])
+        inputs, outputs = tokens[4:4 + n_in], tokens[4 + n_in:4 + n_in + n_out]
+        params = {}
+        for item in tokens[4 + n_in + n_out:]:
+            key, value = item.split('=', 1)
+            params[int(key)] = value
+        layers.append(dict(type=kind, name=name, inputs=inputs, outputs=outputs, params=params))
+    if len(layers) != layer_count:
+        raise UserInputError(f'{path}: header says {layer_count} layers, found {len(layers)}')
+    return layers
+
+
+def _align4(nbytes):
+    return (nbytes + 3) // 4 * 4
+
+
+def _load_tagged(buf, offset, count, path):
+    """ncnn ``ModelBin::load(count, 0)``: returns (float32 array, new offset)."""
+    tag = int(np.frombuffer(buf, np.uint32, 1, offset)[0])
+    flag_bytes = buf[offset:offset + 4]
+    offset += 4
+    if tag == TAG_FP16:
+        values = np.frombuffer(buf, np.float16, count, offset).astype(np.float32)
+        return values, offset + _align4(count * 2)
+    if tag == TAG_INT8:
+        raise UserInputError(f'{path}: int8-quantised ncnn weights are not supported')
+    if tag == TAG_FP32_SCALED or sum(flag_bytes) == 0:
+        return np.frombuffer(buf, np.float32, count, offset).copy(), offset + count * 4
+    table = np.frombuffer(buf, np.float32, 256, offset)
+    offset += 256 * 4
+    index = np.frombuffer(buf, np.uint8, count, offset)
+    return table[index].astype(np.float32), offset + _align4(count)
+
+
+def read_conv_weights(layers, bin_path):
+    """Read every Convolution's (weight (out, in, kh, kw), bias (out,) or None) from the ``.bin``.
+
+    Raises:
+        UserInputError: A weighted layer type this reader does not know, a truncated file, or bytes left over.
+    """
+    check_model_file(bin_path, 'ncnn bin file')
+    with open(bin_path, 'rb') as f:
+        buf = f.read()
+    convs, offset = [], 0
+    for layer in layers:
+        if layer['type'] in WEIGHTLESS:
+            continue
+        if layer['type'] != 'Convolution':
+            raise UserInputError(f'{bin_path}: layer {layer["name"]} of type {layer["type"]} is not supported')
+        p = layer['params']
+        if int(p.get(8, 0)):
+            raise UserInputError(f'{bin_path}: layer {layer["name"]} is int8-quantised (not supported)')
+        out_ch, kw = int(p.get(0, 0)), int(p.get(1, 0))
+        kh, size = int(p.get(11, kw)), int(p.get(6, 0))
+        in_ch = size // (out_ch * kh * kw)
+        if in_ch * out_ch * kh * kw != size:
+            raise UserInputError(f'{bin_path}: layer {layer["name"]} weight size {size} does not factor')
+        try:
+            weight, offset = _load_tagged(buf, offset, size, bin_path)
+            bias = None
+            if int(p.get(5, 0)):
+                bias = np.frombuffer(buf, np.float32, out_ch, offset).copy()
+                offset += out_ch * 4
+        except ValueError as err:  # np.frombuffer past the end
+            raise UserInputError(f'{bin_path} is truncated (at layer {layer["name"]})') from err
+        convs.append((layer['name'], weight.reshape(out_ch, in_ch, kh, kw), bias))
+    if offset != len(buf):
+        raise UserInputError(f'{bin_path}: {len(buf) - offset} bytes left after the last layer (param/bin mismatch)')
+    return convs
+
+
+def rrdbnet_options(convs, scale=4):
+    """BasicSR ``RRDBNet`` options inferred from the ESRGAN conv list (1 + 15 * num_block + 5 convs)."""
+    num_block = (len(convs) - 6) // 15
+    if num_block < 1 or 6 + 15 * num_block != len(convs):
+        raise UserInputError(f'{len(convs)} convolutions do not form an ESRGAN RRDBNet (1 + 15*n + 5)')
+    return dict(type='RRDBNet', num_in_ch=int(convs[0][1].shape[1]), num_out_ch=int(convs[-1][1].shape[0]),
+                num_feat=int(convs[0][1].shape[0]), num_block=num_block, num_grow_ch=int(convs[1][1].shape[0]),
+                scale=scale)
+
+
+def ncnn_to_rrdbnet(param_path, bin_path, scale=4):
+    """Convert an ncnn ESRGAN model to a BasicSR ``RRDBNet`` state dict.
+
+    Returns:
+        tuple: (state_dict {str: Tensor}, network options dict usable as ``network_g``).
+    """
+    from basicsr.archs.rrdbnet_arch import RRDBNet
+    convs = read_conv_weights(parse_ncnn_param(param_path), bin_path)
+    arch = rrdbnet_options(convs, scale)
+    net = RRDBNet(**{k: v for k, v in arch.items() if k != 'type'})
+    modules = [(n, m) for n, m in net.named_modules() if isinstance(m, torch.nn.Conv2d)]
+    if len(modules) != len(convs):
+        raise UserInputError(f'{param_path}: {len(convs)} convolutions, RRDBNet{arch} has {len(modules)}')
+    state = {}
+    for (mod_name, module), (layer, weight, bias) in zip(modules, convs):
+        if tuple(module.weight.shape) != weight.shape or (bias is None) != (module.bias is None):
+            raise UserInputError(f'{param_path}: layer {layer} {weight.shape} does not fit {mod_name} '
+                                 f'{tuple(module.weight.shape)}')
+        state[f'{mod_name}.weight'] = torch.from_numpy(np.ascontiguousarray(weight))
+        if bias is not None:
+            state[f'{mod_name}.bias'] = torch.from_numpy(bias)
+    net.load_state_dict(state, strict=True)  # every parameter covered, nothing extra
+    return state, arch
+
+
+def convert_ncnn_checkpoint(out_path, param_path, bin_path, scale=4):
+    """Write ``{'params_ema': state_dict}`` for BasicSR (atomic save); returns the network options."""
+    from finpercep_basicsr.utils.checkpoint import atomic_torch_save
+    state, arch = ncnn_to_rrdbnet(param_path, bin_path, scale)
+    atomic_torch_save({'params_ema': state}, out_path)
+    return arch
+
+
+def parity(state, arch, ncnn_net, img):
+    """Max abs difference between the converted PyTorch net and ncnn on one RGB image in [0, 1].
+
+    Args:
+        state (dict): Converted state dict. arch (dict): its RRDBNet options.
+        ncnn_net (callable): ``NcnnNet`` of the same model.
+        img (np.ndarray): float32 RGB (H, W, 3) in [0, 1].
+
+    Returns:
+        tuple: (max abs diff of the outputs clipped to [0, 1], PyTorch output (H*s, W*s, 3)).
+    """
+    from basicsr.archs.rrdbnet_arch import RRDBNet
+    net = RRDBNet(**{k: v for k, v in arch.items() if k != 'type'})
+    net.load_state_dict(state)
+    net.eval()
+    with torch.no_grad():
+        out = net(torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))[None].float())
+    ours = np.clip(out[0].numpy().transpose(1, 2, 0), 0, 1)
+    theirs = np.clip(ncnn_net(img), 0, 1)
+    return float(np.abs(ours - theirs).max()), ours
+
+
+def default_out_path(model):
+    """Suggested checkpoint name for a packaged model, e.g. ``weights/RealESRGAN_x4plus.pth``."""
+    names = {'realesrgan-x4plus': 'RealESRGAN_x4plus.pth', 'realsr-df2k-x4': 'RealSR_DF2K_x4.pth'}
+    return os.path.join('weights', names.get(model, model + '.pth'))

