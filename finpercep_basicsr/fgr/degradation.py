@@ -84,6 +84,15 @@ def degradation_options(opt):
         if len(names) != len(probs) or set(names) - set(_KERNELS):
             raise UserInputError(f'degradation.kernel_list{suffix} / kernel_prob{suffix}: need equal lengths and '
                                  f'names from {_KERNELS}, got {names} / {probs}')
+        for key in ('blur_sigma', 'betag_range', 'betap_range'):
+            # BasicSR's kernel samplers assert a non-empty [lo, hi) interval
+            lo, hi = full[key + suffix]
+            if not lo < hi:
+                raise UserInputError(f'degradation.{key}{suffix}: need lo < hi, got {[lo, hi]}')
+        lo, hi = full['jpeg_range' + suffix]
+        if not 1 <= lo <= hi < 100:
+            # quality 100 gives DiffJPEG a zero quantisation factor: NaN output
+            raise UserInputError(f'degradation.jpeg_range{suffix}: need 1 <= lo <= hi < 100, got {[lo, hi]}')
         if len(full['resize_prob' + suffix]) != 3:
             raise UserInputError(f'degradation.resize_prob{suffix}: need [up, down, keep] probabilities')
     lo, hi = full['kernel_range']
