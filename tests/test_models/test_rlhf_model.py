@@ -220,3 +220,20 @@ def test_rlhf_dataset_degrades_on_the_fly(tmp_path):
     from finpercep_basicsr.utils.errors import UserInputError
     with pytest.raises(UserInputError, match='smaller than gt_size'):
         FinPercepRLHFDataset({**opt, 'gt_size': 64})[0]
+
+
+def test_optional_gan_term_trains_a_discriminator_and_saves_it(setup):
+    tmp_path, data, ckpts = setup
+    model = _build_model(tmp_path, data, ckpts[0],
+                         network_d={'type': 'UNetDiscriminatorSN', 'num_in_ch': 3, 'num_feat': 8},
+                         train__gan_opt={'type': 'GANLoss', 'gan_type': 'vanilla', 'loss_weight': 0.1},
+                         train__optim_d={'type': 'Adam', 'lr': 1e-3})
+    d_before = deepcopy(model.net_d.state_dict())
+    model.feed_data(_batch())
+    model.optimize_parameters(1)
+    assert {'l_g_gan', 'l_d_real', 'l_d_fake'} <= set(model.log_dict)
+    assert any(not torch.equal(d_before[k], v) for k, v in model.net_d.state_dict().items())
+    model.save(0, 1)
+    assert set(torch.load(tmp_path / 'models' / 'net_d_1.pth', weights_only=True)) == {'params'}
+    assert set(torch.load(tmp_path / 'models' / 'net_g_1.pth', weights_only=True)) == {'params', 'params_ema'}
+    assert len(torch.load(tmp_path / 'states' / '1.state', weights_only=True)['optimizers']) == 2
