@@ -6,10 +6,13 @@ give sample index ``i = ((p * crops_per_photo + c) * num_sources + s) * masks_pe
 the options and the photos only, not on the worker count or on how often the build was resumed.
 One task = one crop (all its SR sources and masks); finished samples are skipped on resume.
 """
+import ctypes
 import hashlib
 import json
 import os
 import re
+import signal
+import sys
 import time
 import warnings
 from copy import deepcopy
@@ -165,9 +168,19 @@ class CropWorker:
 _WORKER = None
 
 
+def _die_with_parent():
+    """Linux: a worker gets SIGKILL when the build process dies, so a killed build leaves no writers."""
+    if sys.platform.startswith('linux'):
+        try:
+            ctypes.CDLL('libc.so.6', use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+        except OSError:
+            pass
+
+
 def _init_worker(opt, photos, threads):
     global _WORKER
     import torch
+    _die_with_parent()
     torch.set_num_threads(threads)
     cv2.setNumThreads(1)
     _WORKER = CropWorker(opt, photos)

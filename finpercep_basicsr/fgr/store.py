@@ -60,8 +60,9 @@ def write_sample(root, name, sample):
     staged = []
     for key in FGR_KEYS:
         final = os.path.join(root, key, f'{name}.png')
-        # the temp name keeps the .png extension: OpenCV picks the encoder from it
-        tmp = os.path.join(root, key, f'{name}{_TMP_TAG}.png')
+        # the temp name keeps the .png extension (OpenCV picks the encoder from it) and carries the pid,
+        # so two writers of one sample (e.g. a resumed build and a dying worker) never share a file
+        tmp = os.path.join(root, key, f'{name}{_TMP_TAG}{os.getpid()}.png')
         if key in IMAGE_KEYS:
             write_rgb8(tmp, sample[key])
         elif key == 'mask':
