@@ -44,14 +44,15 @@ def main(argv=None):
     from finpercep_basicsr.utils.errors import UserInputError
     sources = args.source or ['skimage', 'opencv-doc']
     sources = [s for s in sources if s != 'none']
-    warnings.simplefilter('always')  # every bad photo is reported, not only the first
     try:
-        summary = {'photos': gather_photos(args.out, sources, args.input, min_size=args.min_photo_size,
-                                           opencv_deb=args.opencv_deb)}
-        if not summary['photos']['written']:
-            raise UserInputError(f'no usable photo from sources {sources} and inputs {args.input}')
-        if args.crops:
-            summary['crops'] = cut_crops(args.out, args.crops, args.crop_size, args.stride, args.min_size)
+        with warnings.catch_warnings():
+            warnings.simplefilter('always')  # every bad photo is reported, not only the first
+            summary = {'photos': gather_photos(args.out, sources, args.input, min_size=args.min_photo_size,
+                                               opencv_deb=args.opencv_deb)}
+            if not summary['photos']['written']:
+                raise UserInputError(f'no usable photo from sources {sources} and inputs {args.input}')
+            if args.crops:
+                summary['crops'] = cut_crops(args.out, args.crops, args.crop_size, args.stride, args.min_size)
     except UserInputError as err:
         print(f'error: {err}', file=sys.stderr)
         return 2

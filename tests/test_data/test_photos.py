@@ -1,0 +1,132 @@
+"""Photo gathering and HR crops: packaged sources, bad photos (corrupt, gray, RGBA, 16-bit, too small), crop grid."""
+import json
+import os
+import subprocess
+
+import cv2
+import numpy as np
+import pytest
+from skimage import data
+
+from finpercep_basicsr.fgr.photos import (OPENCV_DOC_DATA, PhotoSkipped, crop_starts, cut_crops, gather_photos,
+                                          load_photo_checked, opencv_doc_photos)
+from finpercep_basicsr.utils.errors import UserInputError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _bgr(h, w, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def _bad_folder(folder):
+    """One photo of each kind: good, gray, opaque RGBA, transparent RGBA, 16-bit, corrupt, tiny."""
+    os.makedirs(folder, exist_ok=True)
+    cv2.imwrite(os.path.join(folder, 'good.png'), _bgr(80, 96))
+    cv2.imwrite(os.path.join(folder, 'gray.png'), _bgr(80, 96)[..., 0])
+    rgba = np.dstack([_bgr(80, 96), np.full((80, 96), 255, np.uint8)])
+    cv2.imwrite(os.path.join(folder, 'opaque.png'), rgba)
+    rgba[0, 0, 3] = 10
+    cv2.imwrite(os.path.join(folder, 'transparent.png'), rgba)
+    cv2.imwrite(os.path.join(folder, 'deep.png'), _bgr(80, 96).astype(np.uint16) * 257)
+    with open(os.path.join(folder, 'corrupt.jpg'), 'wb') as f:
+        f.write(b'\xff\xd8\xff\xe0 truncated jpeg')
+    cv2.imwrite(os.path.join(folder, 'tiny.png'), _bgr(20, 20))
+    return folder
+
+
+def test_load_photo_checked_policy(tmp_path):
+    folder = _bad_folder(str(tmp_path / 'in'))
+    good, notes = load_photo_checked(os.path.join(folder, 'good.png'))
+    assert good.shape == (80, 96, 3) and good.dtype == np.float32 and notes == []
+    gray, notes = load_photo_checked(os.path.join(folder, 'gray.png'))
+    assert gray.shape == (80, 96, 3) and notes == ['grayscale: repeated to RGB']
+    np.testing.assert_array_equal(gray[..., 0], gray[..., 2])
+    opaque, notes = load_photo_checked(os.path.join(folder, 'opaque.png'))
+    assert notes == ['opaque RGBA: alpha dropped']
+    np.testing.assert_array_equal(opaque, good)
+    deep, notes = load_photo_checked(os.path.join(folder, 'deep.png'))
+    assert notes == ['16-bit: converted to 8-bit']
+    np.testing.assert_allclose(deep, good, atol=1e-6)  # v * 257 / 65535 == v / 255
+    for name, reason in (('transparent.png', 'transparent'), ('corrupt.jpg', 'corrupt')):
+        with pytest.raises(PhotoSkipped, match=f'{name}.*{reason}'):
+            load_photo_checked(os.path.join(folder, name))
+
+
+def test_gather_skimage_and_a_user_folder(tmp_path):
+    folder = _bad_folder(str(tmp_path / 'mine'))
+    out = str(tmp_path / 'photos')
+    with pytest.warns(UserWarning) as record:
+        summary = gather_photos(out, sources=('skimage',), inputs=[folder], min_size=32)
+    messages = ' '.join(str(w.message) for w in record)
+    for bad in ('gray.png', 'deep.png', 'corrupt.jpg', 'transparent.png', 'tiny.png'):
+        assert bad in messages  # every bad photo is named in a warning
+    assert set(summary['skipped']) == {os.path.join(folder, f) for f in ('corrupt.jpg', 'transparent.png', 'tiny.png')}
+    assert 'skimage_astronaut.png' in summary['written'] and 'mine_gray.png' in summary['written']
+    rows = [json.loads(line) for line in open(os.path.join(out, 'sources.jsonl'))]
+    licences = json.load(open(os.path.join(out, 'licences.json')))
+    assert [r['file'] for r in rows] == summary['written'] and set(licences) == set(summary['written'])
+    assert licences['skimage_astronaut.png'] == 'public domain' and licences['skimage_chelsea.png'] == 'CC0'
+    astronaut = cv2.imread(os.path.join(out, 'skimage_astronaut.png'))
+    np.testing.assert_array_equal(astronaut[..., ::-1], data.astronaut())  # lossless 8-bit RGB copy
+
+
+def test_opencv_doc_extraction_from_a_deb(tmp_path):
+    """The .deb handling (dpkg -x, no install) on a small stand-in package with the real layout."""
+    pkg = tmp_path / 'pkg'
+    photo_dir = pkg / OPENCV_DOC_DATA
+    os.makedirs(photo_dir)
+    os.makedirs(pkg / 'DEBIAN')
+    (pkg / 'DEBIAN' / 'control').write_text('Package: opencv-doc\nVersion: 0.0-test\nArchitecture: all\n'
+                                            'Maintainer: test <t@example.org>\nDescription: stand-in\n')
+    cv2.imwrite(str(photo_dir / 'baboon.jpg'), _bgr(64, 64))
+    cv2.imwrite(str(photo_dir / 'opencv-logo.png'), _bgr(64, 64))  # not in the photo list
+    deb = str(tmp_path / 'opencv-doc_0.0-test_all.deb')
+    subprocess.run(['dpkg-deb', '--build', str(pkg), deb], check=True, capture_output=True)
+    records = opencv_doc_photos(str(tmp_path / 'work'), deb=deb)
+    assert [r['name'] for r in records] == ['opencv_baboon']
+    assert os.path.isfile(records[0]['path']) and 'Apache-2.0' in records[0]['licence']
+    with pytest.raises(UserInputError, match='missing.deb'):
+        opencv_doc_photos(str(tmp_path / 'work2'), deb=str(tmp_path / 'missing.deb'))
+
+
+def test_crop_grid_and_pixels(tmp_path):
+    assert crop_starts(100, 32, 32, 0) == [0, 32, 64, 68]
+    assert crop_starts(100, 32, 32, 4) == [0, 32, 64]  # leftover of 4 px is not > min_size
+    assert crop_starts(20, 32, 32, 0) == []
+    folder = _bad_folder(str(tmp_path / 'in'))
+    big = _bgr(100, 70, seed=3)
+    cv2.imwrite(os.path.join(folder, 'big.png'), big)
+    summary = cut_crops([folder], str(tmp_path / 'crops'), crop_size=32, stride=32, min_size=0)
+    assert os.path.join(folder, 'tiny.png') in summary['skipped']
+    rows = [json.loads(line) for line in open(tmp_path / 'crops' / 'crops.jsonl')]
+    big_rows = [r for r in rows if r['photo'].endswith('big.png')]
+    assert len(big_rows) == 4 * 3  # rows [0, 32, 64, 68] x cols [0, 32, 38]
+    for row in big_rows:
+        top, left, h, w = row['box']
+        np.testing.assert_array_equal(cv2.imread(str(tmp_path / 'crops' / row['file'])), big[top:top + h, left:left + w])
+    with pytest.raises(UserInputError):
+        cut_crops([folder], str(tmp_path / 'c2'), crop_size=0)
+
+
+def _load_script(name):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, 'scripts', name + '.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_get_photos_script(tmp_path, capsys):
+    folder = _bad_folder(str(tmp_path / 'mine'))
+    script = _load_script('get_photos')
+    with pytest.warns(UserWarning, match='corrupt.jpg'):  # the warning names the file
+        code = script.main(['--out', str(tmp_path / 'p'), '--source', 'none', '--input', folder,
+                            '--crops', str(tmp_path / 'c'), '--crop_size', '48', '--stride', '48'])
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out)
+    # good, gray, opaque, 16-bit and tiny photos kept; 80x96 gives rows [0, 32] x cols [0, 48]; tiny < crop
+    assert summary['photos']['written'] == 5 and summary['crops']['written'] == 4 * 4
+    assert any(p.endswith('tiny.png') for p in summary['crops']['skipped'])
+    assert script.main(['--out', str(tmp_path / 'q'), '--source', 'none', '--input', str(tmp_path / 'nothing')]) == 2
+    assert 'nothing' in capsys.readouterr().err
