@@ -76,9 +76,9 @@ class FinPercepRLHFModel(FinPercepBaseModel):
             for p in self.net_g_ema.parameters():
                 p.requires_grad_(False)
             self._load_pretrained(self.net_g_ema, 'params_ema')
-        build = lambda key: build_loss(deepcopy(train_opt[key])).to(self.device) if train_opt.get(key) else None  # noqa: E731
         self.cri_pix, self.cri_ref, self.cri_perceptual, self.cri_gan = (
-            build(k) for k in ('pixel_opt', 'ref_opt', 'perceptual_opt', 'gan_opt'))
+            build_loss(deepcopy(train_opt[k])).to(self.device) if train_opt.get(k) else None
+            for k in ('pixel_opt', 'ref_opt', 'perceptual_opt', 'gan_opt'))
         self.net_ref = self._build_reference(policy) if self.cri_ref is not None else None
         self.curriculum = RewardCurriculum(train_opt, self.device, seed=self.opt.get('manual_seed') or 0)
         self.coevolution = RewardCoEvolution((train_opt.get('ccl') or {}).get('coevolve'), self.device)
