@@ -49,11 +49,11 @@ def test_same_seed_same_result_and_callers_rng_untouched():
 
 def test_options_reach_the_pipeline():
     """Near-identity options give a plain downscale; the Real-ESRGAN defaults degrade much more."""
-    hr = _hr(128)
-    ref = torch.nn.functional.interpolate(torch.from_numpy(hr.transpose(2, 0, 1))[None], size=(32, 32),
+    hr = _hr(64)
+    ref = torch.nn.functional.interpolate(torch.from_numpy(hr.transpose(2, 0, 1))[None], size=(16, 16),
                                           mode='area')[0].numpy().transpose(1, 2, 0)
-    clean = [np.abs(degrade(hr, CLEAN, seed=s) - ref).mean() for s in range(3)]
-    default = [np.abs(degrade(hr, {}, seed=s) - ref).mean() for s in range(3)]
+    clean = [np.abs(degrade(hr, CLEAN, seed=s) - ref).mean() for s in range(2)]
+    default = [np.abs(degrade(hr, {}, seed=s) - ref).mean() for s in range(2)]
     assert max(clean) < 0.03
     assert np.mean(default) > 2 * np.mean(clean)
 
