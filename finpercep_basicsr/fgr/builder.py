@@ -279,7 +279,7 @@ def _finish(opt, root, entries, built, skipped, notes, start):
         raise UserInputError(f'no FGR sample could be built (skipped photos: {skipped})')
     names = [e['name'] for e in entries]
     lmdb_opt = opt.get('lmdb') or {}
-    lmdb_built = lmdb_opt.get('enabled', True) and store.build_lmdb(root, names, lmdb_opt.get('compress_level', 1))
+    lmdb_built = lmdb_opt.get('enabled', True) and store.build_lmdb(root, names)
     sheet_opt = opt.get('contact_sheet') or {}
     sheet = None
     if sheet_opt.get('num', 8):

@@ -13,10 +13,10 @@ renamed first, so a kill at any point leaves either a finished sample or files t
 rewrites with the same bytes.
 """
 import contextlib
-import io
 import json
 import os
 import shutil
+import struct
 
 import cv2
 import numpy as np
@@ -115,31 +115,42 @@ def _lmdb_is_current(root):
         return a.read() == b.read()
 
 
-def build_lmdb(root, names, compress_level=1):
-    """Make ``<root>/lmdb/<key>.lmdb`` for every folder with BasicSR's ``make_lmdb_from_imgs``.
+def png_shape(content):
+    """(H, W, C) from a PNG header, without decoding the pixels."""
+    if content[:8] != b'\x89PNG\r\n\x1a\n' or content[12:16] != b'IHDR':
+        raise ValueError('not a PNG file')
+    width, height = struct.unpack('>II', content[16:24])
+    channels = {0: 1, 2: 3, 3: 3, 4: 2, 6: 4}[content[25]]
+    return height, width, channels
 
-    Built in ``<root>/lmdb.tmp`` and swapped in by renames, so a kill never leaves a half-written LMDB
-    where a reader looks. A no-op when the LMDB already matches ``meta_info.jsonl``.
+
+def build_lmdb(root, names):
+    """Make ``<root>/lmdb/<key>.lmdb`` for every folder with BasicSR's ``LmdbMaker``.
+
+    The values are the folder's PNG files byte for byte (no re-encoding, so both backends decode the
+    very same bytes; the compression field of BasicSR's ``meta_info.txt`` is informational). Built in
+    ``<root>/lmdb.tmp`` and swapped in by renames, so a kill never leaves a half-written LMDB where a
+    reader looks. A no-op when the LMDB already matches ``meta_info.jsonl``.
 
     Returns:
         bool: True when the LMDB was (re)built.
     """
-    from basicsr.utils.lmdb_util import make_lmdb_from_imgs
+    from basicsr.utils.lmdb_util import LmdbMaker
     if _lmdb_is_current(root):
         return False
     tmp = os.path.join(root, LMDB_DIR + _TMP_TAG)
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)
     for key in FGR_KEYS:
-        files = [f'{n}.png' for n in names]
-        # BasicSR sizes the map from the first image only, which overflows on small or uneven files;
-        # the map is virtual (sparse), so a generous bound costs nothing
-        data_bytes = sum(os.path.getsize(os.path.join(root, key, f)) for f in files)
-        map_size = 4 * data_bytes + 8192 * len(files) + (64 << 20)
-        # BasicSR prints per-image progress; keep the build's own log readable
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            make_lmdb_from_imgs(os.path.join(root, key), os.path.join(tmp, f'{key}.lmdb'), files, list(names),
-                                compress_level=compress_level, map_size=map_size)
+        paths = [os.path.join(root, key, f'{n}.png') for n in names]
+        # the map is virtual (sparse): a generous bound costs nothing, an overflow aborts the build
+        map_size = 2 * sum(os.path.getsize(p) for p in paths) + 8192 * len(paths) + (64 << 20)
+        maker = LmdbMaker(os.path.join(tmp, f'{key}.lmdb'), map_size=map_size)
+        for name, path in zip(names, paths):
+            with open(path, 'rb') as f:
+                content = f.read()
+            maker.put(content, name, png_shape(content))
+        maker.close()
     shutil.copyfile(os.path.join(root, META_NAME), os.path.join(tmp, META_NAME))
     final, old = os.path.join(root, LMDB_DIR), os.path.join(root, LMDB_DIR + '.old')
     if os.path.exists(final):

@@ -116,6 +116,9 @@ def test_lmdb_matches_the_folder(built):
     for i in range(len(disk)):
         a, b = disk[i], lmdb_set[i]
         assert all(np.array_equal(a[k].numpy(), b[k].numpy()) for k in KEYS)
+    files = _folder_bytes(opt['dataroot'])
+    for (key, name), value in _lmdb_items(opt['dataroot']).items():
+        assert name == '#entries' and value == 12 or value == files[f'{key}/{name}.png']
 
 
 def test_rerun_is_a_no_op_and_a_changed_plan_is_refused(built, tmp_path):
