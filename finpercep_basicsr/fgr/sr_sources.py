@@ -23,6 +23,7 @@ Types (option keys besides ``type``, ``name`` (default: the type) and ``scale``)
 A missing or unreadable model file raises ``UserInputError`` naming the file.
 """
 import inspect
+import os
 from copy import deepcopy
 
 import cv2
@@ -166,7 +167,6 @@ class DiffusersSource(SRSource):
 
     def __init__(self, name, path, scale=4, prompt='', num_inference_steps=20, guidance_scale=None, noise_level=None,
                  seed=0):
-        import os
         super().__init__(name, scale)
         if not path or not os.path.isfile(os.path.join(path, 'model_index.json')):
             raise UserInputError(f'sr_sources[{name}].path: {path} is not a diffusers pipeline folder '

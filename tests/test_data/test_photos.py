@@ -104,7 +104,8 @@ def test_crop_grid_and_pixels(tmp_path):
     assert len(big_rows) == 4 * 3  # rows [0, 32, 64, 68] x cols [0, 32, 38]
     for row in big_rows:
         top, left, h, w = row['box']
-        np.testing.assert_array_equal(cv2.imread(str(tmp_path / 'crops' / row['file'])), big[top:top + h, left:left + w])
+        crop = cv2.imread(str(tmp_path / 'crops' / row['file']))
+        np.testing.assert_array_equal(crop, big[top:top + h, left:left + w])
     with pytest.raises(UserInputError):
         cut_crops([folder], str(tmp_path / 'c2'), crop_size=0)
 

@@ -117,3 +117,43 @@ def test_basicsr_source_bad_checkpoints(tmp_path):
 def test_diffusers_source_needs_a_pipeline_folder(tmp_path):
     with pytest.raises(UserInputError, match='not a diffusers pipeline folder'):
         build_sr_source({'type': 'diffusers', 'path': str(tmp_path / 'no_pipeline')})
+
+
+def _tiny_upscale_pipeline(folder):
+    """A randomly initialised, tiny StableDiffusionUpscalePipeline saved to ``folder`` (no download)."""
+    import json
+
+    from diffusers import (AutoencoderKL, DDIMScheduler, DDPMScheduler, StableDiffusionUpscalePipeline,
+                           UNet2DConditionModel)
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+    vocab, merges = str(folder) + '_vocab.json', str(folder) + '_merges.txt'
+    with open(vocab, 'w') as f:
+        json.dump({'<|startoftext|>': 0, '<|endoftext|>': 1, '!': 2}, f)
+    with open(merges, 'w') as f:
+        f.write('#version: 0.2\n')
+    torch.manual_seed(0)
+    text = CLIPTextModel(CLIPTextConfig(vocab_size=3, hidden_size=16, intermediate_size=16, num_hidden_layers=1,
+                                        num_attention_heads=2, max_position_embeddings=8, bos_token_id=0,
+                                        eos_token_id=1, pad_token_id=1))
+    unet = UNet2DConditionModel(sample_size=8, in_channels=7, out_channels=4, layers_per_block=1,
+                                block_out_channels=(16, 32), down_block_types=('DownBlock2D', 'CrossAttnDownBlock2D'),
+                                up_block_types=('CrossAttnUpBlock2D', 'UpBlock2D'), cross_attention_dim=16,
+                                attention_head_dim=4, norm_num_groups=8, num_class_embeds=400)
+    vae = AutoencoderKL(down_block_types=('DownEncoderBlock2D',) * 3, up_block_types=('UpDecoderBlock2D',) * 3,
+                        block_out_channels=(8, 8, 16), latent_channels=4, norm_num_groups=8, layers_per_block=1,
+                        scaling_factor=0.08333)
+    tokenizer = CLIPTokenizer(vocab, merges, model_max_length=8)
+    StableDiffusionUpscalePipeline(vae=vae, text_encoder=text, tokenizer=tokenizer, unet=unet,
+                                   low_res_scheduler=DDPMScheduler(), scheduler=DDIMScheduler(),
+                                   max_noise_level=350).save_pretrained(str(folder))
+
+
+@pytest.mark.slow
+def test_diffusers_source_runs_a_local_upscale_pipeline(tmp_path):
+    _tiny_upscale_pipeline(tmp_path / 'pipe')
+    src = build_sr_source({'type': 'diffusers', 'name': 'sd_x4', 'path': str(tmp_path / 'pipe'),
+                           'num_inference_steps': 2, 'noise_level': 20, 'seed': 3})
+    lq = _photo_lq(8)
+    out = src(lq)
+    assert out.shape == (32, 32, 3) and out.dtype == np.float32 and 0 <= out.min() and out.max() <= 1
+    np.testing.assert_array_equal(out, src(lq))  # fixed generator per call
