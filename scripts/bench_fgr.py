@@ -70,8 +70,9 @@ def main(argv=None):
         except UserInputError as err:
             print(f'error: {err}', file=sys.stderr)
             return 2
+        sources = ', '.join(s.get('name', s['type']) for s in opt['sr_sources'])
         print(f'build: {summary["built_now"]} samples of {opt["photos"]["crop_size"]} px with '
-              f'{len(opt["sr_sources"])} SR sources ({", ".join(s.get("name", s["type"]) for s in opt["sr_sources"])}), '
+              f'{len(opt["sr_sources"])} SR sources ({sources}), '
               f'num_workers={opt.get("num_workers", 0)}, in {summary["seconds"]:.1f} s -> '
               f'{summary["samples_per_minute"]:.1f} samples/min (end to end)')
         rates = {}

@@ -29,9 +29,12 @@ def pdm_overlay(syn, pdm, mask):
     return m * (0.4 * syn + 0.6 * heat) + (1 - m) * 0.5 * syn
 
 
-def _caption(text, width):
-    bar = np.full((_CAPTION_H, width, 3), 255, np.uint8)
-    cv2.putText(bar, text, (4, _CAPTION_H - 5), cv2.FONT_HERSHEY_SIMPLEX, 0.38, (0, 0, 0), 1, cv2.LINE_AA)
+def _caption(lines, width):
+    """White bar with one text line per entry (long lines are cut by the image edge)."""
+    bar = np.full((_CAPTION_H * len(lines), width, 3), 255, np.uint8)
+    for i, text in enumerate(lines):
+        cv2.putText(bar, text, (4, _CAPTION_H * (i + 1) - 5), cv2.FONT_HERSHEY_SIMPLEX, 0.38, (0, 0, 0), 1,
+                    cv2.LINE_AA)
     return bar
 
 
@@ -50,10 +53,11 @@ def make_contact_sheet(root, entries, out_path, num=8, tile=192):
         cells = [syn, np.repeat(mask[..., None], 3, axis=2), pdm_overlay(syn, pdm, mask)]
         row = np.concatenate([_tile(c, tile) for c in cells], axis=1)
         row = np.round(np.clip(row, 0, 1) * 255).astype(np.uint8)
-        text = (f'{name[:34]} | {entry.get("sr_model")} | {entry.get("mask_kind")} | '
-                f'area {entry.get("mask_area", 0):.2f} | in-mask M {entry.get("pdm_mean_in_mask", 0):.2f}')
+        details = (f'{entry.get("sr_model")} | {entry.get("mask_kind")} | area {entry.get("mask_area", 0):.2f} | '
+                   f'in-mask M {entry.get("pdm_mean_in_mask", 0):.2f}')
+        text = [name, details]
         rows.append(np.concatenate([_caption(text, row.shape[1]), row], axis=0))
-    header = _caption('I_syn  |  mask (white = from SR)  |  M_gt heat map over I_syn (blue 0 .. red 1)',
+    header = _caption(['I_syn | mask (white = from SR) | M_gt heat map', '(blue 0 .. red 1) over I_syn'],
                       rows[0].shape[1])
     sheet = np.concatenate([header] + rows, axis=0)
     if not cv2.imwrite(out_path, cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR)):

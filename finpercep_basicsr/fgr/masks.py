@@ -76,7 +76,7 @@ def brush_mask(shape, rng, opt, **_):
     for _ in range(int(opt.get('max_strokes', 12))):
         if mask.mean() / 255.0 >= target:
             break
-        width = max(1, int(round(_uniform(rng, opt.get('width', (0.02, 0.07))) * max(h, w))))
+        width = max(1, round(_uniform(rng, opt.get('width', (0.02, 0.07))) * max(h, w)))
         x, y = rng.uniform(0, w), rng.uniform(0, h)
         angle = rng.uniform(0, 2 * np.pi)
         for _ in range(int(rng.integers(3, 9))):

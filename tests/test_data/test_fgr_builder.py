@@ -61,6 +61,13 @@ def _folder_bytes(root):
     return out
 
 
+def _count_lines(path):
+    if not os.path.isfile(path):
+        return 0
+    with open(path) as f:
+        return sum(1 for _ in f)
+
+
 def _lmdb_items(root):
     """Raw values of every LMDB key, plus each LMDB's key count (the dataset's shared reader is used:
     py-lmdb opens an environment once per process)."""
@@ -212,17 +219,17 @@ def test_killed_build_with_workers_resumes_to_the_same_dataset(built, tmp_path):
     opt_file = tmp_path / 'killed.yml'
     opt_file.write_text(yaml.safe_dump(killed))
     cmd = [sys.executable, os.path.join(ROOT, 'scripts', 'build_fgr.py'), '-opt', str(opt_file), '--no_progress']
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    log = tmp_path / 'killed.log'
+    with open(log, 'w') as err:
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err)
     meta = os.path.join(killed['dataroot'], 'meta_info.jsonl')
     deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        if os.path.isfile(meta) and sum(1 for _ in open(meta)) >= 3:
-            break
+    while time.time() < deadline and proc.poll() is None and _count_lines(meta) < 3:
         time.sleep(0.02)
-    assert proc.poll() is None, f'build ended before it could be killed: {proc.stderr.read().decode()[-2000:]}'
+    assert proc.poll() is None, f'build ended before it could be killed: {log.read_text()[-2000:]}'
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    done = sum(1 for _ in open(meta))
+    done = _count_lines(meta)
     assert 3 <= done < reference['samples'] and not os.path.isdir(os.path.join(killed['dataroot'], 'lmdb'))
     resumed = build_fgr(dict(killed, num_workers=0), progress=False)
     assert resumed['built_now'] == reference['samples'] - done

@@ -13,7 +13,8 @@ SHAPE = (64, 80)
 
 
 def _photo():
-    return cv2.resize(data.astronaut()[:256, 128:448], SHAPE[::-1], interpolation=cv2.INTER_AREA).astype(np.float32) / 255
+    img = cv2.resize(data.astronaut()[:256, 128:448], SHAPE[::-1], interpolation=cv2.INTER_AREA)
+    return img.astype(np.float32) / 255
 
 
 @pytest.mark.parametrize('kind', ['blobs', 'rect', 'brush', 'segments'])
