@@ -13,8 +13,10 @@ stage  decoder levels used            PDM resolution (before upsampling)
 
 Growth keeps the function: parameter names do not depend on the stage, so a stage-k checkpoint
 loads into stage k+1 (missing keys are only the new parts), and every new part starts as an
-identity / zero contribution (zero-initialised lateral and residual convs), so the grown network
-initially predicts what the previous stage predicted, then learns the finer detail.
+identity / zero contribution (zero-initialised lateral, residual and refinement convs): stage 2 -> 3
+starts with exactly the stage-2 map, stage 1 -> 2 with the stage-1 features resampled to 1/4 (the
+map head then runs on a finer grid, so the map is close to, not equal to, the stage-1 map); the
+new parts then learn the finer detail.
 """
 import torch
 import torch.nn.functional as F
