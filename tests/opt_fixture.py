@@ -1,9 +1,9 @@
-"""Write option files for tests from the YAML fixtures, with dotted-key overrides."""
+"""Write option files for tests from the YAML fixtures, with overrides; run modules in subprocesses."""
 import os
 import subprocess
 import sys
 
-import yaml
+from finpercep_basicsr.utils.options_io import derive_options
 
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'fixtures')
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -14,19 +14,13 @@ def write_options(path, fixture='train_rm_tiny.yml', dataroot=None, **overrides)
 
     Overrides use ``__`` for nesting: ``train__total_iter=4`` sets ``opt['train']['total_iter']``.
     """
+    import yaml
     with open(os.path.join(FIXTURES, fixture)) as f:
         opt = yaml.safe_load(f)
     if dataroot is not None:
         for dataset in opt['datasets'].values():
             dataset['dataroot'] = str(dataroot)
-    for dotted, value in overrides.items():
-        *parents, leaf = dotted.split('__')
-        node = opt
-        for key in parents:
-            node = node.setdefault(key, {})
-        node[leaf] = value
-    with open(path, 'w') as f:
-        yaml.safe_dump(opt, f, sort_keys=False)
+    derive_options(opt, str(path), {k.replace('__', '.'): v for k, v in overrides.items()})
     return str(path)
 
 

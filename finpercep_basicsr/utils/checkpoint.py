@@ -7,6 +7,12 @@ import torch
 from finpercep_basicsr.utils.errors import UserInputError
 
 
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_torch_save(obj, path):
     """``torch.save`` that never leaves a truncated file at ``path``.
 
@@ -25,6 +31,7 @@ def atomic_torch_save(obj, path):
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; a checkpoint is an ordinary file
         os.replace(tmp_path, path)
     except BaseException:
         if os.path.exists(tmp_path):
