@@ -16,6 +16,7 @@ from finpercep_basicsr.curriculum.schedule import RewardCurriculum
 from finpercep_basicsr.losses.finpercep_reward_loss import pdm_artifact_rate
 from finpercep_basicsr.models.finpercep_base_model import FinPercepBaseModel
 from finpercep_basicsr.models.generator_policy import build_policy
+from finpercep_basicsr.models.rl_algorithms import build_rl_algorithm
 from finpercep_basicsr.utils.checkpoint import atomic_torch_save, load_checkpoint
 from finpercep_basicsr.utils.errors import UserInputError
 
@@ -38,6 +39,7 @@ class FinPercepRLHFModel(FinPercepBaseModel):
         network_g: any BasicSR arch (wrapped in ``BasicSRNetPolicy``) or a ``GeneratorPolicy`` arch.
         path.pretrain_network_g / param_key_g / strict_load_g: initial generator weights.
         rlhf.grad_steps: sampling steps with gradients (ReFL truncation; 1 for one-step generators).
+        rlhf.algorithm: refl (default) | dpo | grpo, the per-step objective (``models.rl_algorithms``).
         train.reward_opt, train.ccl: reward losses and their schedule (``curriculum.schedule``);
             train.ccl.coevolve: online refresh of the reward network (``curriculum.coevolution``).
         train.pixel_opt, train.ref_opt, train.perceptual_opt: fidelity terms (any BasicSR loss);
@@ -53,6 +55,7 @@ class FinPercepRLHFModel(FinPercepBaseModel):
     def __init__(self, opt):
         super().__init__(opt)
         self.grad_steps = int(opt.get('rlhf', {}).get('grad_steps', 1))
+        self.rl_algorithm = build_rl_algorithm(opt.get('rlhf'))  # rlhf.algorithm: refl | dpo | grpo
         self.net_g = self.model_to_device(build_policy(opt['network_g'], opt.get('scale', 4)))
         self.print_network(self.net_g)
         self._load_pretrained(self.get_bare_model(self.net_g), opt['path'].get('param_key_g', 'params'))
@@ -79,7 +82,8 @@ class FinPercepRLHFModel(FinPercepBaseModel):
         self.cri_pix, self.cri_ref, self.cri_perceptual, self.cri_gan = (
             build_loss(deepcopy(train_opt[k])).to(self.device) if train_opt.get(k) else None
             for k in ('pixel_opt', 'ref_opt', 'perceptual_opt', 'gan_opt'))
-        self.net_ref = self._build_reference(policy) if self.cri_ref is not None else None
+        needs_ref = self.cri_ref is not None or self.rl_algorithm.needs_reference
+        self.net_ref = self._build_reference(policy) if needs_ref else None
         self.curriculum = RewardCurriculum(train_opt, self.device, seed=self.opt.get('manual_seed') or 0)
         self.coevolution = RewardCoEvolution((train_opt.get('ccl') or {}).get('coevolve'), self.device)
         self.grad_clip_norm = train_opt.get('grad_clip_norm')
@@ -165,8 +169,7 @@ class FinPercepRLHFModel(FinPercepBaseModel):
         policy = self.get_bare_model(self.net_g)
         params = policy.trainable_parameters()
         self.optimizer_g.zero_grad(set_to_none=True)
-        sr = self.net_g(self.lq, grad_steps=self.grad_steps)
-        total, loss_dict = self._generator_loss(sr, current_iter)
+        sr, total, loss_dict = self.rl_algorithm.generator_loss(self, current_iter)
         # backward even for a NaN loss: DDP ranks must all run the same all-reduce
         total.backward()
         finite = self._step_is_finite(total.detach(), params)
