@@ -140,6 +140,8 @@ def evaluate_run(policy, scale, pairs, metrics, reward=None, pdm_threshold=0.5, 
     from finpercep_basicsr.losses.finpercep_reward_loss import pdm_artifact_rate
 
     rows = {}
+    if save_dir is not None:
+        os.makedirs(save_dir, exist_ok=True)
     for name, lq_path, gt_path in tqdm(pairs, desc=desc, unit='img', leave=False):
         lq, gt = to_tensor(read_image(lq_path), device), to_tensor(read_image(gt_path), device)
         s = scale or (gt.shape[-1] // lq.shape[-1])

@@ -38,7 +38,8 @@ def test_runs_side_by_side(runs, capsys):
     out = tmp_path / 'out'
     assert main(['--lq', f'{data}/lq', '--gt', f'{data}/gt', '--run', 'bicubic=bicubic', '--run', f'dir={exp}',
                  '--run', f'pth={ckpt}', '--network-opt', opt_path, '--reward-opt', str(tmp_path / 'reward.yml'),
-                 '--pdm-threshold', '0.5', '--out', str(out)]) == 0
+                 '--pdm-threshold', '0.5', '--save-images', '--out', str(out)]) == 0
+    assert sorted(os.listdir(out / 'dir')) == ['0000.png', '0001.png']
     res = json.load(open(out / 'results.json'))
     assert res['images'] == 2 and list(res['runs']) == ['bicubic', 'dir', 'pth']
     cols = {'psnr', 'ssim', 'fsim', 'vif', 'gmsd', 'rm_score', 'pdm_rate'}
