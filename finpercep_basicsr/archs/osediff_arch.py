@@ -34,16 +34,19 @@ UNET_ADAPTERS = ('default_encoder', 'default_decoder', 'default_others')
 
 
 def osediff_lora_targets(unet, vae):
-    """OSEDiff's LoRA targets: UNet modules split into encoder/decoder/others, VAE encoder modules."""
+    """OSEDiff's LoRA targets: UNet modules split into encoder/decoder/others, VAE encoder modules.
+
+    Works on plain models and on models that already carry adapters (``base_layer`` names).
+    """
     enc, dec, others = [], [], []
-    for name, _ in unet.named_parameters():
+    for name in dict.fromkeys(n.replace('.base_layer', '') for n, _ in unet.named_parameters()):
         if 'bias' in name or 'norm' in name or 'lora' in name:
             continue
         if any(p in name for p in UNET_PATTERNS):
             module = name.replace('.weight', '')
             (enc if ('down_blocks' in name or 'conv_in' in name) else dec if 'up_blocks' in name else others).append(module)
     vae_enc = []
-    for name, _ in vae.named_parameters():
+    for name in dict.fromkeys(n.replace('.base_layer', '') for n, _ in vae.named_parameters()):
         if 'bias' in name or 'norm' in name or 'lora' in name:
             continue
         if ('encoder' in name and any(p in name for p in VAE_PATTERNS)) or (
