@@ -76,6 +76,13 @@ def load_generator(spec, network_opt_path=None, param_key='params_ema', device='
     return policy.to(device).eval(), policy.scale
 
 
+def load_reward(reward_opt_path):
+    """The frozen reward (``FinPercepRewardLoss``) described by a YAML of its options."""
+    from finpercep_basicsr.losses.finpercep_reward_loss import FinPercepRewardLoss
+    ropt = {k: v for k, v in _yaml(reward_opt_path).items() if k not in ('type', 'loss_weight', 'reduction')}
+    return FinPercepRewardLoss(**ropt)
+
+
 def pair_folders(lq_dir, gt_dir):
     """(name, lq_path, gt_path) for every LQ image with a GT image of the same stem."""
     def index(folder):
@@ -199,7 +206,6 @@ def parse_args(argv=None):
 
 def main(argv=None):
     import finpercep_basicsr  # noqa: F401  (registers archs)
-    from finpercep_basicsr.losses.finpercep_reward_loss import FinPercepRewardLoss
 
     args = parse_args(argv)
     torch.set_grad_enabled(False)
@@ -210,10 +216,7 @@ def main(argv=None):
             raise UserInputError(f'--run {item!r}: expected NAME=SPEC')
         runs.append(item.split('=', 1))
     metrics, notes = build_metrics([m for m in args.metrics.split(',') if m])
-    reward = None
-    if args.reward_opt:
-        ropt = {k: v for k, v in _yaml(args.reward_opt).items() if k not in ('type', 'loss_weight', 'reduction')}
-        reward = FinPercepRewardLoss(**ropt)
+    reward = load_reward(args.reward_opt) if args.reward_opt else None
     results = {}
     for name, spec in runs:
         policy, scale = load_generator(spec, args.network_opt, args.param_key)
