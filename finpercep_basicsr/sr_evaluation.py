@@ -25,6 +25,7 @@ from tqdm import tqdm
 from finpercep_basicsr.utils.checkpoint import load_checkpoint
 from finpercep_basicsr.utils.errors import UserInputError
 from finpercep_basicsr.utils.image_io import read_image, write_rgb8
+from finpercep_basicsr.utils.tiling import tiled_upscale
 
 DEFAULT_METRICS = ('psnr', 'ssim', 'fsim', 'vif', 'gmsd')
 OPTIONAL_METRICS = ('lpips', 'dists')  # learned: only when their weights are on the machine
@@ -125,20 +126,8 @@ def super_resolve(policy, scale, lq, tile=0, tile_pad=10):
     """
     if policy is None:
         return F.interpolate(lq, scale_factor=scale, mode='bicubic', align_corners=False).clamp(0, 1)
-    if tile <= 0 or max(lq.shape[-2:]) <= tile:
-        return policy(lq, grad_steps=0).clamp(0, 1)
-    pad = tile_pad
-    _, _, h, w = lq.shape
-    out = lq.new_zeros(1, 3, h * scale, w * scale)
-    for top in range(0, h, tile):
-        for left in range(0, w, tile):
-            t0, l0 = max(top - pad, 0), max(left - pad, 0)
-            t1, l1 = min(top + tile + pad, h), min(left + tile + pad, w)
-            sr = policy(lq[..., t0:t1, l0:l1], grad_steps=0)
-            bottom, right = min(top + tile, h), min(left + tile, w)
-            out[..., top * scale:bottom * scale, left * scale:right * scale] = sr[
-                ..., (top - t0) * scale:(bottom - t0) * scale, (left - l0) * scale:(right - l0) * scale]
-    return out.clamp(0, 1)
+    run = lambda part: policy(part, grad_steps=0)  # noqa: E731
+    return tiled_upscale(run, lq, scale, tile, tile_pad, channels_last=False).clamp(0, 1)
 
 
 def evaluate_run(policy, scale, pairs, metrics, reward=None, pdm_threshold=0.5, crop_border=None, tile=0,

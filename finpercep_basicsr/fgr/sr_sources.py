@@ -32,35 +32,7 @@ import torch
 
 from finpercep_basicsr.fgr.ncnn_models import NcnnNet, check_model_file, packaged_ncnn_model
 from finpercep_basicsr.utils.errors import UserInputError
-
-
-def tiled_upscale(fn, lq, scale, tile=0, tile_pad=10):
-    """Upscale ``lq`` with ``fn`` tile by tile, each tile read with ``tile_pad`` px of context.
-
-    Args:
-        fn (callable): float32 (h, w, 3) -> (h*scale, w*scale, 3).
-        lq (np.ndarray): float32 (H, W, 3).
-        scale (int): Upscaling factor of ``fn``.
-        tile (int): Tile side in LR px; 0 = whole image in one call.
-        tile_pad (int): Context on each side, cropped from the output (hides tile seams).
-
-    Returns:
-        np.ndarray: float32 (H*scale, W*scale, 3).
-    """
-    h, w = lq.shape[:2]
-    if tile <= 0 or (h <= tile and w <= tile):
-        return fn(lq)
-    out = np.zeros((h * scale, w * scale, 3), np.float32)
-    for top in range(0, h, tile):
-        for left in range(0, w, tile):
-            bottom, right = min(top + tile, h), min(left + tile, w)
-            t0, l0 = max(top - tile_pad, 0), max(left - tile_pad, 0)
-            b0, r0 = min(bottom + tile_pad, h), min(right + tile_pad, w)
-            part = fn(np.ascontiguousarray(lq[t0:b0, l0:r0]))
-            ot, ol = (top - t0) * scale, (left - l0) * scale
-            out[top * scale:bottom * scale, left * scale:right * scale] = \
-                part[ot:ot + (bottom - top) * scale, ol:ol + (right - left) * scale]
-    return out
+from finpercep_basicsr.utils.tiling import tiled_upscale
 
 
 class SRSource:
