@@ -40,8 +40,7 @@ def load_reward_net(opt=None, ckpt=None, network_yml=None, param_key=None, devic
     from basicsr.utils.registry import ARCH_REGISTRY
 
     import finpercep_basicsr  # noqa: F401  (registers the arch)
-    from finpercep_basicsr.models.finpercep_base_model import CheckpointMismatchError, describe_state_dict_mismatch
-    from finpercep_basicsr.utils.checkpoint import load_checkpoint
+    from finpercep_basicsr.utils.checkpoint import load_state_dict_into
     from finpercep_basicsr.utils.option_check import load_option_file
     network = None
     if network_yml:
@@ -59,17 +58,8 @@ def load_reward_net(opt=None, ckpt=None, network_yml=None, param_key=None, devic
         raise UserInputError('no checkpoint: give --ckpt or set path.pretrain_network_reward in --opt')
     network = deepcopy(network)
     net = ARCH_REGISTRY.get(network.pop('type'))(**network)
-    state = load_checkpoint(ckpt, what='reward checkpoint')
-    keys = [param_key] if param_key else ['params_ema', 'params']
-    key = next((k for k in keys if k in state), None)
-    if key is None:
-        raise CheckpointMismatchError(f'{ckpt} has none of {keys} (it has: {", ".join(map(str, state))})')
-    params = {k.removeprefix('module.'): v for k, v in state[key].items()}
-    problems = describe_state_dict_mismatch(net.state_dict(), params)
-    if problems:
-        raise CheckpointMismatchError(f'{ckpt} [{key}] does not match {net.__class__.__name__}(stage='
-                                      f'{getattr(net, "stage", "?")}):\n  ' + '\n  '.join(problems))
-    net.load_state_dict(params)
+    load_state_dict_into(net, ckpt, param_key, strict=True, what='reward checkpoint',
+                         label=f'{net.__class__.__name__}(stage={getattr(net, "stage", "?")})')
     return net.to(device).eval(), ckpt
 
 

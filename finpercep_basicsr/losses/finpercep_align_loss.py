@@ -1,5 +1,4 @@
 """Alignment of the reward score of GT images to a base IQA model (stops score drift between stages)."""
-from copy import deepcopy
 
 import torch
 from basicsr.utils.registry import LOSS_REGISTRY
@@ -23,25 +22,11 @@ def _pyiqa_metric(name, weights_path):
 
 def _frozen_reward_net(path, network, param_key):
     """A previous-stage reward network from ``path``; keys must match ``network`` exactly."""
-    from basicsr.utils.registry import ARCH_REGISTRY
-
-    from finpercep_basicsr.models.finpercep_base_model import CheckpointMismatchError, describe_state_dict_mismatch
-    from finpercep_basicsr.utils.checkpoint import load_checkpoint
+    from finpercep_basicsr.losses.finpercep_reward_loss import build_frozen_reward_net
     if not network:
         raise UserInputError('FinPercepAlignLoss: base checkpoint:<path> needs `network` (the options of the '
                              'network that checkpoint was trained with, e.g. the previous stage\'s network_reward)')
-    opt = deepcopy(network)
-    net = ARCH_REGISTRY.get(opt.pop('type'))(**opt)
-    loaded = load_checkpoint(path, what='alignment base checkpoint')
-    key = param_key if param_key in loaded else 'params'
-    if key not in loaded:
-        raise CheckpointMismatchError(f'{path} has no {param_key!r} entry (it has: {", ".join(map(str, loaded))})')
-    state = {k.removeprefix('module.'): v for k, v in loaded[key].items()}
-    problems = describe_state_dict_mismatch(net.state_dict(), state)
-    if problems:
-        raise CheckpointMismatchError(f'{path} does not match the alignment base network:\n  ' + '\n  '.join(problems))
-    net.load_state_dict(state)
-    return net
+    return build_frozen_reward_net(network, path, param_key, strict_load=True)
 
 
 @LOSS_REGISTRY.register()

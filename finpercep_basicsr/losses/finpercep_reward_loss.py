@@ -7,7 +7,7 @@ from basicsr.utils import get_root_logger
 from basicsr.utils.registry import LOSS_REGISTRY
 from torch import nn
 
-from finpercep_basicsr.utils.checkpoint import load_checkpoint
+from finpercep_basicsr.utils.checkpoint import load_state_dict_into
 from finpercep_basicsr.utils.errors import UserInputError
 
 MAP_REDUCTIONS = ('max', 'topk', 'smooth_max')
@@ -40,21 +40,8 @@ def build_frozen_reward_net(network_opt, pretrain_path=None, param_key='params_e
     if pretrain_path is None:
         get_root_logger().warning(f'reward network {network_opt["type"]} has no pretrain_path: random weights')
     else:
-        loaded = load_checkpoint(str(pretrain_path), what='reward model checkpoint')
-        if param_key not in loaded and 'params' in loaded:
-            param_key = 'params'
-        if param_key not in loaded:
-            raise UserInputError(f'{pretrain_path} has no {param_key!r} entry (it has: {", ".join(map(str, loaded))})')
-        state = {k.removeprefix('module.'): v for k, v in loaded[param_key].items()}
-        # late import: models/ imports this file through the RLHF model
-        from finpercep_basicsr.models.finpercep_base_model import describe_state_dict_mismatch
-        problems = describe_state_dict_mismatch(net.state_dict(), state)
-        if strict_load and problems:
-            raise UserInputError(f'{pretrain_path} does not match {network_opt["type"]} {network_opt}:\n  '
-                                 + '\n  '.join(problems))
-        own = net.state_dict()
-        net.load_state_dict({k: v for k, v in state.items() if k in own and own[k].shape == v.shape},
-                            strict=strict_load)
+        load_state_dict_into(net, str(pretrain_path), param_key, strict_load, what='reward model checkpoint',
+                             label=f'{network_opt["type"]} {network_opt}')
     net.eval()
     for p in net.parameters():
         p.requires_grad_(False)

@@ -10,8 +10,8 @@ from basicsr.utils.dist_util import master_only
 from torch.nn.parallel import DataParallel, DistributedDataParallel
 from tqdm import tqdm
 
-from finpercep_basicsr.utils.checkpoint import atomic_torch_save, load_checkpoint
-from finpercep_basicsr.utils.errors import UserInputError
+from finpercep_basicsr.utils.checkpoint import (  # noqa: F401  (the error types are part of this module's API)
+    CheckpointMismatchError, atomic_torch_save, describe_state_dict_mismatch, load_state_dict_into)
 
 
 def _rng_state():
@@ -32,25 +32,6 @@ def _set_rng_state(state):
     np.random.set_state((s['name'], s['keys'].numpy().astype(np.uint32), s['pos'], s['has_gauss'], s['gauss']))
     p = state['python']
     random.setstate((p['version'], tuple(p['internal']), p['gauss']))
-
-
-class CheckpointMismatchError(UserInputError):
-    """A checkpoint does not fit the network it is loaded into."""
-
-
-def describe_state_dict_mismatch(net_state, loaded_state, limit=10):
-    """Lines listing missing, unexpected and shape-mismatched keys (at most ``limit`` of each)."""
-    missing = sorted(set(net_state) - set(loaded_state))
-    unexpected = sorted(set(loaded_state) - set(net_state))
-    shapes = sorted(k for k in set(net_state) & set(loaded_state) if net_state[k].shape != loaded_state[k].shape)
-    lines = []
-    for title, keys in (('missing', missing), ('unexpected', unexpected)):
-        if keys:
-            more = f' (+{len(keys) - limit} more)' if len(keys) > limit else ''
-            lines.append(f'{title} keys: {", ".join(keys[:limit])}{more}')
-    for k in shapes[:limit]:
-        lines.append(f'shape of {k}: network {tuple(net_state[k].shape)}, checkpoint {tuple(loaded_state[k].shape)}')
-    return lines
 
 
 class FinPercepBaseModel(BaseModel):
@@ -146,24 +127,9 @@ class FinPercepBaseModel(BaseModel):
         Raises:
             FileNotFoundError: No such file.
             CheckpointMismatchError: The parameter key is absent, or (with ``strict``) keys or shapes
-                differ; the message lists them.
+                differ; the message lists them. Without ``strict`` only matching tensors load
+                (stage k -> k+1 growth).
         """
-        loaded = load_checkpoint(load_path, what='network checkpoint')
-        if param_key is not None:
-            if param_key not in loaded and 'params' in loaded:
-                param_key = 'params'
-            if param_key not in loaded:
-                raise CheckpointMismatchError(
-                    f'{load_path} has no {param_key!r} entry (it has: {", ".join(map(str, loaded))})')
-            loaded = loaded[param_key]
-        loaded = {k.removeprefix('module.'): v for k, v in loaded.items()}
         bare = self.get_bare_model(net)
-        own = bare.state_dict()
-        problems = describe_state_dict_mismatch(own, loaded)
-        if strict and problems:
-            raise CheckpointMismatchError(
-                f'{load_path} does not match {bare.__class__.__name__}:\n  ' + '\n  '.join(problems))
-        if not strict:  # drop what cannot be loaded, keep the rest (stage k -> k+1 growth)
-            loaded = {k: v for k, v in loaded.items() if k in own and own[k].shape == v.shape}
-        get_root_logger().info(f'Loading {bare.__class__.__name__} from {load_path} [{param_key}]')
-        bare.load_state_dict(loaded, strict=strict)
+        key = load_state_dict_into(bare, load_path, param_key, strict, what='network checkpoint')
+        get_root_logger().info(f'Loading {bare.__class__.__name__} from {load_path} [{key}]')

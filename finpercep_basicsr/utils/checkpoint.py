@@ -56,3 +56,59 @@ def load_checkpoint(path, what='checkpoint'):
         return torch.load(path, map_location='cpu', weights_only=True)
     except Exception as err:  # torch raises several types for truncated or foreign files
         raise UserInputError(f'cannot read {what} {path}: {err}') from err
+
+
+class CheckpointMismatchError(UserInputError):
+    """A checkpoint does not fit the network it is loaded into."""
+
+
+def describe_state_dict_mismatch(net_state, loaded_state, limit=10):
+    """Lines listing missing, unexpected and shape-mismatched keys (at most ``limit`` of each)."""
+    missing = sorted(set(net_state) - set(loaded_state))
+    unexpected = sorted(set(loaded_state) - set(net_state))
+    shapes = sorted(k for k in set(net_state) & set(loaded_state) if net_state[k].shape != loaded_state[k].shape)
+    lines = []
+    for title, keys in (('missing', missing), ('unexpected', unexpected)):
+        if keys:
+            more = f' (+{len(keys) - limit} more)' if len(keys) > limit else ''
+            lines.append(f'{title} keys: {", ".join(keys[:limit])}{more}')
+    for k in shapes[:limit]:
+        lines.append(f'shape of {k}: network {tuple(net_state[k].shape)}, checkpoint {tuple(loaded_state[k].shape)}')
+    return lines
+
+
+def load_state_dict_into(module, path, param_key='params', strict=True, what='checkpoint', label=None):
+    """Load one entry of a BasicSR-style checkpoint (``{'params': ..., 'params_ema': ...}``) into ``module``.
+
+    Args:
+        module (nn.Module): The bare network (not DDP-wrapped).
+        path (str): Checkpoint file.
+        param_key (str | None): Entry to load; falls back to ``'params'`` when absent. None tries
+            ``params_ema`` then ``params``, then takes the file as a bare state dict.
+        strict (bool): Every key and shape must match; otherwise only matching tensors are loaded
+            (how a curriculum stage k checkpoint initialises stage k+1).
+        what (str): Words for error messages, e.g. ``'reward checkpoint'``.
+        label (str | None): How to name the network in errors (default: its class name).
+
+    Returns:
+        str | None: The entry that was loaded.
+
+    Raises:
+        FileNotFoundError, UserInputError: Missing or unreadable file.
+        CheckpointMismatchError: No such entry, or (strict) keys/shapes differ; the message lists them.
+    """
+    loaded = load_checkpoint(path, what=what)
+    keys = [param_key, 'params'] if param_key else ['params_ema', 'params']
+    key = next((k for k in keys if k in loaded), None)
+    if key is None and param_key:
+        raise CheckpointMismatchError(f'{path} has no {param_key!r} entry (it has: {", ".join(map(str, loaded))})')
+    state = {k.removeprefix('module.'): v for k, v in (loaded[key] if key else loaded).items()}
+    own = module.state_dict()
+    problems = describe_state_dict_mismatch(own, state)
+    if strict and problems:
+        raise CheckpointMismatchError(f'{path} [{key}] does not match {label or type(module).__name__}:\n  '
+                                      + '\n  '.join(problems))
+    if not strict:
+        state = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    module.load_state_dict(state, strict=strict)
+    return key

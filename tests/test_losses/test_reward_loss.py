@@ -99,7 +99,7 @@ def test_bad_options_and_checkpoints_are_named(tmp_path, rm_ckpt):
         _loss(rm_ckpt, map_reduce='mean')
     with pytest.raises(FileNotFoundError, match='missing.pth'):
         _loss(str(tmp_path / 'missing.pth'))
-    with pytest.raises(UserInputError, match=r'rm\.pth does not match FinPercepRewardNet'):
+    with pytest.raises(UserInputError, match=r'rm\.pth \[params(_ema)?\] does not match FinPercepRewardNet'):
         FinPercepRewardLoss(network_opt={**TINY_RM, 'decoder_width': 16}, pretrain_path=rm_ckpt)
     torch.save({'weights': {}}, tmp_path / 'w.pth')
     with pytest.raises(UserInputError, match="w.pth has no 'params_ema' entry"):

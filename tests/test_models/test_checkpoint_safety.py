@@ -4,7 +4,7 @@ import os
 import pytest
 import torch
 
-from finpercep_basicsr.models.finpercep_base_model import CheckpointMismatchError, describe_state_dict_mismatch
+from finpercep_basicsr.utils.checkpoint import CheckpointMismatchError, describe_state_dict_mismatch
 from finpercep_basicsr.utils.checkpoint import atomic_torch_save, load_checkpoint
 from finpercep_basicsr.utils.errors import UserInputError
 
