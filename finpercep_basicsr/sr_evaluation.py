@@ -22,7 +22,7 @@ import torch.nn.functional as F
 import yaml
 from tqdm import tqdm
 
-from finpercep_basicsr.utils.checkpoint import load_checkpoint
+from finpercep_basicsr.utils.checkpoint import load_state_dict_into
 from finpercep_basicsr.utils.errors import UserInputError
 from finpercep_basicsr.utils.image_io import read_image, write_rgb8
 from finpercep_basicsr.utils.tiling import tiled_upscale
@@ -41,7 +41,6 @@ def _yaml(path):
 
 def load_generator(spec, network_opt_path=None, param_key='params_ema', device='cpu'):
     """Build a generator policy from a run spec (see the module docstring); returns (policy, scale)."""
-    from finpercep_basicsr.models.finpercep_base_model import describe_state_dict_mismatch
     from finpercep_basicsr.models.generator_policy import build_policy
 
     if spec == 'bicubic':
@@ -64,16 +63,7 @@ def load_generator(spec, network_opt_path=None, param_key='params_ema', device='
         raise UserInputError(f'{spec}: the option file has no network_g')
     policy = build_policy(deepcopy(opt['network_g']), opt.get('scale', 4))
     if ckpt_path is not None:
-        loaded = load_checkpoint(ckpt_path, what='generator checkpoint')
-        key = param_key if param_key in loaded else 'params'
-        if key not in loaded:
-            raise UserInputError(f'{ckpt_path} has neither {param_key!r} nor params')
-        state = {k.removeprefix('module.'): v for k, v in loaded[key].items()}
-        module = policy.weights_module()
-        problems = describe_state_dict_mismatch(module.state_dict(), state)
-        if problems:
-            raise UserInputError(f'{ckpt_path} does not match network_g:\n  ' + '\n  '.join(problems))
-        module.load_state_dict(state)
+        load_state_dict_into(policy.weights_module(), ckpt_path, param_key, strict=True, what='generator checkpoint')
     return policy.to(device).eval(), policy.scale
 
 
@@ -193,11 +183,11 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
+@torch.no_grad()  # scoped: a global set_grad_enabled(False) would leak into in-process callers
 def main(argv=None):
     import finpercep_basicsr  # noqa: F401  (registers archs)
 
     args = parse_args(argv)
-    torch.set_grad_enabled(False)
     pairs = pair_folders(args.lq, args.gt)[:args.max_images or None]
     runs = []
     for item in args.run:
