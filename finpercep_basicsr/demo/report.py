@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 
 LOWER_IS_BETTER = {'gmsd', 'pdm_rate', 'lpips', 'dists'}
-# training reward (each run's own reward), then held-out validation metrics comparable across runs
+# training reward (each run's own reward), then held-out validation metrics, then fidelity losses
 CURVE_TAGS = ('reward', 'psnr', 'ssim', 'pdm_rate', 'l_pix', 'l_ref')
 RELATIVE_TIE = 1e-3  # differences below this fraction are reported as equal (noise, rounding)
 MIN_TILE = 192  # grid tiles are enlarged (nearest) to at least this width so details are visible
@@ -43,7 +43,8 @@ def curves_png(runs, path, max_panels=6):
     common = set.intersection(*(set(s) for s in runs.values())) if runs else set()
     tags = []
     for wanted in CURVE_TAGS:  # first tag of the runs matching each wanted suffix, in this order
-        match = sorted(t for t in common if t == wanted or t.endswith('/' + wanted))
+        match = sorted((t for t in common if t == wanted or t.endswith('/' + wanted)),
+                       key=lambda t: (t != wanted, t.startswith('metrics/'), t))  # training tag first
         if match and match[0] not in tags:
             tags.append(match[0])
     tags = tags[:max_panels]

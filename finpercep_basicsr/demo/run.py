@@ -15,6 +15,7 @@ import numpy as np
 
 from finpercep_basicsr.demo import pipeline, report
 from finpercep_basicsr.demo.steps import StepFailed, run_steps
+from finpercep_basicsr.utils.errors import UserInputError
 from finpercep_basicsr.utils.image_io import read_image
 
 GRID_RUNS = ('realesrgan_x4plus', 'global_only', 'finpercep_ccl')
@@ -109,6 +110,19 @@ def main(argv=None):
         print(f'\nerror: {err}\nFix the cause and rerun the same command: finished steps are skipped.',
               file=sys.stderr)
         return 1
+    try:
+        write_demo_report(out, args, files, timings)
+    except UserInputError as err:
+        print(f'\nerror while writing the report: {err}', file=sys.stderr)
+        return 1
+    print(f'\nreport: {os.path.join(out, "report.html")} ({time.time() - start:.0f} s this run)', file=sys.stderr)
+    with open(os.path.join(out, 'eval', 'results.md')) as f:
+        print(f.read())
+    return 0
+
+
+def write_demo_report(out, args, files, timings):
+    """Curves, image grids and the report files from the finished steps' outputs."""
     os.makedirs(os.path.join(out, 'report_files'), exist_ok=True)
     with open(os.path.join(out, 'eval', 'results.json')) as f:
         evaluation = json.load(f)
@@ -117,15 +131,13 @@ def main(argv=None):
     curves_path = os.path.join(out, 'report_files', 'curves.png')
     curves = report.curves_png(tb, curves_path)
     grids = make_grids(out, files, args.grid_images)
-    intro = [f'Preset --{args.preset}: real photos (scikit-image, Debian opencv-doc), FGR data from real SR '
-             f'models, FinPercep-RM stages 0-3 on an ImageNet EfficientNet-Lite0 encoder, and RLHF (ReFL) of '
+    preset = pipeline.PRESETS[args.preset]
+    sr_names = ', '.join(src['name'] for src in pipeline.SR_SOURCES[preset['sr']])
+    intro = [f'Preset --{args.preset}: real photos ({", ".join(preset["sources"])}), FGR data from SR sources '
+             f'({sr_names}), FinPercep-RM stages 0-3 on an ImageNet EfficientNet-Lite0 encoder, and RLHF (ReFL) of '
              f'Real-ESRGAN x4plus converted from its packaged ncnn weights, three ways. Held-out photos '
              f'({", ".join(pipeline.heldout_names(out))}) were used by neither the reward model nor the generator.',
              'Every step is a command in commands.sh using the option files in options/; rerun scripts/demo.py '
              'with the same --out to resume.']
     report.write_report(out, 'FinPercep-RM demo report', intro, os.path.join(out, 'eval', 'results.json'),
                         curves_path if curves else None, grids, timings, findings(evaluation, curves))
-    print(f'\nreport: {os.path.join(out, "report.html")} ({time.time() - start:.0f} s this run)', file=sys.stderr)
-    with open(os.path.join(out, 'eval', 'results.md')) as f:
-        print(f.read())
-    return 0
