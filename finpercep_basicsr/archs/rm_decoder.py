@@ -87,7 +87,10 @@ class StagedFPNDecoder(nn.Module):
         self.lateral = nn.ModuleDict()
         self.fuse = nn.ModuleDict()
         for i in self.levels:
-            self.lateral[str(i)] = nn.Conv2d(in_channels[i], width, 1) if i == top else _zero_conv(in_channels[i], width, 1)
+            conv = nn.Conv2d(in_channels[i], width, 1) if i == top else _zero_conv(in_channels[i], width, 1)
+            # pretrained encoders give features of very different scales per level; normalising them
+            # keeps the map logits moderate, so the sigmoid does not saturate (and stop learning)
+            self.lateral[str(i)] = nn.Sequential(nn.GroupNorm(1, in_channels[i]), conv)
             if i != top:
                 self.fuse[str(i)] = _Residual(width)
         self.head = nn.Sequential(nn.Conv2d(width, width, 3, 1, 1), nn.LeakyReLU(0.2, inplace=True),
