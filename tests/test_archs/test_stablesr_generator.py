@@ -67,6 +67,12 @@ def test_cfw_weight_zero_is_the_plain_decoder_and_one_changes_it(sd):
     assert (fused - plain).abs().max() > 1e-3
     fused.mean().backward()
     assert all(p.grad is not None for p in gen.cfw.parameters())
+    ref = gen.make_reference()  # a deep copy: its hooks must use its own modules and its own weight
+    with torch.no_grad():
+        for p in ref.cfw.parameters():
+            p.zero_()
+    assert torch.allclose(ref.decode(z, cond), plain, atol=1e-6) and gen.cfw_weight == 1.0
+    assert torch.equal(gen.decode(z, cond), fused)
 
 
 def test_conversion_round_trip_and_unknown_keys(sd, tmp_path):
