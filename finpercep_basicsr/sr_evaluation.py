@@ -41,7 +41,7 @@ def _yaml(path):
 
 def load_generator(spec, network_opt_path=None, param_key='params_ema', device='cpu'):
     """Build a generator policy from a run spec (see the module docstring); returns (policy, scale)."""
-    from finpercep_basicsr.models.generator_policy import build_policy
+    from finpercep_basicsr.archs.generator_policy import build_policy
 
     if spec == 'bicubic':
         return None, None

@@ -37,7 +37,7 @@ def bench(network_g, reward_opt, gt_size, batch, repeats, threads):
     """Median seconds of each part of one RLHF step: dict part -> seconds."""
     import finpercep_basicsr  # noqa: F401
     from basicsr.losses import build_loss
-    from finpercep_basicsr.models.generator_policy import build_policy
+    from finpercep_basicsr.archs.generator_policy import build_policy
 
     torch.set_num_threads(threads)
     policy = build_policy(network_g)

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from finpercep_basicsr.models.generator_policy import GeneratorPolicy
+from finpercep_basicsr.archs.generator_policy import GeneratorPolicy
 from finpercep_basicsr.utils.errors import UserInputError
 
 MODEL_WEIGHTS = ('diffusion_pytorch_model.safetensors', 'diffusion_pytorch_model.bin', 'model.safetensors',
@@ -310,7 +310,7 @@ class DiffusionPolicy(GeneratorPolicy):
 
     @torch.no_grad()
     def sample_trajectory(self, lq):
-        from finpercep_basicsr.models.generator_policy import Trajectory
+        from finpercep_basicsr.archs.generator_policy import Trajectory
         sr, cond, states, actions, steps, log_probs = self._loop(lq, 0, self.rollout_eta, True)
         if not states:
             raise UserInputError(f'{type(self).__name__}: rollout_eta is 0 or there is one step: the sampler '

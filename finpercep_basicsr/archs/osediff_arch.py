@@ -152,7 +152,7 @@ class FinPercepOSEDiffGenerator(DiffusionPolicy):
 
     @torch.no_grad()
     def sample_trajectory(self, lq):
-        from finpercep_basicsr.models.generator_policy import Trajectory
+        from finpercep_basicsr.archs.generator_policy import Trajectory
         if not self.stochastic:
             raise UserInputError('FinPercepOSEDiffGenerator is deterministic: set network_g.explore_sigma > 0 '
                                  'for grpo/dpo')

@@ -15,7 +15,7 @@ from finpercep_basicsr.curriculum.coevolution import RewardCoEvolution
 from finpercep_basicsr.curriculum.schedule import RewardCurriculum
 from finpercep_basicsr.losses.finpercep_reward_loss import pdm_artifact_rate
 from finpercep_basicsr.models.finpercep_base_model import FinPercepBaseModel
-from finpercep_basicsr.models.generator_policy import build_policy
+from finpercep_basicsr.archs.generator_policy import build_policy
 from finpercep_basicsr.models.rl_algorithms import build_rl_algorithm
 from finpercep_basicsr.utils.checkpoint import atomic_torch_save, load_checkpoint
 from finpercep_basicsr.utils.errors import UserInputError

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from finpercep_basicsr.archs.latent_diffusion import gaussian_log_prob
-from finpercep_basicsr.models.generator_policy import GeneratorPolicy, Trajectory
+from finpercep_basicsr.archs.generator_policy import GeneratorPolicy, Trajectory
 from finpercep_basicsr.models.rl_algorithms import build_rl_algorithm
 from finpercep_basicsr.utils.errors import UserInputError
 
