@@ -63,8 +63,13 @@ def run_steps(steps, workdir, timings_path=None):
         with open(log_path, 'ab') as log:
             proc = subprocess.Popen(step.cmd, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                     env=dict(os.environ, **step.env))
-            _pump(proc, log)
-            code = proc.wait()
+            try:
+                _pump(proc, log)
+                code = proc.wait()
+            except BaseException:  # interrupted: stop the step too (training resumes on the next run)
+                proc.terminate()
+                proc.wait()
+                raise
         if code != 0:
             with open(log_path, errors='replace') as f:
                 tail = ''.join(f.readlines()[-15:])
