@@ -11,12 +11,7 @@ from finpercep_basicsr.archs.seesr_arch import FinPercepSeeSRGenerator
 from finpercep_basicsr.utils.errors import UserInputError
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 @pytest.fixture(scope='module')

@@ -10,16 +10,7 @@ from rlhf_fixture import make_paired_folder, make_reward_checkpoint, write_rlhf_
 import finpercep_basicsr  # noqa: F401
 from finpercep_basicsr.models.finpercep_rlhf_model import FinPercepRLHFModel
 
-pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: one thread avoids contention on the shared cores (and is several times faster)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures('one_thread')]
 
 
 @pytest.fixture(scope='module')
