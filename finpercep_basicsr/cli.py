@@ -3,8 +3,6 @@ import argparse
 import os
 import sys
 
-EXIT_BAD_INPUT = 2
-
 
 def _opt_path(argv):
     parser = argparse.ArgumentParser(add_help=False)
@@ -28,7 +26,7 @@ def run_pipeline(pipeline, is_train, argv=None):
     sys.argv = [sys.argv[0]] + argv  # BasicSR's parse_options reads sys.argv
     import finpercep_basicsr  # noqa: F401  (registers every component)
     from finpercep_basicsr.utils import basicsr_compat
-    from finpercep_basicsr.utils.errors import UserInputError
+    from finpercep_basicsr.utils.errors import EXIT_BAD_INPUT, UserInputError, exit_code_for_user_errors
     from finpercep_basicsr.utils.option_check import check_options
 
     opt_path = _opt_path(argv)
@@ -42,10 +40,7 @@ def run_pipeline(pipeline, is_train, argv=None):
         return EXIT_BAD_INPUT
     basicsr_compat.install()
     try:
-        pipeline(os.getcwd())
-    except (UserInputError, FileNotFoundError) as err:
-        print(f'error: {err}', file=sys.stderr)
-        return EXIT_BAD_INPUT
+        code = exit_code_for_user_errors(pipeline, os.getcwd())
     except KeyboardInterrupt:
         print('\ninterrupted: rerun with --auto_resume to continue from the last saved training state',
               file=sys.stderr)
@@ -54,4 +49,4 @@ def run_pipeline(pipeline, is_train, argv=None):
         import torch.distributed as dist
         if dist.is_available() and dist.is_initialized():
             dist.destroy_process_group()
-    return 0
+    return code or 0

@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 import torch
 
-from finpercep_basicsr.utils.errors import UserInputError
+from finpercep_basicsr.utils.errors import UserInputError, exit_code_for_user_errors
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
 
@@ -221,11 +221,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.tile_overlap >= args.tile or args.tile < 32 or args.batch_size < 1:
         parser.error('need --tile >= 32, 0 <= --tile-overlap < --tile and --batch-size >= 1')
-    try:
-        return run(args)
-    except (UserInputError, FileNotFoundError) as err:
-        print(f'error: {err}', file=sys.stderr)
-        return 2
+    return exit_code_for_user_errors(run, args)
 
 
 if __name__ == '__main__':

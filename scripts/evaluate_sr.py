@@ -14,16 +14,12 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from finpercep_basicsr.utils.errors import UserInputError  # noqa: E402
+from finpercep_basicsr.utils.errors import exit_code_for_user_errors  # noqa: E402
 
 
 def main(argv=None):
     from finpercep_basicsr.sr_evaluation import main as evaluate
-    try:
-        return evaluate(argv)
-    except (UserInputError, FileNotFoundError) as err:
-        print(f'error: {err}', file=sys.stderr)
-        return 2
+    return exit_code_for_user_errors(evaluate, argv)
 
 
 if __name__ == '__main__':
