@@ -73,6 +73,28 @@ class FinPercepBaseModel(BaseModel):
         if current_iter >= total:
             self._progress.close()
 
+    # ---- EMA ----------------------------------------------------------------------------------
+    def ema_decay_at(self, current_iter):
+        """``train.ema_decay`` at ``current_iter``, warmed up unless ``train.ema_warmup: false``.
+
+        Warm-up uses ``min(ema_decay, (1 + iter) / (10 + iter))``: with a fixed 0.999 the EMA of a
+        300-iteration run is still 74 % its initial weights (0.999 ** 300), and validation and the
+        saved ``params_ema`` would show little of the training. From about iteration 9000 on the
+        decay is the fixed one, as in BasicSR. A function of the iteration, so a resume agrees.
+        """
+        decay = float(self.opt['train'].get('ema_decay', 0))
+        if self.opt['train'].get('ema_warmup', True):
+            decay = min(decay, (1 + current_iter) / (10 + current_iter))
+        return decay
+
+    @staticmethod
+    @torch.no_grad()
+    def ema_update(ema_net, net, decay):
+        """``ema = decay * ema + (1 - decay) * net`` on floating tensors; other buffers are copied."""
+        source = net.state_dict()
+        for k, v in ema_net.state_dict().items():
+            v.copy_(v * decay + source[k].detach() * (1 - decay) if v.is_floating_point() else source[k])
+
     # ---- saving -------------------------------------------------------------------------------
     @master_only
     def save_network(self, net, net_label, current_iter, param_key='params'):

@@ -45,7 +45,7 @@ class FinPercepRLHFModel(FinPercepBaseModel):
         train.pixel_opt, train.ref_opt, train.perceptual_opt: fidelity terms (any BasicSR loss);
             ``ref_opt`` compares with the frozen reference generator (the policy before RLHF).
         network_d + train.gan_opt + train.optim_d: optional BasicSR GAN term.
-        train.optim_g, train.scheduler, train.ema_decay, train.grad_clip_norm.
+        train.optim_g, train.scheduler, train.ema_decay, train.ema_warmup (``ema_decay_at``), train.grad_clip_norm.
         val.metrics (BasicSR metrics on uint8 images), val.pdm_threshold, val.num_pdm_images.
 
     Every step whose loss or gradients are NaN/Inf is skipped (no optimiser, EMA or discriminator
@@ -178,7 +178,8 @@ class FinPercepRLHFModel(FinPercepBaseModel):
                 loss_dict['grad_norm'] = torch.nn.utils.clip_grad_norm_(params, self.grad_clip_norm).detach()
             self.optimizer_g.step()
             if self.ema_decay > 0:
-                self.model_ema(self.ema_decay)
+                self.ema_update(self.net_g_ema.weights_module(), self.get_bare_model(self.net_g).weights_module(),
+                                self.ema_decay_at(current_iter))
             if self.net_d is not None:
                 loss_dict.update(self._discriminator_step(sr.detach()))
             loss_dict.update(self.coevolution.maybe_update(current_iter, self.curriculum, sr.detach(), self.gt))
@@ -203,13 +204,6 @@ class FinPercepRLHFModel(FinPercepBaseModel):
         (l_real + l_fake).backward()
         self.optimizer_d.step()
         return {'l_d_real': l_real.detach(), 'l_d_fake': l_fake.detach()}
-
-    @torch.no_grad()
-    def model_ema(self, decay=0.999):
-        """EMA of the trainable weights (the policy's ``weights_module``, buffers copied)."""
-        net = self.get_bare_model(self.net_g).weights_module().state_dict()
-        for k, v in self.net_g_ema.weights_module().state_dict().items():
-            v.copy_(v * decay + net[k].detach() * (1 - decay) if v.is_floating_point() else net[k])
 
     # ---- evaluation ---------------------------------------------------------------------------
     def _eval_policy(self):

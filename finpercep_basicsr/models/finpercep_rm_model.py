@@ -33,7 +33,7 @@ class FinPercepRMModel(FinPercepBaseModel):
         network_reward: ``FinPercepRewardNet`` options (``stage`` sets the curriculum stage).
         path.pretrain_network_reward / param_key_reward / strict_load_reward: start from the previous
             stage's checkpoint with ``strict_load_reward: false`` (new decoder parts stay initialised).
-        train.optim_reward, train.scheduler, train.ema_decay.
+        train.optim_reward, train.scheduler, train.ema_decay, train.ema_warmup (``ema_decay_at``).
         train.freeze_encoder (bool): Keep the encoder fixed (weights and BatchNorm statistics).
         train.encoder_lr_mult (float): Encoder learning rate = ``lr * encoder_lr_mult`` (default 1).
         train.map_opt: map loss on (syn, label) and (GT, zero map) (``FinPercepMapLoss``; not at stage 0).
@@ -128,13 +128,7 @@ class FinPercepRMModel(FinPercepBaseModel):
         self.optimizer_reward.step()
         self.log_dict = self.reduce_loss_dict(loss_dict)
         if self.ema_decay > 0:
-            self.model_ema_reward(self.ema_decay)
-
-    @torch.no_grad()
-    def model_ema_reward(self, decay):
-        net = self.get_bare_model(self.net_reward).state_dict()
-        for k, v in self.net_reward_ema.state_dict().items():
-            v.copy_(v * decay + net[k].detach() * (1 - decay) if v.is_floating_point() else net[k])
+            self.ema_update(self.net_reward_ema, self.get_bare_model(self.net_reward), self.ema_decay_at(current_iter))
 
     # ---- validation ---------------------------------------------------------------------------
     def _collect(self, dataloader, net, num_images):

@@ -64,6 +64,26 @@ def test_encoder_gets_its_own_learning_rate(tmp_path, fgr_folder):
     assert sum(p.numel() for p in groups[1]['params']) == n_encoder
 
 
+def test_ema_warms_up_and_fixed_decay_stays_available(tmp_path, fgr_folder):
+    _, batch = _batch(fgr_folder)
+    moved = {}
+    for warmup in (True, False):
+        torch.manual_seed(0)
+        model = FinPercepRMModel(_opt(tmp_path, fgr_folder, ema_decay=0.999, ema_warmup=warmup))
+        start = {k: v.clone() for k, v in model.net_reward_ema.state_dict().items() if v.is_floating_point()}
+        model.feed_data(batch)
+        for it in (1, 2, 3):
+            model.optimize_parameters(it)
+        net, ema = model.net_reward.state_dict(), model.net_reward_ema.state_dict()
+        # fraction of the way the EMA moved from its start towards the trained weights
+        key = max(start, key=lambda k: (net[k] - start[k]).abs().sum())
+        moved[warmup] = float((ema[key] - start[key]).norm() / (net[key] - start[key]).norm())
+    assert model.ema_decay_at(1) == 0.999  # the last model ran without warm-up
+    assert moved[False] < 0.01 < 0.3 < moved[True]
+    model.opt['train']['ema_warmup'] = True
+    assert model.ema_decay_at(0) == pytest.approx(0.1) and model.ema_decay_at(10 ** 6) == 0.999
+
+
 def test_stage_zero_rejects_a_map_loss(tmp_path, fgr_folder):
     opt = _opt(tmp_path, fgr_folder)
     opt['network_reward']['stage'] = 0
