@@ -48,14 +48,14 @@ def load_build_options(args):
 def main(argv=None):
     args = parse_args(argv)
     from finpercep_basicsr.fgr.builder import build_fgr
-    from finpercep_basicsr.utils.errors import UserInputError
-    try:
+    from finpercep_basicsr.utils.errors import exit_code_for_user_errors
+
+    def run():
         summary = build_fgr(load_build_options(args), progress=not args.no_progress)
-    except UserInputError as err:
-        print(f'error: {err}', file=sys.stderr)
-        return 2
-    print(json.dumps(summary, indent=2))
-    return 0
+        print(json.dumps(summary, indent=2))
+        return 0
+
+    return exit_code_for_user_errors(run)
 
 
 if __name__ == '__main__':

@@ -48,8 +48,9 @@ def main(argv=None):
     args = parse_args(argv)
     from finpercep_basicsr.fgr.ncnn_convert import convert_ncnn_checkpoint, default_out_path
     from finpercep_basicsr.fgr.ncnn_models import packaged_ncnn_model
-    from finpercep_basicsr.utils.errors import UserInputError
-    try:
+    from finpercep_basicsr.utils.errors import UserInputError, exit_code_for_user_errors
+
+    def run():
         if args.param or args.bin:
             if not (args.param and args.bin):
                 raise UserInputError('give both --param and --bin')
@@ -59,18 +60,17 @@ def main(argv=None):
             param, weights, scale = packaged_ncnn_model(args.model)
             out = args.out or default_out_path(args.model)
         arch = convert_ncnn_checkpoint(out, param, weights, scale)
-    except UserInputError as err:
-        print(f'error: {err}', file=sys.stderr)
-        return 2
-    report = {'checkpoint': out, 'param_key': 'params_ema', 'network_g': arch, 'source': [param, weights]}
-    if not args.no_check:
-        report['parity_max_abs_diff'] = check_parity(out, param, weights, arch)
-    print(json.dumps(report, indent=2))
-    if not args.no_check and report['parity_max_abs_diff'] > args.tolerance:
-        print(f'error: converted model differs from ncnn by {report["parity_max_abs_diff"]:.3g} '
-              f'(> {args.tolerance})', file=sys.stderr)
-        return 1
-    return 0
+        report = {'checkpoint': out, 'param_key': 'params_ema', 'network_g': arch, 'source': [param, weights]}
+        if not args.no_check:
+            report['parity_max_abs_diff'] = check_parity(out, param, weights, arch)
+        print(json.dumps(report, indent=2))
+        if not args.no_check and report['parity_max_abs_diff'] > args.tolerance:
+            print(f'error: converted model differs from ncnn by {report["parity_max_abs_diff"]:.3g} '
+                  f'(> {args.tolerance})', file=sys.stderr)
+            return 1
+        return 0
+
+    return exit_code_for_user_errors(run)
 
 
 if __name__ == '__main__':

@@ -28,14 +28,14 @@ def main(argv=None):
     parser.add_argument('--norm-groups', type=int, default=32, help='GroupNorm groups of the StableSR modules')
     args = parser.parse_args(argv)
     from finpercep_basicsr.archs.stablesr_convert import convert_stablesr
-    from finpercep_basicsr.utils.errors import UserInputError
-    try:
+    from finpercep_basicsr.utils.errors import exit_code_for_user_errors
+
+    def run():
         config = convert_stablesr(args.ckpt, args.cfw, args.sd_path, args.out, args.num_heads, args.norm_groups)
-    except UserInputError as err:
-        print(f'error: {err}', file=sys.stderr)
-        return 2
-    print(json.dumps({'stablesr_path': args.out, 'config': config}, indent=2))
-    return 0
+        print(json.dumps({'stablesr_path': args.out, 'config': config}, indent=2))
+        return 0
+
+    return exit_code_for_user_errors(run)
 
 
 if __name__ == '__main__':

@@ -41,10 +41,11 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     from finpercep_basicsr.fgr.photos import cut_crops, gather_photos
-    from finpercep_basicsr.utils.errors import UserInputError
+    from finpercep_basicsr.utils.errors import UserInputError, exit_code_for_user_errors
     sources = args.source or ['skimage', 'opencv-doc']
     sources = [s for s in sources if s != 'none']
-    try:
+
+    def run():
         with warnings.catch_warnings():
             warnings.simplefilter('always')  # every bad photo is reported, not only the first
             summary = {'photos': gather_photos(args.out, sources, args.input, min_size=args.min_photo_size,
@@ -53,13 +54,12 @@ def main(argv=None):
                 raise UserInputError(f'no usable photo from sources {sources} and inputs {args.input}')
             if args.crops:
                 summary['crops'] = cut_crops(args.out, args.crops, args.crop_size, args.stride, args.min_size)
-    except UserInputError as err:
-        print(f'error: {err}', file=sys.stderr)
-        return 2
-    for part in summary.values():
-        part['written'] = len(part['written'])
-    print(json.dumps(summary, indent=2))
-    return 0
+        for part in summary.values():
+            part['written'] = len(part['written'])
+        print(json.dumps(summary, indent=2))
+        return 0
+
+    return exit_code_for_user_errors(run)
 
 
 if __name__ == '__main__':
