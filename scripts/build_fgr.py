@@ -1,8 +1,11 @@
 """Build an FGR (fine-grained reward) set from HR photos and real SR models.
 
 Usage:
-    python scripts/build_fgr.py -opt options/data/fgr_build_default.yml [--num_workers N]
-        [--max_samples N] [--dataroot DIR] [--no_progress]
+    python scripts/build_fgr.py -opt options/data/fgr_build_default.yml [--split train|val]
+        [--num_workers N] [--max_samples N] [--dataroot DIR] [--no_progress]
+
+``--split val`` builds the held-out set from the photos listed in ``photos.heldout`` (``train``,
+the default, uses every other photo); ``{split}`` in ``dataroot`` becomes the split's name.
 
 Rerunning the same command resumes a killed build (finished samples are kept and skipped).
 Prints a summary (samples, skipped photos and why, time) and writes the folder, its LMDB and a
@@ -21,6 +24,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('-opt', required=True, help='build option YAML (options/data/fgr_build_*.yml)')
+    parser.add_argument('--split', choices=['train', 'val'], help='override split (val = photos.heldout only)')
     parser.add_argument('--num_workers', type=int, help='override num_workers')
     parser.add_argument('--max_samples', type=int, help='stop after the crops holding the first N samples')
     parser.add_argument('--dataroot', help='override the output folder')
@@ -36,7 +40,7 @@ def load_build_options(args):
             opt = yaml.safe_load(f)
     except (OSError, yaml.YAMLError) as err:
         raise UserInputError(f'cannot read build options {args.opt}: {err}') from err
-    for key in ('num_workers', 'max_samples', 'dataroot'):
+    for key in ('split', 'num_workers', 'max_samples', 'dataroot'):
         if getattr(args, key) is not None:
             opt[key] = getattr(args, key)
     for key in ('dataroot', 'photos', 'sr_sources'):

@@ -7,6 +7,7 @@ the options and the photos only, not on the worker count or on how often the bui
 One task = one crop (all its SR sources and masks); finished samples are skipped on resume.
 """
 import ctypes
+import fnmatch
 import hashlib
 import json
 import os
@@ -38,6 +39,29 @@ def list_photos(folders):
     if not photos:
         raise UserInputError(f'photos.folders: no images ({", ".join(IMAGE_EXTS)}) in {folders}')
     return photos
+
+
+SPLITS = ('train', 'val')
+
+
+def select_split(photos, opt):
+    """The photos of ``opt['split']``: ``val`` = those matching ``photos.heldout``, ``train`` = the rest.
+
+    ``photos.heldout`` is a list of file-name patterns (fnmatch, e.g. ``skimage_coffee.png`` or
+    ``opencv_*``); without it ``train`` takes every photo. A split that keeps no photo is an error.
+    """
+    split = opt.get('split', 'train')
+    if split not in SPLITS:
+        raise UserInputError(f'split: {split!r} is not one of {", ".join(SPLITS)}')
+    patterns = opt['photos'].get('heldout') or []
+    if isinstance(patterns, str):
+        patterns = [patterns]
+    held = [p for p in photos if any(fnmatch.fnmatch(os.path.basename(p), pat) for pat in patterns)]
+    chosen = held if split == 'val' else [p for p in photos if p not in held]
+    if not chosen:
+        raise UserInputError(f'split {split}: no photo left (photos.heldout = {patterns} over {len(photos)} photos '
+                             f'in {opt["photos"].get("folders")})')
+    return chosen
 
 
 def load_photo(path, crop_size):
@@ -229,8 +253,10 @@ def build_fgr(opt, progress=True):
     from tqdm import tqdm
     opt = deepcopy(opt)
     start = time.time()
-    root = opt['dataroot'] = os.path.abspath(os.path.expanduser(opt['dataroot']))
-    photos = list_photos(opt['photos'].get('folders'))
+    # ``{split}`` in dataroot names the split's folder, so one option file builds train and val
+    root = opt['dataroot'] = os.path.abspath(os.path.expanduser(
+        str(opt['dataroot']).replace('{split}', str(opt.get('split', 'train')))))
+    photos = select_split(list_photos(opt['photos'].get('folders')), opt)
     plan = BuildPlan(opt, photos)
     os.makedirs(root, exist_ok=True)
     _check_plan(root, plan_fingerprint(opt, photos))

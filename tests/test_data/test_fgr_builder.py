@@ -209,6 +209,34 @@ def test_script_reports_bad_options(tmp_path, capsys):
     assert 'no_photos' in capsys.readouterr().err
 
 
+def test_train_and_val_splits_share_no_photo(tmp_path, capsys):
+    sys.path.insert(0, os.path.join(ROOT, 'scripts'))
+    try:
+        import build_fgr as script
+    finally:
+        sys.path.pop(0)
+    opt = _opt(tmp_path, _good_photos(str(tmp_path / 'photos')), masks_per_sr=1)
+    opt['dataroot'] = str(tmp_path / 'FGR' / '{split}')
+    opt['photos'].update(crops_per_photo=1, heldout=['coffee.*'])
+    path = tmp_path / 'build.yml'
+    path.write_text(yaml.safe_dump(opt))
+    photos = {}
+    for split in ('train', 'val'):
+        args = ['-opt', str(path), '--no_progress'] + (['--split', split] if split == 'val' else [])
+        assert script.main(args) == 0
+        with open(tmp_path / 'FGR' / split / 'meta_info.jsonl') as f:
+            photos[split] = {os.path.basename(json.loads(line)['photo']) for line in f}
+    assert photos == {'train': {'astronaut.png', 'generated.png'}, 'val': {'coffee.jpg'}}
+    capsys.readouterr()
+    opt['photos']['heldout'] = ['nothing-matches*']
+    path.write_text(yaml.safe_dump(opt))
+    assert script.main(['-opt', str(path), '--split', 'val', '--no_progress']) == 2
+    assert 'split val: no photo left' in capsys.readouterr().err
+    opt['split'] = 'test'
+    with pytest.raises(UserInputError, match="split: 'test' is not one of train, val"):
+        build_fgr(opt, progress=False)
+
+
 @pytest.mark.slow
 def test_killed_build_with_workers_resumes_to_the_same_dataset(built, tmp_path):
     """SIGKILL a 2-worker build of the script mid-way, resume it in-process: same bytes as the reference
