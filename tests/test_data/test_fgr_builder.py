@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 import pytest
 import yaml
+from opt_fixture import load_script
 from skimage import data
 
 from finpercep_basicsr.data.finpercep_fgr_dataset import FinPercepFGRDataset
@@ -196,11 +197,7 @@ def test_bad_photos_are_skipped_and_named(tmp_path):
 
 
 def test_script_reports_bad_options(tmp_path, capsys):
-    sys.path.insert(0, os.path.join(ROOT, 'scripts'))
-    try:
-        import build_fgr as script
-    finally:
-        sys.path.pop(0)
+    script = load_script('build_fgr')
     assert script.main(['-opt', str(tmp_path / 'missing.yml')]) == 2
     assert 'missing.yml' in capsys.readouterr().err
     bad = tmp_path / 'bad.yml'
@@ -210,11 +207,7 @@ def test_script_reports_bad_options(tmp_path, capsys):
 
 
 def test_train_and_val_splits_share_no_photo(tmp_path, capsys):
-    sys.path.insert(0, os.path.join(ROOT, 'scripts'))
-    try:
-        import build_fgr as script
-    finally:
-        sys.path.pop(0)
+    script = load_script('build_fgr')
     opt = _opt(tmp_path, _good_photos(str(tmp_path / 'photos')), masks_per_sr=1)
     opt['dataroot'] = str(tmp_path / 'FGR' / '{split}')
     opt['photos'].update(crops_per_photo=1, heldout=['coffee.*'])

@@ -6,13 +6,13 @@ import subprocess
 import cv2
 import numpy as np
 import pytest
+from opt_fixture import load_script
 from skimage import data
 
 from finpercep_basicsr.fgr.photos import (OPENCV_DOC_DATA, PhotoSkipped, crop_starts, cut_crops, gather_photos,
                                           load_photo_checked, opencv_doc_photos)
 from finpercep_basicsr.utils.errors import UserInputError
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _bgr(h, w, seed=0):
@@ -110,17 +110,9 @@ def test_crop_grid_and_pixels(tmp_path):
         cut_crops([folder], str(tmp_path / 'c2'), crop_size=0)
 
 
-def _load_script(name):
-    import importlib.util
-    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, 'scripts', name + '.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_get_photos_script(tmp_path, capsys):
     folder = _bad_folder(str(tmp_path / 'mine'))
-    script = _load_script('get_photos')
+    script = load_script('get_photos')
     with pytest.warns(UserWarning, match='corrupt.jpg'):  # the warning names the file
         code = script.main(['--out', str(tmp_path / 'p'), '--source', 'none', '--input', folder,
                             '--crops', str(tmp_path / 'c'), '--crop_size', '48', '--stride', '48'])

@@ -1,17 +1,6 @@
 """scripts/bench_rm.py runs end to end on small images and prints one row per model and size (no timing asserts)."""
-import importlib.util
-import os
-
 import pytest
-
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def _load_bench():
-    spec = importlib.util.spec_from_file_location('bench_rm', os.path.join(REPO, 'scripts', 'bench_rm.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from opt_fixture import load_script
 
 
 def _is_number(text):
@@ -23,7 +12,7 @@ def _is_number(text):
 
 
 def test_bench_prints_ratios_to_the_reward_model(capsys, one_thread):
-    assert _load_bench().main(['--sizes', '64', '--repeats', '1', '--threads', '1', '--models', 'musiq', 'topiq']) == 0
+    assert load_script('bench_rm').main(['--sizes', '64', '--repeats', '1', '--threads', '1', '--models', 'musiq', 'topiq']) == 0
     rows = [line.split() for line in capsys.readouterr().out.splitlines()]
     rows = [r for r in rows if len(r) > 5 and all(_is_number(v) for v in r[-5:])]
     names = [' '.join(r[:-5]) for r in rows]
@@ -35,4 +24,4 @@ def test_bench_prints_ratios_to_the_reward_model(capsys, one_thread):
 
 def test_bench_rejects_an_unknown_model():
     with pytest.raises(SystemExit, match='unknown model'):
-        _load_bench().main(['--models', 'nosuch'])
+        load_script('bench_rm').main(['--models', 'nosuch'])

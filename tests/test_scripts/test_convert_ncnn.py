@@ -1,28 +1,18 @@
 """ncnn -> BasicSR RRDBNet conversion: weight-format decoding, bad files, and parity with ncnn on a real photo."""
-import importlib.util
 import json
-import os
 
 import numpy as np
 import pytest
 import torch
+from opt_fixture import load_script
 
 from finpercep_basicsr.fgr.ncnn_convert import (TAG_FP16, _load_tagged, ncnn_to_rrdbnet, parse_ncnn_param,
                                                 read_conv_weights)
 from finpercep_basicsr.fgr.ncnn_models import packaged_ncnn_model
 from finpercep_basicsr.utils.errors import UserInputError
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 X4PLUS = {'type': 'RRDBNet', 'num_in_ch': 3, 'num_out_ch': 3, 'num_feat': 64, 'num_block': 23, 'num_grow_ch': 32,
           'scale': 4}
-
-
-def _script():
-    spec = importlib.util.spec_from_file_location('convert_ncnn_to_basicsr',
-                                                  os.path.join(ROOT, 'scripts', 'convert_ncnn_to_basicsr.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_weight_storage_formats():
@@ -71,7 +61,7 @@ def test_truncated_or_mismatched_files(tmp_path):
 def test_converted_checkpoint_matches_ncnn_on_a_real_photo(tmp_path, capsys):
     """The documented command: convert, then compare with ncnn on a 32x32 crop of skimage's astronaut."""
     out = str(tmp_path / 'weights' / 'RealESRGAN_x4plus.pth')
-    assert _script().main(['--out', out]) == 0
+    assert load_script('convert_ncnn_to_basicsr').main(['--out', out]) == 0
     report = json.loads(capsys.readouterr().out)
     print(f'ncnn vs converted RRDBNet max abs diff: {report["parity_max_abs_diff"]:.3g}')
     assert report['network_g'] == X4PLUS and report['param_key'] == 'params_ema'
