@@ -9,10 +9,9 @@ import pytest
 import torch
 import yaml
 from opt_fixture import run_module
-from rlhf_fixture import make_paired_folder, make_reward_checkpoint, write_rlhf_options
+from rlhf_fixture import build_rlhf_model, make_paired_folder, make_reward_checkpoint, random_batch, write_rlhf_options
 
 import finpercep_basicsr  # noqa: F401
-from finpercep_basicsr.models.finpercep_rlhf_model import FinPercepRLHFModel
 
 
 @pytest.fixture
@@ -31,20 +30,6 @@ def _ccl(ckpts, coevolve_every=0):
     return ccl
 
 
-def _build_model(tmp_path, data, ckpt, **overrides):
-    path = write_rlhf_options(tmp_path / 'inproc.yml', data, ckpt, **overrides)
-    with open(path) as f:
-        opt = yaml.safe_load(f)
-    opt.update(dist=False, rank=0, world_size=1, is_train=True, auto_resume=False)
-    opt['path'].update(models=str(tmp_path / 'models'), training_states=str(tmp_path / 'states'))
-    return FinPercepRLHFModel(opt)
-
-
-def _batch(seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return {'lq': torch.rand(2, 3, 8, 8, generator=g), 'gt': torch.rand(2, 3, 32, 32, generator=g)}
-
-
 def _snapshot(model):
     return (deepcopy(model.net_g.weights_module().state_dict()), deepcopy(model.net_g_ema.state_dict()),
             deepcopy(model.optimizer_g.state_dict()))
@@ -59,8 +44,8 @@ def _assert_same(a, b):
 
 def test_nonfinite_reward_or_output_skips_the_step(setup, monkeypatch):
     tmp_path, data, ckpts = setup
-    model = _build_model(tmp_path, data, ckpts[0])
-    model.feed_data(_batch())
+    model = build_rlhf_model(tmp_path, data, ckpts[0])
+    model.feed_data(random_batch())
     model.optimize_parameters(1)
     assert model.log_dict['l_ref'] == 0.0  # the reference is the policy before the first update
     before = _snapshot(model)
@@ -96,10 +81,10 @@ def test_nonfinite_reward_or_output_skips_the_step(setup, monkeypatch):
 
 def test_reward_alone_moves_the_generator_and_keeps_the_reference(setup):
     tmp_path, data, ckpts = setup
-    model = _build_model(tmp_path, data, ckpts[0], train__pixel_opt=None, train__ema_decay=0)
+    model = build_rlhf_model(tmp_path, data, ckpts[0], train__pixel_opt=None, train__ema_decay=0)
     ref_before = deepcopy(model.net_ref.state_dict())
     start = deepcopy(model.net_g.state_dict())
-    model.feed_data(_batch())
+    model.feed_data(random_batch())
     for it in range(1, 4):
         model.optimize_parameters(it)
     assert model.log_dict['reward'] > 0 and set(model.log_dict) >= {'l_reward', 'l_ref', 'score', 'map_peak'}
@@ -224,12 +209,12 @@ def test_rlhf_dataset_degrades_on_the_fly(tmp_path):
 
 def test_optional_gan_term_trains_a_discriminator_and_saves_it(setup):
     tmp_path, data, ckpts = setup
-    model = _build_model(tmp_path, data, ckpts[0],
+    model = build_rlhf_model(tmp_path, data, ckpts[0],
                          network_d={'type': 'UNetDiscriminatorSN', 'num_in_ch': 3, 'num_feat': 8},
                          train__gan_opt={'type': 'GANLoss', 'gan_type': 'vanilla', 'loss_weight': 0.1},
                          train__optim_d={'type': 'Adam', 'lr': 1e-3})
     d_before = deepcopy(model.net_d.state_dict())
-    model.feed_data(_batch())
+    model.feed_data(random_batch())
     model.optimize_parameters(1)
     assert {'l_g_gan', 'l_d_real', 'l_d_fake'} <= set(model.log_dict)
     assert any(not torch.equal(d_before[k], v) for k, v in model.net_d.state_dict().items())
