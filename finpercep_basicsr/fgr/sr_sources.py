@@ -267,11 +267,11 @@ def build_sr_source(opt):
     if kind not in builders:
         raise UserInputError(f'sr_sources: unknown type {kind!r}; choose from {", ".join(builders)}')
     cls, fixed = builders[kind]
-    kwargs = {**opt, **fixed}
-    try:  # bind first so a wrong option key is reported as such, not as a failure inside the model
     if set(fixed) & set(opt):  # e.g. model: with realesrgan_ncnn would be silently overridden
         raise UserInputError(f'sr_sources[{name}] ({kind}): {", ".join(sorted(set(fixed) & set(opt)))} is fixed '
                              f'by this type')
+    kwargs = {**opt, **fixed}
+    try:  # bind first so a wrong option key is reported as such, not as a failure inside the model
         inspect.signature(cls).bind(name, **kwargs)
     except TypeError as err:
         raise UserInputError(f'sr_sources[{name}] ({kind}): {err}') from err
