@@ -213,7 +213,8 @@ def hack_triplets(start_dir, hacked_dir, gt_dir):
         others = [os.path.join(d, name) for d in (start_dir, gt_dir)]
         for other in others:
             if not os.path.isfile(other):
-                raise UserInputError(f'{other} missing: --hack-start, --hack-out and --hack-gt need the same file names')
+                raise UserInputError(f'{other} missing: --hack-start, --hack-out and --hack-gt need the same '
+                                     'file names')
         triplets.append((name, others[0], path, others[1]))
     return triplets
 

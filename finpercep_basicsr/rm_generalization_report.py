@@ -11,7 +11,8 @@ The metrics are described in ``finpercep_basicsr.rm_generalization``. The JSON f
      "detectors": ["rm", "constant", "laplacian", "blur"],
      "fgr": {"folders": [...],
              "families": {FAMILY: {"samples", "sr_models", "metrics": {DETECTOR: {METRIC: value}},
-                                   "best_trivial": {METRIC: {"detector", "value"}}, "rm_beats_trivial": {METRIC: bool}}},
+                                   "best_trivial": {METRIC: {"detector", "value"}},
+                                   "rm_beats_trivial": {METRIC: bool}}},
              "pooled": {same keys as a family},
              "rm_beats_trivial_on_every_family": {METRIC: bool}},
      "hacking": {"start", "hacked", "gt", "images", "added_error_fraction", "metrics", "best_trivial",
@@ -138,7 +139,8 @@ def parse_args(argv=None):
         p.error('--hack-start, --hack-out and --hack-gt go together')
     if not args.fgr and not any(hack):
         p.error('nothing to evaluate: give --fgr DIR and/or --hack-start/--hack-out/--hack-gt')
-    if args.window < 1 or args.limit < 0 or args.max_size < 0 or args.tile < 32 or not 0 <= args.tile_overlap < args.tile:
+    if (args.window < 1 or args.limit < 0 or args.max_size < 0 or args.tile < 32
+            or not 0 <= args.tile_overlap < args.tile):
         p.error('need --window >= 1, --limit >= 0, --max-size >= 0, --tile >= 32 and 0 <= --tile-overlap < --tile')
     return args
 

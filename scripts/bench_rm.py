@@ -73,7 +73,8 @@ def build_models(names, reward_opt=None):
     from finpercep_basicsr.archs.finpercep_rm_arch import FinPercepRewardNet
     models = {}
     if reward_opt:
-        models[f'FinPercep-RM {os.path.splitext(os.path.basename(reward_opt))[0]}'] = reward_net_from_options(reward_opt)
+        label = os.path.splitext(os.path.basename(reward_opt))[0]
+        models[f'FinPercep-RM {label}'] = reward_net_from_options(reward_opt)
     models['FinPercep-RM stage3 (map)'] = FinPercepRewardNet(stage=3)
     models['FinPercep-RM stage0 (global)'] = FinPercepRewardNet(stage=0)
     for name in names:

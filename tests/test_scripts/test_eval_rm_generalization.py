@@ -168,6 +168,9 @@ def test_hacking_check_matches_hand_computed_values(tmp_path):
     lap, blur = res['metrics']['laplacian'], res['metrics']['blur']
     assert blur['image_auc'] == pytest.approx(1 - lap['image_auc'])  # the blur map is the Laplacian one negated
     assert blur['start_above_hacked'] + lap['start_above_hacked'] == pytest.approx(1)
+    trivial = {k: v for k, v in build_detectors(None).items() if k != 'rm'}
+    cropped = evaluate_hacking(triplets, trivial, error_thr=0.05, max_size=2)  # rows and columns 1-2 of 4
+    assert cropped['added_error_fraction'] == pytest.approx(1 / 4)  # only pixel (1, 1) of the 2x2 block is left
     os.remove(tmp_path / 'gt' / '1.png')
     with pytest.raises(UserInputError, match='same file names'):
         hack_triplets(*(str(tmp_path / d) for d in ('start', 'hacked', 'gt')))
