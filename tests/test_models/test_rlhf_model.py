@@ -1,4 +1,4 @@
-"""FinPercepRLHFModel: NaN guard, reference, CCL hand-over in training, bit-identical resume, DDP."""
+"""FinPercepRLHFModel: NaN guard, reference, CCL hand-over in training, bit-identical resume inside a ramp, DDP."""
 import glob
 import os
 import re
@@ -105,14 +105,20 @@ def _log_values(log_text, key):
 
 
 @pytest.mark.slow
-def test_resume_is_bit_identical_and_ccl_hands_over(setup):
-    tmp_path, data, ckpts = setup
-    common = dict(train__ccl=_ccl(ckpts, coevolve_every=2), val=None, logger__save_checkpoint_freq=2)
+def test_resume_inside_a_ccl_ramp_is_bit_identical_with_distinct_images(setup):
+    tmp_path, _, ckpts = setup
+    data = make_paired_folder(tmp_path / 'distinct', identical=False)
+    # BasicSR resumes by replaying the saved epoch (one iteration per epoch here): the resumed
+    # iterations 4, 5 draw the sampler orders of epochs 2, 3 where the uninterrupted run draws 3, 4.
+    # These orders agree, so distinct images still make the same batches in both runs.
+    orders = [torch.randperm(2, generator=torch.Generator().manual_seed(e)).tolist() for e in (2, 3, 4)]
+    assert orders[0] == orders[1] == orders[2]
+    common = dict(train__ccl=_ccl(ckpts, coevolve_every=2), val=None, logger__save_checkpoint_freq=1)
     full = write_rlhf_options(tmp_path / 'full.yml', data, ckpts[0], name='full', **common)
     _train(tmp_path, full)
-    part = write_rlhf_options(tmp_path / 'part.yml', data, ckpts[0], name='part', train__total_iter=4, **common)
-    _train(tmp_path, part)
-    write_rlhf_options(tmp_path / 'part.yml', data, ckpts[0], name='part', train__total_iter=6, **common)
+    part = write_rlhf_options(tmp_path / 'part.yml', data, ckpts[0], name='part', train__total_iter=3, **common)
+    _train(tmp_path, part)  # stops after iteration 3, the first of the 3-iteration ramp to RM_1
+    write_rlhf_options(tmp_path / 'part.yml', data, ckpts[0], name='part', train__total_iter=5, **common)
     _train(tmp_path, part, '--auto_resume')
 
     exp = tmp_path / 'experiments'
@@ -123,13 +129,18 @@ def test_resume_is_bit_identical_and_ccl_hands_over(setup):
     assert 'l_rm_map' in log  # co-evolution ran
 
     resumed_log = open(sorted(glob.glob(str(exp / 'part' / 'train_*.log')))[-1]).read()
-    assert 'Resuming training from epoch: 3, iter: 4.' in resumed_log
-    a = torch.load(exp / 'full' / 'models' / 'net_g_latest.pth', weights_only=True)
-    b = torch.load(exp / 'part' / 'models' / 'net_g_latest.pth', weights_only=True)
+    assert 'Resuming training from epoch: 2, iter: 3.' in resumed_log
+    assert _log_values(resumed_log, 'ccl_stage') == {4: 1.0, 5: 1.0}
+    assert {i: round(v, 4) for i, v in _log_values(resumed_log, 'ccl_blend').items()} == {4: 0.6667, 5: 1.0}
+    for key in ('l_reward', 'score', 'map_peak', 'l_pix'):  # same batches, same rewards
+        full_values = _log_values(log, key)
+        assert _log_values(resumed_log, key) == {4: full_values[4], 5: full_values[5]}, key
+    a = torch.load(exp / 'full' / 'models' / 'net_g_5.pth', weights_only=True)
+    b = torch.load(exp / 'part' / 'models' / 'net_g_5.pth', weights_only=True)
     for key in ('params', 'params_ema'):
         assert all(torch.equal(a[key][k], b[key][k]) for k in a[key]), key
-    sa = torch.load(exp / 'full' / 'training_states' / '6.state', weights_only=True)
-    sb = torch.load(exp / 'part' / 'training_states' / '6.state', weights_only=True)
+    sa = torch.load(exp / 'full' / 'training_states' / '5.state', weights_only=True)
+    sb = torch.load(exp / 'part' / 'training_states' / '5.state', weights_only=True)
     ea, eb = sa['extra']['curriculum']['refreshed_nets'], sb['extra']['curriculum']['refreshed_nets']
     assert ea.keys() == eb.keys() and len(ea) == 2  # both RMs were refreshed and restored
     assert all(torch.equal(ea[n][k], eb[n][k]) for n in ea for k in ea[n])
