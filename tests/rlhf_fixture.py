@@ -68,15 +68,18 @@ def write_rlhf_options(path, data_root, reward_ckpt, **overrides):
                          **{**roots, **overrides})
 
 
-def build_rlhf_model(tmp_path, data_root, reward_ckpt, **overrides):
-    """A ``FinPercepRLHFModel`` built in this process from the tiny option file (no train loop)."""
+def build_rlhf_model(tmp_path, data_root, reward_ckpt, dist=False, **overrides):
+    """A ``FinPercepRLHFModel`` built in this process from the tiny option file (no train loop).
+
+    ``dist=True`` wraps the generator in DDP (the caller initialises a one-process group).
+    """
     import yaml
 
     from finpercep_basicsr.models.finpercep_rlhf_model import FinPercepRLHFModel
     path = write_rlhf_options(os.path.join(str(tmp_path), 'inproc.yml'), data_root, reward_ckpt, **overrides)
     with open(path) as f:
         opt = yaml.safe_load(f)
-    opt.update(dist=False, rank=0, world_size=1, is_train=True, auto_resume=False)
+    opt.update(dist=dist, rank=0, world_size=1, is_train=True, auto_resume=False)
     opt['path'].update(models=os.path.join(str(tmp_path), 'models'),
                        training_states=os.path.join(str(tmp_path), 'states'))
     return FinPercepRLHFModel(opt)

@@ -135,3 +135,22 @@ def test_resume_with_trainable_continues_exactly_and_refuses_another_selection(s
     other = build_rlhf_model(tmp_path, data, rm, rlhf={'trainable': ['conv_last.*']}, **resumed_opts)
     with pytest.raises(CheckpointMismatchError, match='rlhf.trainable now selects 2 .*conv_hr.bias'):
         other.resume_training(state)
+
+
+def test_frozen_parameters_are_not_in_ddp_gradient_sync(setup):
+    import torch.distributed as dist
+    tmp_path, data, rm = setup
+    dist.init_process_group('gloo', init_method=f'file://{tmp_path / "store"}', rank=0, world_size=1)
+    try:
+        model = build_rlhf_model(tmp_path, data, rm, rlhf={'trainable': TAIL}, dist=True)
+        assert isinstance(model.net_g, torch.nn.parallel.DistributedDataParallel)
+        # DDP's reducer holds only the trained tensors (its buckets are sized for them alone)
+        logged = model.net_g._get_ddp_logging_data()
+        assert logged['num_parameter_tensors'] == len(TAIL_NAMES)
+        assert logged['total_parameter_size_bytes'] == 4 * sum(
+            p.numel() for n, p in model.net_g.module.weights_module().named_parameters() if n in TAIL_NAMES)
+        model.feed_data(random_batch())
+        model.optimize_parameters(1)
+        assert model.nonfinite_skips == 0
+    finally:
+        dist.destroy_process_group()
