@@ -338,7 +338,7 @@ def test_bad_shard_specs_and_merges_exit_2(built, tmp_path, capsys):
 
 def test_scales_and_degradation_mix_reach_the_samples(tmp_path):
     """photos.scales and degradation.mix: drawn per crop, recorded in meta, the GT is the resized photo's crop."""
-    from finpercep_basicsr.fgr.builder import resize_photo
+    from finpercep_basicsr.fgr.crop_photos import resize_photo
     from finpercep_basicsr.fgr.photos import load_photo_checked
     photos = _good_photos(str(tmp_path / 'photos'))
     opt = _opt(tmp_path, photos, masks_per_sr=1, sr_sources=[{'type': 'bicubic', 'name': 'bicubic', 'scale': 4}])
