@@ -35,7 +35,8 @@ def parse_args(argv=None):
     parser.add_argument('--max_samples', type=int, help='stop after the crops holding the first N samples')
     parser.add_argument('--dataroot', help='override the output folder')
     parser.add_argument('--no_progress', action='store_true', help='no tqdm bar')
-    parser.add_argument('--shard', metavar='K/N', help='build only shard K of N (1-based) into <dataroot>/shards/K-of-N')
+    parser.add_argument('--shard', metavar='K/N',
+                        help='build only shard K of N (1-based) into <dataroot>/shards/K-of-N')
     parser.add_argument('--merge', action='store_true', help='merge <dataroot>/shards/*-of-N into <dataroot>')
     return parser.parse_args(argv)
 
