@@ -119,6 +119,7 @@ def test_unknown_nested_type_is_one_line_with_close_matches(tmp_path, capsys, ov
     assert message in err and err.count('\n') == 1 and err.startswith(f'error: {opt}: '), err
 
 
+@pytest.mark.slow
 def test_unknown_nested_type_exits_2_from_the_command_line(tmp_path):
     from rlhf_fixture import make_paired_folder, make_reward_checkpoint, write_rlhf_options
     data = make_paired_folder(tmp_path / 'data')
