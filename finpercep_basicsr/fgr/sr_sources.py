@@ -264,6 +264,8 @@ def build_sr_source(opt):
         'basicsr': (BasicSRSource, {}),
         'diffusers': (DiffusersSource, {}),
     }
+    from finpercep_basicsr.fgr.artifact_sources import ARTIFACT_BUILDERS  # here: that module imports this one
+    builders.update(ARTIFACT_BUILDERS)
     if kind not in builders:
         raise UserInputError(f'sr_sources: unknown type {kind!r}; choose from {", ".join(builders)}')
     cls, fixed = builders[kind]
