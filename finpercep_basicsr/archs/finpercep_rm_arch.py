@@ -1,4 +1,6 @@
 """FinPercep-RM: a reward network giving a global quality score and a Perceptual Degradation Map."""
+import fnmatch
+
 import torch
 import torch.nn.functional as F
 from basicsr.utils.registry import ARCH_REGISTRY
@@ -6,6 +8,7 @@ from torch import nn
 
 from finpercep_basicsr.archs.rm_decoder import MAX_STAGE, StagedFPNDecoder
 from finpercep_basicsr.archs.rm_encoders import build_rm_encoder
+from finpercep_basicsr.utils.errors import UserInputError
 
 # inputs are RGB in [0, 1]; a little overshoot (an SR generator's raw output) is tolerated, but
 # [0, 255] or [-1, 1] images are a caller's mistake that would give a meaningless reward
@@ -69,14 +72,33 @@ class FinPercepRewardNet(nn.Module):
         """False at stage 0, whose ``pdm`` is a constant zero map."""
         return self.decoder is not None
 
-    def freeze_encoder(self, frozen=True):
+    def freeze_encoder(self, frozen=True, trainable=()):
         """Stop training the encoder (no gradients to its weights, BatchNorm statistics fixed).
 
         Gradients still flow through it to the input image, as the RLHF reward needs.
+
+        Args:
+            frozen (bool): Freeze (True) or release (False) the encoder.
+            trainable (list[str]): fnmatch patterns of encoder parameter names (as in
+                ``encoder.named_parameters()``, e.g. ``blocks.1[2-5].*``) that keep training while the
+                rest is frozen. The backward pass of training then stops at the first of them, which
+                is what makes training cheap: the early, high-resolution blocks cost the most.
+
+        Returns:
+            FinPercepRewardNet: self.
+
+        Raises:
+            UserInputError: A pattern matches no encoder parameter.
         """
+        names = [n for n, _ in self.encoder.named_parameters()]
+        for pattern in trainable:
+            if not any(fnmatch.fnmatchcase(n, pattern) for n in names):
+                raise UserInputError(f'encoder_trainable: {pattern!r} matches no encoder parameter (e.g. '
+                                     f'{", ".join(names[:2] + names[-2:])})')
         self._encoder_frozen = frozen
-        for p in self.encoder.parameters():
-            p.requires_grad_(not frozen)
+        for name, p in self.encoder.named_parameters():
+            keep = any(fnmatch.fnmatchcase(name, pattern) for pattern in trainable)
+            p.requires_grad_(not frozen or keep)
         self.encoder.train(self.training and not frozen)
         return self
 

@@ -176,3 +176,16 @@ def test_map_gain_lowers_the_score_of_an_image_whose_map_lights_up():
         net.decoder.map_gain.fill_(2.0)
     after = net(x)
     torch.testing.assert_close(after['score'], before['score'] - 2.0 * before['pdm'].mean(dim=(1, 2, 3)))
+
+
+def test_partly_frozen_encoder_trains_only_the_named_blocks_and_backward_stops_there():
+    net = tiny(2).freeze_encoder(True, trainable=['levels.3.*']).train()
+    reached = []
+    net.encoder.levels[1].register_full_backward_hook(lambda *args: reached.append('levels.1'))
+    out = net(torch.rand(2, 3, 32, 32))
+    (out['score'].sum() + out['pdm'].mean()).backward()
+    trained = {n for n, p in net.encoder.named_parameters() if p.grad is not None}
+    assert trained and all(n.startswith('levels.3.') for n in trained)
+    assert not reached  # no gradient was computed through the frozen early levels
+    with pytest.raises(Exception, match="encoder_trainable: 'nope.*' matches no encoder parameter"):
+        tiny(2).freeze_encoder(True, trainable=['nope.*'])
