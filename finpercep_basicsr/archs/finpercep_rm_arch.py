@@ -51,7 +51,7 @@ class FinPercepRewardNet(nn.Module):
     """
 
     def __init__(self, encoder='efficientnet-lite0', pretrained=True, weights_path=None, channels=None, stage=MAX_STAGE,
-                 decoder_width=64, refine_ch=16, mlp_hidden=128, texture=True, texture_windows=(3, 9)):
+                 decoder_width=32, refine_ch=8, mlp_hidden=128, texture=True, texture_windows=(3, 9)):
         super().__init__()
         if stage not in range(MAX_STAGE + 1):
             raise ValueError(f'FinPercepRewardNet: stage must be 0..{MAX_STAGE}, got {stage}')

@@ -169,7 +169,9 @@ class CropWorker:
                 if name in skip_names:
                     continue
                 seed = self.plan.seed + self.plan.sample_index(p, c, s, k)
-                entries.append(self._sample(name, seed, hr, sr, path, box, source.name, extra))
+                # what made the SR image (model id, wheel and version, checkpoint and its sha256, ...)
+                entries.append(self._sample(name, seed, hr, sr, path, box, source.name,
+                                            {**extra, 'sr_provenance': source.provenance}))
         return task, entries, None, notes
 
     def _sample(self, name, seed, hr, sr, path, box, source_name, extra):

@@ -95,6 +95,8 @@ def test_build_writes_the_folder_contract(built):
         meta = [json.loads(line) for line in f]
     assert [m['index'] for m in meta] == list(range(12))
     assert {m['sr_model'] for m in meta} == {'bicubic', 'lanczos'}
+    assert {m['sr_model']: m['sr_provenance']['source'] for m in meta} == {'bicubic': 'ResizeSource',
+                                                                          'lanczos': 'ResizeSource'}
     assert {m['mask_kind'] for m in meta} <= set(opt['masks']['kinds'])
     for m in meta:
         assert m['seed'] == opt['seed'] + m['index']
