@@ -104,12 +104,14 @@ def check_options(path, is_train=True):
         registry = registries[registry_name]
         if type_name is None:
             raise OptionError(f'{path}: {key_path} is missing')
-        if type_name not in registry:
+        # BasicSR registers some archs with a suffix (SRVGGNetCompact_basicsr) and finds them by the plain name
+        if type_name not in registry and not (isinstance(type_name, str) and f'{type_name}_basicsr' in registry):
             raise OptionError(f'{path}: {_unknown_type_message(key_path, type_name, registry_name, registry)}')
     for phase, dataset in opt['datasets'].items():
         for key, value in (dataset or {}).items():
-            if (key.startswith('dataroot') or key == 'meta_info_file') and value is not None:
-                folder = os.path.expanduser(str(value))
-                if not os.path.exists(folder):
-                    raise OptionError(f'{path}: datasets.{phase}.{key}: {folder} does not exist')
+            if (key.startswith('dataroot') or key == 'meta_info_file') and key != 'dataroot_repeat' and value is not None:
+                for folder in value if isinstance(value, (list, tuple)) else [value]:  # a list of FGR roots
+                    folder = os.path.expanduser(str(folder))
+                    if not os.path.exists(folder):
+                        raise OptionError(f'{path}: datasets.{phase}.{key}: {folder} does not exist')
     return opt

@@ -139,3 +139,18 @@ def test_trainable_pattern_matching_nothing_exits_2(tmp_path, capsys, monkeypatc
     assert train_main(['-opt', opt]) == 2
     err = capsys.readouterr().err
     assert "error: rlhf.trainable: 'conv_tail.*' matches no parameter of RRDBNet" in err and 'conv_first.weight' in err
+
+
+def test_option_check_takes_a_list_of_fgr_roots_and_basicsr_suffixed_archs(tmp_path, fgr_folder):
+    from finpercep_basicsr.utils.option_check import OptionError, check_options
+    roots = {'datasets__train__dataroot': [fgr_folder, fgr_folder], 'datasets__train__dataroot_repeat': [1, 2]}
+    check_options(write_options(tmp_path / 'list.yml', dataroot=fgr_folder, **roots), is_train=True)
+    missing = dict(roots, datasets__train__dataroot=[fgr_folder, str(tmp_path / 'nope')])
+    with pytest.raises(OptionError, match=r'datasets.train.dataroot: .*nope does not exist'):
+        check_options(write_options(tmp_path / 'missing.yml', dataroot=fgr_folder, **missing), is_train=True)
+    # BasicSR registers SRVGGNetCompact as SRVGGNetCompact_basicsr and finds it by the plain name
+    srvgg = {'type': 'SRVGGNetCompact', 'num_feat': 8, 'num_conv': 2, 'upscale': 4, 'act_type': 'prelu'}
+    check_options(write_options(tmp_path / 'srvgg.yml', fixture='train_rlhf_tiny.yml', network_g=srvgg,
+                                datasets__train__dataroot_gt=fgr_folder, datasets__train__dataroot_lq=fgr_folder,
+                                datasets__val__dataroot_gt=fgr_folder, datasets__val__dataroot_lq=fgr_folder),
+                  is_train=True)
