@@ -320,7 +320,17 @@ class DiffusionPolicy(GeneratorPolicy):
         return self.sample(lq, grad_steps=grad_steps)
 
     def trainable_names(self):
-        return [n for n, p in self.named_parameters() if p.requires_grad]
+        """Names of the trained tensors; a frozen reference keeps those of the policy it copies."""
+        frozen_names = getattr(self, '_reference_names', None)
+        return list(frozen_names) if frozen_names is not None else [
+            n for n, p in self.named_parameters() if p.requires_grad]
+
+    def make_reference(self):
+        """Frozen copy whose ``weights_module`` still holds the adapters (``net_g_ref.pth``, resume)."""
+        names = self.trainable_names()
+        ref = super().make_reference()
+        ref._reference_names = tuple(names)
+        return ref
 
     def weights_module(self):
         return TrainableWeights(self)
