@@ -22,6 +22,7 @@ unet/vae when ``stablesr_path`` is not given); ``stablesr_path`` is the folder w
 """
 import json
 import os
+import re
 
 import torch
 from basicsr.utils.registry import ARCH_REGISTRY
@@ -41,7 +42,8 @@ EXTRA_FILE, CONFIG_FILE = 'stablesr.safetensors', 'stablesr_config.json'
 
 def unet_resnets(unet):
     """``{'down_blocks.0.resnets.0': module, ...}``: every ResNet block of a diffusers UNet."""
-    return {name: m for name, m in unet.named_modules() if name.count('.') == 2 and '.resnets.' in name}
+    pattern = re.compile(r'(down_blocks\.\d+|up_blocks\.\d+|mid_block)\.resnets\.\d+')
+    return {name: m for name, m in unet.named_modules() if pattern.fullmatch(name)}
 
 
 def cfw_levels(vae):
