@@ -18,7 +18,7 @@ from finpercep_basicsr.models.finpercep_base_model import FinPercepBaseModel
 from finpercep_basicsr.archs.diffusion_memory import configure_policy_memory
 from finpercep_basicsr.archs.generator_policy import build_policy
 from finpercep_basicsr.models.rl_algorithms import build_rl_algorithm
-from finpercep_basicsr.models.rlhf_ddp import check_ranks_agree, gather_rng_states, restore_rank_rng
+from finpercep_basicsr.models.rlhf_ddp import NoiseStream, check_ranks_agree, gather_rng_states, restore_rank_rng
 from finpercep_basicsr.utils.checkpoint import atomic_torch_save, load_checkpoint
 from finpercep_basicsr.utils.errors import UserInputError
 
@@ -96,6 +96,9 @@ class FinPercepRLHFModel(FinPercepBaseModel):
         self.grad_clip_norm = train_opt.get('grad_clip_norm')
         self.nonfinite_skips = 0
         self.grad_scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
+        # sampling noise apart from the data loader's draws: resumed runs continue it exactly
+        self.noise = NoiseStream((self.opt.get('manual_seed') or 0) + 7919 * (self.opt.get('rank', 0) + 1),
+                                 self.device)
         optim_opt = deepcopy(train_opt['optim_g'])
         self.optimizer_g = self.get_optimizer(optim_opt.pop('type'), policy.trainable_parameters(), **optim_opt)
         self.optimizers.append(self.optimizer_g)
@@ -174,6 +177,10 @@ class FinPercepRLHFModel(FinPercepBaseModel):
         return bool(ok.item())
 
     def optimize_parameters(self, current_iter):
+        with self.noise.active():
+            self._optimize(current_iter)
+
+    def _optimize(self, current_iter):
         policy = self.get_bare_model(self.net_g)
         params = policy.trainable_parameters()
         self.optimizer_g.zero_grad(set_to_none=True)
@@ -284,7 +291,7 @@ class FinPercepRLHFModel(FinPercepBaseModel):
         ranks = check_ranks_agree(policy.weights_module().state_dict(), self.device)  # collective
         if ranks > 1:
             get_root_logger().info(f'iter {current_iter}: trainable weights agree on {ranks} ranks')
-        self._rank_rng = gather_rng_states()  # collective: every rank's RNG goes into rank 0's state
+        self._rank_rng = gather_rng_states(self.noise.state)  # collective: every rank's RNG into rank 0's state
         if self.ema_decay > 0:
             self.save_network([policy.weights_module(), self.net_g_ema.weights_module()], 'net_g', current_iter,
                               param_key=['params', 'params_ema'])
@@ -309,7 +316,7 @@ class FinPercepRLHFModel(FinPercepBaseModel):
         self.nonfinite_skips = int(state.get('nonfinite_skips', 0))
         if state.get('grad_scaler'):
             self.grad_scaler.load_state_dict(state['grad_scaler'])
-        if self.opt.get('world_size', 1) > 1 and not restore_rank_rng(state.get('rng_ranks'), self.opt['rank'],
-                                                                     self.opt['world_size']):
+        if not restore_rank_rng(state.get('rng_ranks'), self.opt.get('rank', 0), self.opt.get('world_size', 1),
+                                self.noise) and self.opt.get('world_size', 1) > 1:
             get_root_logger().warning('the resume state holds no RNG state for this world size: ranks continue '
                                       'with fresh random streams (the run is not bit-identical to an uninterrupted one)')

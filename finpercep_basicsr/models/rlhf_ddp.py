@@ -1,10 +1,15 @@
 """What a multi-process RLHF run needs beyond DDP's gradient all-reduce.
 
-- Every rank's RNG state goes into the training state (rank 0 writes it), so that a resumed run
-  draws the same noise and augmentations on every rank as the run it continues.
+- The step draws its sampling noise from its own RNG stream (``NoiseStream``), apart from the
+  global one that BasicSR's data loading also draws from (a resumed run creates one more loader
+  iterator than an uninterrupted one, which would shift a shared stream).
+- Every rank's RNG states (global and noise) go into the training state (rank 0 writes it), so a
+  resumed run draws the same noise and augmentations on every rank as the run it continues.
 - At each checkpoint the ranks compare a checksum of their trainable weights: the file rank 0
   writes is the weights of every rank, or the run stops with an error.
 """
+from contextlib import contextmanager
+
 import torch
 import torch.distributed as dist
 
@@ -15,9 +20,48 @@ def distributed():
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
-def gather_rng_states():
-    """List of every rank's RNG state (rank order); a one-element list without DDP. Collective."""
-    state = _rng_state()
+class NoiseStream:
+    """A torch RNG stream (CPU, and the model's CUDA device) that ``active()`` swaps in and out.
+
+    Args:
+        seed (int): Seed of the stream (give each rank its own).
+        device (torch.device): The model's device.
+    """
+
+    def __init__(self, seed, device):
+        self.device = torch.device(device)
+        with torch.random.fork_rng(devices=self._devices()):
+            torch.default_generator.manual_seed(int(seed))
+            if self._devices():
+                torch.cuda.manual_seed(int(seed))
+            self.state = self._get()
+
+    def _devices(self):
+        return [self.device] if self.device.type == 'cuda' else []
+
+    def _get(self):
+        return {'cpu': torch.get_rng_state(),
+                'cuda': torch.cuda.get_rng_state(self.device) if self._devices() else None}
+
+    def _set(self, state):
+        torch.set_rng_state(state['cpu'])
+        if self._devices() and state.get('cuda') is not None:
+            torch.cuda.set_rng_state(state['cuda'], self.device)
+
+    @contextmanager
+    def active(self):
+        """Draw from this stream inside the block; the global RNG is as before afterwards."""
+        with torch.random.fork_rng(devices=self._devices()):
+            self._set(self.state)
+            try:
+                yield
+            finally:
+                self.state = self._get()
+
+
+def gather_rng_states(noise=None):
+    """List of every rank's RNG states (rank order; ``noise``: a ``NoiseStream`` state added). Collective."""
+    state = dict(_rng_state(), noise=noise)
     if not distributed():
         return [state]
     states = [None] * dist.get_world_size()
@@ -25,11 +69,17 @@ def gather_rng_states():
     return states
 
 
-def restore_rank_rng(states, rank, world_size):
-    """Set this rank's RNG state from ``gather_rng_states``'s list; False if it was saved by another world size."""
+def restore_rank_rng(states, rank, world_size, noise=None):
+    """Set this rank's RNG states from ``gather_rng_states``'s list (and ``noise``'s state).
+
+    Returns:
+        bool: False when the states were saved by another world size (nothing is set).
+    """
     if not states or len(states) != world_size:
         return False
     _set_rng_state(states[rank])
+    if noise is not None and states[rank].get('noise') is not None:
+        noise.state = states[rank]['noise']
     return True
 
 
