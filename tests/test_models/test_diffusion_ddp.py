@@ -19,8 +19,9 @@ from finpercep_basicsr.models.rl_algorithms import group_advantages
 dist.init_process_group('gloo')
 rank = dist.get_rank()
 rewards = torch.load(sys.argv[1], weights_only=True)[rank]
-adv, std = group_advantages(rewards, 1e-4, sys.argv[3])
-torch.save({'adv': adv, 'std': std}, sys.argv[2] + f'.{rank}')
+for scope in ('global', 'group'):
+    adv, std = group_advantages(rewards, 1e-4, scope)
+    torch.save({'adv': adv, 'std': std}, sys.argv[2] + f'{scope}.{rank}')
 dist.destroy_process_group()
 '''
 
@@ -76,10 +77,9 @@ def test_ddp_grpo_global_advantages_match_a_single_process_computation(tmp_path)
     rewards[1] += 1.0  # the ranks' rewards differ in scale: a per-rank std would not match the global one
     torch.save(rewards, tmp_path / 'rewards.pt')
     (tmp_path / 'gather.py').write_text(GATHER_SCRIPT)
+    result = _torchrun([str(tmp_path / 'gather.py'), str(tmp_path / 'rewards.pt'), str(tmp_path) + '/'], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
     for scope in ('global', 'group'):
-        result = _torchrun([str(tmp_path / 'gather.py'), str(tmp_path / 'rewards.pt'), str(tmp_path / scope), scope],
-                           tmp_path)
-        assert result.returncode == 0, result.stderr[-3000:]
         single, single_std = group_advantages(rewards.reshape(6, 4), 1e-4, scope, gather=lambda x: x)
         for rank in (0, 1):
             got = torch.load(tmp_path / f'{scope}.{rank}', weights_only=True)
