@@ -171,7 +171,7 @@ def main(argv=None):
     print(f'OSEDiff {args.algorithm} step, preset {args.preset}, SR {args.size}x{args.size}, batch {args.batch}, '
           f'{device.type}, {args.threads} thread(s); memory = {measure}, MiB')
     bench_row(args, sd, embeds, device, 'no', False, None)  # warm-up: one-off allocator and kernel caches
-    print(f'| precision | checkpointing | vae_tile | peak MiB | step s |\n|---|---|---|---:|---:|')
+    print('| precision | checkpointing | vae_tile | peak MiB | step s |\n|---|---|---|---:|---:|')
     for precision in precisions:
         for checkpointing in (False, True):
             for tiled in tiles:
