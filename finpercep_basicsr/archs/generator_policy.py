@@ -18,12 +18,19 @@ How the RLHF model uses a policy:
 - A policy is a network type: a ``network_g.type`` whose registered arch subclasses
   ``GeneratorPolicy`` is used as is (``build_policy``); any other arch is wrapped in
   ``BasicSRNetPolicy``.
+- ``restrict_trainable(patterns)`` (option ``rlhf.trainable``) keeps only the matching parameters
+  of ``weights_module()`` trainable: partial fine-tuning, e.g. the tail of an RRDBNet.
 """
+import difflib
+import fnmatch
+import re
 from copy import deepcopy
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+
+from finpercep_basicsr.utils.errors import UserInputError
 
 
 @dataclass
@@ -89,6 +96,48 @@ class GeneratorPolicy(nn.Module):
         """The module saved as ``net_g`` and loaded from ``path.pretrain_network_g``."""
         return self
 
+    def restrict_trainable(self, patterns, key='rlhf.trainable'):
+        """Train only the parameters of ``weights_module()`` whose names match ``patterns``.
+
+        Names are those of the saved checkpoint (``net_g_*.pth``), e.g. ``conv_last.weight`` or
+        ``body.22.rdb3.conv5.bias`` for an RRDBNet. Every other parameter of the policy gets
+        ``requires_grad=False``: the optimiser and DistributedDataParallel (built afterwards) never
+        see it, and since the input does not require grad either, autograd records nothing before
+        the first trainable layer, so backward stops there.
+
+        Args:
+            patterns (str | list[str] | None): Shell-style patterns matched against the whole name
+                (``fnmatch``: ``conv_up*``, ``body.2[0-2].*``), or regular expressions prefixed
+                with ``re:`` (``re:body\\.(21|22)\\..*``, matched against the whole name). None
+                keeps every parameter as it is.
+            key (str): Option key named in error messages.
+
+        Returns:
+            list[str]: Names of the trainable parameters (all of them when ``patterns`` is None).
+
+        Raises:
+            UserInputError: An empty list, a bad regular expression, or a pattern that matches no
+                parameter (the message lists some parameter names).
+        """
+        named = list(self.weights_module().named_parameters())
+        if patterns is None:
+            return [n for n, p in named if p.requires_grad]
+        patterns = [patterns] if isinstance(patterns, str) else list(patterns)
+        if not patterns:
+            raise UserInputError(f'{key} is an empty list: nothing would be trained (drop the key to train all)')
+        names = [n for n, _ in named]
+        keep = set()
+        for pattern in patterns:
+            hits = {n for n in names if _name_matches(str(pattern), n, key)}
+            if not hits:
+                raise UserInputError(f'{key}: {pattern!r} matches no parameter of '
+                                     f'{type(self.weights_module()).__name__}; {_describe_names(pattern, names)}')
+            keep |= hits
+        keep_ids = {id(p) for n, p in named if n in keep}
+        for p in self.parameters():
+            p.requires_grad_(id(p) in keep_ids)
+        return [n for n in names if n in keep]
+
     def make_reference(self):
         """A frozen eval-mode copy of the current policy (called once, after pretrained weights load)."""
         ref = deepcopy(self).eval()
@@ -118,6 +167,22 @@ class BasicSRNetPolicy(GeneratorPolicy):
 
     def weights_module(self):
         return self.net
+
+
+def _name_matches(pattern, name, key):
+    if pattern.startswith('re:'):
+        try:
+            return re.fullmatch(pattern[3:], name) is not None
+        except re.error as err:
+            raise UserInputError(f'{key}: {pattern!r} is not a valid regular expression: {err}') from err
+    return fnmatch.fnmatchcase(name, pattern)
+
+
+def _describe_names(pattern, names, shown=6):
+    """A few parameter names (close ones first) for an error message."""
+    close = difflib.get_close_matches(pattern.removeprefix('re:'), names, n=3, cutoff=0.4)
+    sample = close + [n for n in names[:shown // 2] + names[-(shown // 2):] if n not in close]
+    return f'its {len(names)} parameters include {", ".join(sample[:shown])}'
 
 
 def build_policy(network_opt, default_scale=4):

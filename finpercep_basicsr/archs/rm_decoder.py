@@ -17,10 +17,16 @@ identity / zero contribution (zero-initialised lateral, residual and refinement 
 starts with exactly the stage-2 map, stage 1 -> 2 with the stage-1 features resampled to 1/4 (the
 map head then runs on a finer grid, so the map is close to, not equal to, the stage-1 map); the
 new parts then learn the finer detail.
+
+With ``texture`` on, fixed high-pass statistics of the image (``rm_texture``) are added to the
+finest decoder feature before the map head (zero-initialised branch) and given to the stage-3
+refinement, so the map sees pixel-level texture as the trivial sharpness and blur detectors do.
 """
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from finpercep_basicsr.archs.rm_texture import TextureBranch, TextureStats
 
 MAX_STAGE = 3
 _LEVELS = {1: (2, 3), 2: (0, 1, 2, 3), 3: (0, 1, 2, 3)}
@@ -50,21 +56,22 @@ class FullResRefine(nn.Module):
     Args:
         width (int): Channels of the stride-4 decoder feature.
         ch (int): Channels of the full-resolution branch (kept small: it runs on every pixel).
+        stats_ch (int): Channels of the texture statistics given beside the image (0 = none).
     """
 
-    def __init__(self, width, ch):
+    def __init__(self, width, ch, stats_ch=0):
         super().__init__()
         self.stem = nn.Sequential(nn.Conv2d(3, ch, 3, 1, 1), nn.LeakyReLU(0.2, inplace=True))
         self.proj = nn.Conv2d(width, ch, 1)
-        self.body = nn.Sequential(nn.Conv2d(2 * ch + 1, ch, 3, 1, 1), nn.LeakyReLU(0.2, inplace=True),
+        self.body = nn.Sequential(nn.Conv2d(2 * ch + 1 + stats_ch, ch, 3, 1, 1), nn.LeakyReLU(0.2, inplace=True),
                                   _zero_conv(ch, 1, 3))
 
-    def forward(self, image, feat, logits):
-        """image (B,3,H,W) in [0,1]; feat (B,width,H/4,W/4); logits (B,1,H,W) -> refined (B,1,H,W)."""
+    def forward(self, image, feat, logits, stats=None):
+        """image (B,3,H,W) in [0,1]; feat (B,width,H/4,W/4); logits (B,1,H,W); stats (B,C,H,W) or None."""
         size = image.shape[-2:]
         guide = F.interpolate(self.proj(feat), size=size, mode='bilinear', align_corners=False)
-        x = torch.cat([self.stem(image * 2 - 1), guide, logits], dim=1)
-        return logits + self.body(x)
+        parts = [self.stem(image * 2 - 1), guide, logits] + ([stats] if stats is not None else [])
+        return logits + self.body(torch.cat(parts, dim=1))
 
 
 class StagedFPNDecoder(nn.Module):
@@ -75,9 +82,11 @@ class StagedFPNDecoder(nn.Module):
         stage (int): 1..3 (see the module docstring).
         width (int): FPN width.
         refine_ch (int): Width of the stage-3 full-resolution branch.
+        texture (bool): Add the texture branch (``rm_texture``) to the finest feature and the refinement.
+        texture_windows (list[int]): Window sizes of the texture statistics.
     """
 
-    def __init__(self, in_channels, stage, width=64, refine_ch=16):
+    def __init__(self, in_channels, stage, width=64, refine_ch=16, texture=False, texture_windows=(3, 9)):
         super().__init__()
         if stage not in _LEVELS:
             raise ValueError(f'decoder stage must be 1..{MAX_STAGE}, got {stage}')
@@ -95,7 +104,13 @@ class StagedFPNDecoder(nn.Module):
                 self.fuse[str(i)] = _Residual(width)
         self.head = nn.Sequential(nn.Conv2d(width, width, 3, 1, 1), nn.LeakyReLU(0.2, inplace=True),
                                   nn.Conv2d(width, 1, 3, 1, 1))
-        self.refine = FullResRefine(width, refine_ch) if stage >= 3 else None
+        self.stats = TextureStats(texture_windows) if texture else None
+        self.texture = TextureBranch(self.stats.channels, width) if texture else None
+        stats_ch = self.stats.channels if texture else 0
+        self.refine = FullResRefine(width, refine_ch, stats_ch) if stage >= 3 else None
+        # how strongly the mean map lowers the global score (FinPercepRewardNet): starts at 0 so a
+        # grown network scores like its previous stage; the rank loss learns it
+        self.map_gain = nn.Parameter(torch.zeros(1))
 
     def forward(self, feats, image):
         """feats: encoder levels (finest first); image (B,3,H,W). Returns logits (B,1,H,W)."""
@@ -104,7 +119,10 @@ class StagedFPNDecoder(nn.Module):
         for i in reversed(self.levels[:-1]):
             x = F.interpolate(x, size=feats[i].shape[-2:], mode='bilinear', align_corners=False)
             x = self.fuse[str(i)](x + self.lateral[str(i)](feats[i]))
+        stats = self.stats(image) if self.stats is not None else None
+        if stats is not None:
+            x = self.texture(x, stats)
         logits = F.interpolate(self.head(x), size=image.shape[-2:], mode='bilinear', align_corners=False)
         if self.refine is not None:
-            logits = self.refine(image, x, logits)
+            logits = self.refine(image, x, logits, stats)
         return logits

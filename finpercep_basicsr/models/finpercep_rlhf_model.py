@@ -19,7 +19,7 @@ from finpercep_basicsr.archs.diffusion_memory import configure_policy_memory
 from finpercep_basicsr.archs.generator_policy import build_policy
 from finpercep_basicsr.models.rl_algorithms import build_rl_algorithm
 from finpercep_basicsr.models.rlhf_ddp import NoiseStream, check_ranks_agree, gather_rng_states, restore_rank_rng
-from finpercep_basicsr.utils.checkpoint import atomic_torch_save, load_checkpoint
+from finpercep_basicsr.utils.checkpoint import CheckpointMismatchError, atomic_torch_save, load_checkpoint
 from finpercep_basicsr.utils.errors import UserInputError
 
 REFERENCE_FILE = 'net_g_ref.pth'
@@ -42,6 +42,9 @@ class FinPercepRLHFModel(FinPercepBaseModel):
         path.pretrain_network_g / param_key_g / strict_load_g: initial generator weights.
         rlhf.grad_steps: sampling steps with gradients (ReFL truncation; 1 for one-step generators).
         rlhf.algorithm: refl (default) | dpo | grpo, the per-step objective (``models.rl_algorithms``).
+        rlhf.trainable: parameter-name patterns of the generator to train (fnmatch, or ``re:`` regex;
+            ``GeneratorPolicy.restrict_trainable``); the rest is frozen. The EMA averages the trained
+            parameters and holds exact copies of the frozen ones.
         train.reward_opt, train.ccl: reward losses and their schedule (``curriculum.schedule``);
             train.ccl.coevolve: online refresh of the reward network (``curriculum.coevolution``).
         train.pixel_opt, train.ref_opt, train.perceptual_opt: fidelity terms (any BasicSR loss);
@@ -62,9 +65,16 @@ class FinPercepRLHFModel(FinPercepBaseModel):
         self.grad_steps = int(opt.get('rlhf', {}).get('grad_steps', 1))
         self.rl_algorithm = build_rl_algorithm(opt.get('rlhf'))  # rlhf.algorithm: refl | dpo | grpo
         policy = build_policy(opt['network_g'], opt.get('scale', 4))
-        self.amp_dtype = configure_policy_memory(policy, opt.get('rlhf'), self.device)
+        # before DDP wraps the policy: DDP only syncs parameters that require grad at construction
+        self.trainable_names = policy.restrict_trainable((opt.get('rlhf') or {}).get('trainable'))
+        self.frozen_names = [n for n, p in policy.weights_module().named_parameters() if not p.requires_grad]
+        self.amp_dtype = configure_policy_memory(policy, opt.get('rlhf'), self.device)  # casts what is frozen
         self.net_g = self.model_to_device(policy)
         self.print_network(self.net_g)
+        if self.frozen_names:
+            get_root_logger().info(f'rlhf.trainable: training {len(self.trainable_names)} parameter tensors '
+                                   f'({self.trainable_names[0]} .. {self.trainable_names[-1]}), '
+                                   f'{len(self.frozen_names)} frozen')
         self._load_pretrained(self.get_bare_model(self.net_g), opt['path'].get('param_key_g', 'params'))
         if self.is_train:
             self.init_training_settings()
@@ -194,8 +204,7 @@ class FinPercepRLHFModel(FinPercepBaseModel):
                 loss_dict['grad_norm'] = torch.nn.utils.clip_grad_norm_(params, self.grad_clip_norm).detach()
             self.grad_scaler.step(self.optimizer_g)
             if self.ema_decay > 0:
-                self.ema_update(self.net_g_ema.weights_module(), self.get_bare_model(self.net_g).weights_module(),
-                                self.ema_decay_at(current_iter))
+                self._update_ema(current_iter)
             if self.net_d is not None:
                 loss_dict.update(self._discriminator_step(sr.detach()))
             loss_dict.update(self.coevolution.maybe_update(current_iter, self.curriculum, sr.detach(), self.gt))
@@ -213,6 +222,15 @@ class FinPercepRLHFModel(FinPercepBaseModel):
         self.log_dict = self.reduce_loss_dict(
             OrderedDict((k, torch.as_tensor(v, dtype=torch.float32).detach().reshape(()).to(self.device))
                         for k, v in loss_dict.items()))
+
+    @torch.no_grad()
+    def _update_ema(self, current_iter):
+        ema, net = self.net_g_ema.weights_module(), self.get_bare_model(self.net_g).weights_module()
+        self.ema_update(ema, net, self.ema_decay_at(current_iter))
+        # frozen weights are constant; a copy keeps them bit-identical (d*w + (1-d)*w may round)
+        ema_params, params = dict(ema.named_parameters()), dict(net.named_parameters())
+        for name in self.frozen_names:
+            ema_params[name].copy_(params[name])
 
     def _discriminator_step(self, sr):
         for p in self.net_d.parameters():
@@ -307,8 +325,18 @@ class FinPercepRLHFModel(FinPercepBaseModel):
 
     def extra_training_state(self):
         return {'curriculum': self.curriculum.state_dict(), 'coevolution': self.coevolution.state_dict(),
-                'nonfinite_skips': self.nonfinite_skips, 'grad_scaler': self.grad_scaler.state_dict(),
-                'rng_ranks': getattr(self, '_rank_rng', None)}
+                'nonfinite_skips': self.nonfinite_skips, 'trainable': list(self.trainable_names),
+                'grad_scaler': self.grad_scaler.state_dict(), 'rng_ranks': getattr(self, '_rank_rng', None)}
+
+    def resume_training(self, resume_state):
+        saved = (resume_state.get('extra') or {}).get('trainable')
+        if saved is not None and list(saved) != self.trainable_names:
+            changed = sorted(set(saved) ^ set(self.trainable_names))
+            raise CheckpointMismatchError(
+                f'resume state {self.opt["path"].get("resume_state")} trained {len(saved)} parameter tensors, '
+                f'rlhf.trainable now selects {len(self.trainable_names)} (differing: {", ".join(changed[:4])}'
+                f'{" ..." if len(changed) > 4 else ""}); resume with the rlhf.trainable of that run')
+        super().resume_training(resume_state)
 
     def load_extra_training_state(self, state):
         self.curriculum.load_state_dict(state.get('curriculum'))

@@ -35,6 +35,9 @@ class FinPercepRMModel(FinPercepBaseModel):
             stage's checkpoint with ``strict_load_reward: false`` (new decoder parts stay initialised).
         train.optim_reward, train.scheduler, train.ema_decay, train.ema_warmup (``ema_decay_at``).
         train.freeze_encoder (bool): Keep the encoder fixed (weights and BatchNorm statistics).
+        train.encoder_trainable (list[str]): With ``freeze_encoder``: fnmatch patterns of encoder
+            parameters that still train (e.g. the last, low-resolution blocks); the backward pass then
+            stops there, several times cheaper on a CPU than through the whole encoder.
         train.encoder_lr_mult (float): Encoder learning rate = ``lr * encoder_lr_mult`` (default 1).
         train.map_opt: map loss on (syn, label) and (GT, zero map) (``FinPercepMapLoss``; not at stage 0).
         train.rank_opt: ``FinPercepRankLoss`` on (S_SR, S_syn, S_GT).
@@ -53,7 +56,8 @@ class FinPercepRMModel(FinPercepBaseModel):
         net = build_network(deepcopy(opt['network_reward']))
         train_opt = opt.get('train') or {}
         if self.is_train and train_opt.get('freeze_encoder', False):
-            net.freeze_encoder(True)  # before any DDP wrapping, so DDP never expects encoder gradients
+            # before any DDP wrapping, so DDP never expects gradients of the frozen encoder weights
+            net.freeze_encoder(True, train_opt.get('encoder_trainable') or ())
         self.net_reward = self.model_to_device(net)
         self.print_network(self.net_reward)
         load_path = opt['path'].get('pretrain_network_reward')

@@ -6,7 +6,8 @@ import yaml
 
 from finpercep_basicsr.utils.errors import UserInputError
 
-OPTIMIZERS = ('Adam', 'AdamW', 'Adamax', 'SGD', 'ASGD', 'RMSprop', 'Rprop')
+OPTIMIZERS = ('Adam', 'AdamW', 'Adamax', 'SGD', 'ASGD', 'RMSprop', 'Rprop')  # BaseModel.get_optimizer
+SCHEDULERS = ('MultiStepLR', 'MultiStepRestartLR', 'CosineAnnealingRestartLR')  # BaseModel.setup_schedulers
 
 
 class OptionError(UserInputError):
@@ -14,13 +15,23 @@ class OptionError(UserInputError):
 
 
 def _registries():
+    """Where each kind of ``type`` is looked up: BasicSR's registries, or the fixed names of its base model."""
     from basicsr.utils.registry import ARCH_REGISTRY, DATASET_REGISTRY, LOSS_REGISTRY, METRIC_REGISTRY, MODEL_REGISTRY
     return {'arch': ARCH_REGISTRY, 'dataset': DATASET_REGISTRY, 'loss': LOSS_REGISTRY,
-            'metric': METRIC_REGISTRY, 'model': MODEL_REGISTRY}
+            'metric': METRIC_REGISTRY, 'model': MODEL_REGISTRY, 'optimizer': OPTIMIZERS, 'scheduler': SCHEDULERS}
+
+
+def _loss_entries(prefix, loss_opt):
+    """A loss's ``type`` and the ``type`` of the network inside it (reward losses build one)."""
+    if 'type' in loss_opt:
+        yield f'{prefix}.type', 'loss', loss_opt['type']
+    network_opt = loss_opt.get('network_opt')
+    if isinstance(network_opt, dict) and 'type' in network_opt:
+        yield f'{prefix}.network_opt.type', 'arch', network_opt['type']
 
 
 def _typed_entries(opt):
-    """Yield (key path, registry name, type name) for every ``type:`` that BasicSR looks up."""
+    """Yield (key path, registry name, type name) for every ``type:`` that BasicSR or the plugin looks up."""
     yield 'model_type', 'model', opt.get('model_type', 'SRModel')
     for key, value in opt.items():
         if key.startswith('network_') and isinstance(value, dict):
@@ -28,12 +39,33 @@ def _typed_entries(opt):
     for phase, dataset in (opt.get('datasets') or {}).items():
         if isinstance(dataset, dict):
             yield f'datasets.{phase}.type', 'dataset', dataset.get('type')
-    for key, value in (opt.get('train') or {}).items():
-        if key.endswith('_opt') and isinstance(value, dict) and 'type' in value:
-            yield f'train.{key}.type', 'loss', value['type']
+    train = opt.get('train') or {}
+    for key, value in train.items():
+        if not isinstance(value, dict):
+            continue
+        if key.endswith('_opt'):
+            yield from _loss_entries(f'train.{key}', value)
+        elif key.startswith('optim_') and 'type' in value:
+            yield f'train.{key}.type', 'optimizer', value['type']
+        elif key == 'scheduler' and 'type' in value:
+            yield 'train.scheduler.type', 'scheduler', value['type']
+    stages = (train.get('ccl') or {}).get('stages') if isinstance(train.get('ccl'), dict) else None
+    for i, stage in enumerate(stages if isinstance(stages, list) else []):
+        if isinstance(stage, dict) and isinstance(stage.get('reward'), dict):
+            yield from _loss_entries(f'train.ccl.stages[{i}].reward', stage['reward'])
     for key, value in ((opt.get('val') or {}).get('metrics') or {}).items():
         if isinstance(value, dict):
             yield f'val.metrics.{key}.type', 'metric', value.get('type')
+
+
+def _unknown_type_message(key_path, type_name, registry_name, registry):
+    close = difflib.get_close_matches(str(type_name), list(registry.keys() if hasattr(registry, 'keys') else registry),
+                                      n=3, cutoff=0.5)
+    hint = f'; did you mean {" or ".join(close)}?' if close else ''
+    if isinstance(registry, tuple):  # BasicSR's base model knows a fixed list of names
+        return f'{key_path}: {type_name!r} is not one of BasicSR\'s {registry_name}s ({", ".join(registry)}){hint}'
+    return (f'{key_path}: {type_name!r} is not in BasicSR\'s {registry_name} registry{hint} '
+            f'(is the package that defines it imported?)')
 
 
 def load_option_file(path):
@@ -69,21 +101,11 @@ def check_options(path, is_train=True):
             raise OptionError(f'{path}: missing required key {key!r}')
     registries = _registries()
     for key_path, registry_name, type_name in _typed_entries(opt):
-        if key_path.startswith('train.optim_'):
-            if type_name not in OPTIMIZERS:
-                raise OptionError(f'{path}: {key_path}: unknown optimizer {type_name!r}; '
-                                  f'BasicSR supports {", ".join(OPTIMIZERS)}')
-            continue
-        if key_path.startswith('train.scheduler'):
-            continue
         registry = registries[registry_name]
         if type_name is None:
             raise OptionError(f'{path}: {key_path} is missing')
         if type_name not in registry:
-            close = difflib.get_close_matches(str(type_name), list(registry.keys()), n=3, cutoff=0.5)
-            hint = f'; did you mean {" or ".join(close)}?' if close else ''
-            raise OptionError(f'{path}: {key_path}: {type_name!r} is not in BasicSR\'s {registry_name} '
-                              f'registry{hint} (is the package that defines it imported?)')
+            raise OptionError(f'{path}: {_unknown_type_message(key_path, type_name, registry_name, registry)}')
     for phase, dataset in opt['datasets'].items():
         for key, value in (dataset or {}).items():
             if (key.startswith('dataroot') or key == 'meta_info_file') and value is not None:

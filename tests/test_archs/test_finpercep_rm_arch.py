@@ -139,3 +139,53 @@ def test_clip_vision_tower_from_a_local_folder(tmp_path):
     assert x.grad.abs().sum() > 0
     with pytest.raises(ValueError, match='cannot load a CLIP vision tower'):
         FinPercepRewardNet(encoder=f'clip:{tmp_path / "missing"}')
+
+
+def test_texture_stats_see_sharpening_and_blur_in_opposite_directions():
+    from finpercep_basicsr.archs.rm_texture import TextureStats
+    import torch.nn.functional as F
+    torch.manual_seed(0)
+    base = F.interpolate(torch.rand(1, 3, 16, 16), size=(64, 64), mode='bilinear', align_corners=False)
+    blurred = F.avg_pool2d(F.pad(base, (2, 2, 2, 2), mode='replicate'), 5, stride=1)
+    sharpened = (base + 2.0 * (base - blurred)).clamp(0, 1)
+    stats = TextureStats(windows=(3, 9))
+    energy = {name: stats(img)[:, 0].mean().item() for name, img in
+              (('base', base), ('blurred', blurred), ('sharpened', sharpened))}
+    assert energy['blurred'] < energy['base'] < energy['sharpened']
+    assert stats(base).shape == (1, 6, 64, 64)
+
+
+def test_texture_branch_starts_as_the_identity_and_then_moves_the_map():
+    torch.manual_seed(0)
+    plain, textured = FinPercepRewardNet(stage=2, texture=False, **TINY), FinPercepRewardNet(stage=2, **TINY)
+    textured.load_state_dict(plain.state_dict(), strict=False)
+    x = torch.rand(2, 3, 48, 40)
+    plain.eval(), textured.eval()
+    torch.testing.assert_close(textured(x)['pdm'], plain(x)['pdm'])
+    _moved(textured.decoder.texture)
+    assert not torch.allclose(textured(x)['pdm'], plain(x)['pdm'])
+
+
+def test_map_gain_lowers_the_score_of_an_image_whose_map_lights_up():
+    net = _moved(tiny(2)).eval()
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        net.decoder.map_gain.zero_()
+    before = net(x)
+    with torch.no_grad():
+        net.decoder.map_gain.fill_(2.0)
+    after = net(x)
+    torch.testing.assert_close(after['score'], before['score'] - 2.0 * before['pdm'].mean(dim=(1, 2, 3)))
+
+
+def test_partly_frozen_encoder_trains_only_the_named_blocks_and_backward_stops_there():
+    net = tiny(2).freeze_encoder(True, trainable=['levels.3.*']).train()
+    reached = []
+    net.encoder.levels[1].register_full_backward_hook(lambda *args: reached.append('levels.1'))
+    out = net(torch.rand(2, 3, 32, 32))
+    (out['score'].sum() + out['pdm'].mean()).backward()
+    trained = {n for n, p in net.encoder.named_parameters() if p.grad is not None}
+    assert trained and all(n.startswith('levels.3.') for n in trained)
+    assert not reached  # no gradient was computed through the frozen early levels
+    with pytest.raises(Exception, match="encoder_trainable: 'nope.*' matches no encoder parameter"):
+        tiny(2).freeze_encoder(True, trainable=['nope.*'])

@@ -1,4 +1,4 @@
-"""Real-ESRGAN second-order degradation: shapes, 8-bit output, seeding, option handling."""
+"""Degradations: Real-ESRGAN second order and clean bicubic; shapes, 8-bit output, seeding, options, preset mixes."""
 import random
 
 import numpy as np
@@ -6,7 +6,7 @@ import pytest
 import torch
 from skimage import data
 
-from finpercep_basicsr.fgr.degradation import degrade
+from finpercep_basicsr.fgr.degradation import DegradationMix, degrade
 from finpercep_basicsr.utils.errors import UserInputError
 
 # every random step switched to (almost) identity: only the resize to LR size and JPEG at quality 99 remain
@@ -77,3 +77,78 @@ def test_bad_input():
         degrade(_hr(32), {'blur_sigma2': [1, 1]}, seed=0)
     with pytest.raises(ValueError, match='RGB'):
         degrade(np.zeros((32, 32), np.float32), {}, seed=0)
+
+
+MIX = {'scale': 4, 'mix': {
+    'mild': {'weight': 1, 'opt': {'mode': 'bicubic', 'jpeg_range': [85, 95]}},
+    'medium': {'weight': 1, 'opt': {'second_blur_prob': 0, 'resize_prob2': [0, 0, 1], 'gaussian_noise_prob2': 0,
+                                    'poisson_scale_range2': [0.05, 0.1], 'noise_range': [1, 5],
+                                    'poisson_scale_range': [0.05, 0.5], 'jpeg_range': [70, 95],
+                                    'jpeg_range2': [70, 95]}},
+    'heavy': {'weight': 2, 'opt': {}},
+}}
+
+
+def test_bicubic_mode_is_a_clean_downscale_with_light_jpeg():
+    from basicsr.utils.matlab_functions import imresize
+    hr = _hr(64)
+    ref = imresize(hr, 0.25)  # (16, 16, 3) numpy, not rounded
+    plain = degrade(hr, {'mode': 'bicubic', 'jpeg_prob': 0}, seed=0)
+    # no JPEG: exactly the 8-bit rounding of MATLAB bicubic
+    np.testing.assert_array_equal(plain, np.round(np.clip(ref, 0, 1) * 255) / 255)
+    light = degrade(hr, {'mode': 'bicubic', 'jpeg_range': [85, 95]}, seed=3)
+    np.testing.assert_array_equal(light, degrade(hr, {'mode': 'bicubic', 'jpeg_range': [85, 95]}, seed=3))
+    assert 0 < np.abs(light - plain).mean() < 0.02
+    with pytest.raises(UserInputError, match='degradation.mode'):
+        degrade(hr, {'mode': 'nearest'}, seed=0)
+    with pytest.raises(UserInputError, match='jpeg_prob'):
+        degrade(hr, {'mode': 'bicubic', 'jpeg_prob': 2}, seed=0)
+
+
+def test_mix_draws_presets_by_weight_and_deterministically():
+    mix = DegradationMix(MIX)
+    assert mix.mixed and mix.scale == 4 and mix.names == ['heavy', 'medium', 'mild']
+    draws = [mix.choose(seed)[0] for seed in range(4000)]
+    assert draws == [mix.choose(seed)[0] for seed in range(4000)]
+    share = {name: draws.count(name) / len(draws) for name in mix.names}
+    assert share['heavy'] == pytest.approx(0.5, abs=0.03)
+    assert share['mild'] == pytest.approx(0.25, abs=0.03) and share['medium'] == pytest.approx(0.25, abs=0.03)
+    # the shared keys reach every preset; the preset's own keys win
+    name, opt = next(mix.choose(s) for s in range(100) if mix.choose(s)[0] == 'mild')
+    assert opt == {'scale': 4, 'mode': 'bicubic', 'jpeg_range': [85, 95]}
+    # the written order of the presets does not change the draw
+    reordered = DegradationMix({'scale': 4, 'mix': dict(reversed(list(MIX['mix'].items())))})
+    assert [reordered.choose(s)[0] for s in range(200)] == draws[:200]
+    # a plain dict is one preset, no draw (old option files)
+    plain = DegradationMix({'scale': 2})
+    assert not plain.mixed and plain.choose(5) == ('default', {'scale': 2}) and DegradationMix(None).scale == 4
+
+
+def test_mild_is_much_closer_to_bicubic_than_heavy():
+    from basicsr.utils.matlab_functions import imresize
+    hr = _hr(64)
+    ref = np.asarray(imresize(hr, 0.25))
+    mix = DegradationMix(MIX)
+    err = {name: [] for name in mix.names}
+    for seed in range(24):
+        name, opt = mix.choose(seed)
+        err[name].append(np.abs(degrade(hr, opt, seed) - ref).mean())
+    mean = {name: float(np.mean(v)) for name, v in err.items()}
+    assert all(err.values())
+    assert mean['mild'] < 0.02 and mean['heavy'] > 3 * mean['mild']
+    assert mean['mild'] < mean['medium'] < mean['heavy']
+
+
+def test_bad_mixes():
+    with pytest.raises(UserInputError, match='degradation.mix: need a mapping'):
+        DegradationMix({'mix': []})
+    with pytest.raises(UserInputError, match='mix.mild.weight'):
+        DegradationMix({'mix': {'mild': {'weight': -1}}})
+    with pytest.raises(UserInputError, match=r'mix.mild: need \{weight, opt\}'):
+        DegradationMix({'mix': {'mild': {'weigth': 1}}})
+    with pytest.raises(UserInputError, match='weights sum to 0'):
+        DegradationMix({'mix': {'a': {'weight': 0}, 'b': {'weight': 0}}})
+    with pytest.raises(UserInputError, match='preset b: degradation: unknown option'):
+        DegradationMix({'mix': {'a': {}, 'b': {'opt': {'jpeg_rang': [1, 2]}}}})
+    with pytest.raises(UserInputError, match='same scale'):
+        DegradationMix({'mix': {'a': {'opt': {'scale': 2}}, 'b': {'opt': {'scale': 4}}}})

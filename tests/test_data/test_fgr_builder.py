@@ -95,6 +95,8 @@ def test_build_writes_the_folder_contract(built):
         meta = [json.loads(line) for line in f]
     assert [m['index'] for m in meta] == list(range(12))
     assert {m['sr_model'] for m in meta} == {'bicubic', 'lanczos'}
+    assert {m['sr_model']: m['sr_provenance']['source'] for m in meta} == {'bicubic': 'ResizeSource',
+                                                                          'lanczos': 'ResizeSource'}
     assert {m['mask_kind'] for m in meta} <= set(opt['masks']['kinds'])
     for m in meta:
         assert m['seed'] == opt['seed'] + m['index']
@@ -258,3 +260,109 @@ def test_killed_build_with_workers_resumes_to_the_same_dataset(built, tmp_path):
     assert sorted(got) == sorted(want)
     assert [k for k in want if got[k] != want[k]] == []
     assert _lmdb_items(killed['dataroot']) == _lmdb_items(reference['dataroot'])
+
+
+def _write_opt(path, opt):
+    path.write_text(yaml.safe_dump(opt))
+    return str(path)
+
+
+def test_sharded_build_merges_to_the_unsharded_result(built, tmp_path, capsys):
+    """Shards 1/2 and 2/2 (crop tasks t % 2 == 0 and == 1) built apart and merged: the reference's bytes."""
+    opt, _ = built
+    script = load_script('build_fgr')
+    sharded = _write_opt(tmp_path / 'sharded.yml', dict(opt, dataroot=str(tmp_path / 'sharded')))
+    rates = []
+    for k in (1, 2):
+        assert script.main(['-opt', sharded, '--shard', f'{k}/2', '--no_progress']) == 0
+        summary = json.loads(capsys.readouterr().out)
+        assert summary['shard'] == f'{k}/2' and summary['samples'] == 6 and summary['samples_per_minute'] > 0
+        assert summary['dataroot'] == str(tmp_path / 'sharded' / 'shards' / f'{k}-of-2')
+        rates.append(summary['samples_per_minute'])
+    with open(tmp_path / 'sharded' / 'shards' / '1-of-2' / 'meta_info.jsonl') as f:
+        crops = {(json.loads(line)['index'] // 2) for line in f}
+    assert crops == {0, 2, 4}  # 2 samples per crop; shard 1 holds the even tasks
+    # a rerun of a finished shard builds nothing
+    assert build_fgr(dict(opt, dataroot=str(tmp_path / 'sharded')), progress=False,
+                     shard=load_shard('1/2'))['built_now'] == 0
+    assert script.main(['-opt', sharded, '--merge', '--no_progress']) == 0
+    merged = json.loads(capsys.readouterr().out)
+    assert merged['samples'] == 12 and merged['merged_shards'] == 2 and merged['lmdb_rebuilt']
+    # the rerun kept each shard's measured rate
+    assert [s['samples_per_minute'] for s in merged['shards']] == rates and merged['samples_per_minute'] > 0
+    got, want = _folder_bytes(str(tmp_path / 'sharded')), _folder_bytes(opt['dataroot'])
+    assert sorted(got) == sorted(want) and [k for k in want if got[k] != want[k]] == []
+    assert _lmdb_items(str(tmp_path / 'sharded')) == _lmdb_items(opt['dataroot'])
+    # merging again is a no-op on the data
+    assert script.main(['-opt', sharded, '--merge', '--no_progress']) == 0
+    assert _folder_bytes(str(tmp_path / 'sharded')) == want
+
+
+def load_shard(spec):
+    from finpercep_basicsr.fgr.shards import parse_shard
+    return parse_shard(spec)
+
+
+def test_bad_shard_specs_and_merges_exit_2(built, tmp_path, capsys):
+    opt, _ = built
+    script = load_script('build_fgr')
+    path = _write_opt(tmp_path / 'b.yml', dict(opt, dataroot=str(tmp_path / 'b')))
+    for spec in ('3/2', '0/2', 'a/b', '2', '-1/2'):
+        assert script.main(['-opt', path, f'--shard={spec}', '--no_progress']) == 2
+        assert f'--shard {spec!r}: need K/N' in capsys.readouterr().err
+    assert script.main(['-opt', path, '--shard', '1/2', '--merge']) == 2
+    assert 'exclude each other' in capsys.readouterr().err
+    assert script.main(['-opt', path, '--merge', '--no_progress']) == 2
+    assert 'no shard folders' in capsys.readouterr().err
+    assert script.main(['-opt', path, '--shard', '1/2', '--no_progress']) == 0
+    capsys.readouterr()
+    missing = str(tmp_path / 'b' / 'shards' / '2-of-2')
+    assert script.main(['-opt', path, '--merge', '--no_progress']) == 2
+    assert f'shard 2/2 is missing: {missing}' in capsys.readouterr().err
+    assert script.main(['-opt', path, '--shard', '2/2', '--no_progress']) == 0
+    capsys.readouterr()
+    # another option file (other seed = other plan) over the same shards: refused, the folder named
+    other = _write_opt(tmp_path / 'other.yml', dict(opt, dataroot=str(tmp_path / 'b'), seed=7))
+    assert script.main(['-opt', other, '--merge', '--no_progress']) == 2
+    err = capsys.readouterr().err
+    assert str(tmp_path / 'b' / 'shards' / '1-of-2') in err and 'other options or photos' in err
+    # an unfinished shard (a sample lost) is refused too
+    meta = tmp_path / 'b' / 'shards' / '2-of-2' / 'meta_info.jsonl'
+    meta.write_text(''.join(meta.read_text().splitlines(keepends=True)[1:]))
+    assert script.main(['-opt', path, '--merge', '--no_progress']) == 2
+    assert f'{missing} is unfinished (1 samples missing' in capsys.readouterr().err
+    # shards of two different counts
+    os.makedirs(tmp_path / 'b' / 'shards' / '1-of-3')
+    assert script.main(['-opt', path, '--merge', '--no_progress']) == 2
+    assert 'several counts [2, 3]' in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / 'b' / 'meta_info.jsonl')
+
+
+def test_scales_and_degradation_mix_reach_the_samples(tmp_path):
+    """photos.scales and degradation.mix: drawn per crop, recorded in meta, the GT is the resized photo's crop."""
+    from finpercep_basicsr.fgr.crop_photos import resize_photo
+    from finpercep_basicsr.fgr.photos import load_photo_checked
+    photos = _good_photos(str(tmp_path / 'photos'))
+    opt = _opt(tmp_path, photos, masks_per_sr=1, sr_sources=[{'type': 'bicubic', 'name': 'bicubic', 'scale': 4}])
+    opt['photos'].update(crops_per_photo=6, scales=[1.0, 0.5])
+    opt['degradation'] = {'scale': 4, 'mix': {'mild': {'weight': 1, 'opt': {'mode': 'bicubic',
+                                                                            'jpeg_range': [85, 95]}},
+                                              'heavy': {'weight': 1, 'opt': {}}}}
+    summary = build_fgr(opt, progress=False)
+    assert summary['samples'] == 3 * 6 and not summary['skipped_photos']
+    with open(os.path.join(opt['dataroot'], 'meta_info.jsonl')) as f:
+        meta = [json.loads(line) for line in f]
+    assert {m['degradation'] for m in meta} == {'mild', 'heavy'}
+    # at 0.5 only the 128 px astronaut still holds a 64 px crop; the others always get 1.0
+    assert {m['crop_scale'] for m in meta if 'astronaut' in m['photo']} == {1.0, 0.5}
+    assert {m['crop_scale'] for m in meta if 'astronaut' not in m['photo']} == {1.0}
+    for m in meta:
+        photo = resize_photo(load_photo_checked(m['photo'])[0], m['crop_scale'])
+        top, left, h, w = m['crop_box']
+        gt = cv2.imread(os.path.join(opt['dataroot'], 'gt', m['name'] + '.png'))[..., ::-1]
+        np.testing.assert_array_equal(gt, np.round(photo[top:top + h, left:left + w] * 255).astype(np.uint8))
+    again = build_fgr(dict(opt, dataroot=str(tmp_path / 'again')), progress=False)
+    assert again['samples'] == 18
+    assert _folder_bytes(str(tmp_path / 'again')) == _folder_bytes(opt['dataroot'])
+    with pytest.raises(UserInputError, match='photos.scales'):
+        build_fgr(dict(opt, dataroot=str(tmp_path / 'bad'), photos=dict(opt['photos'], scales=[0])), progress=False)

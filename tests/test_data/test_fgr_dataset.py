@@ -97,3 +97,18 @@ def test_lmdb_reads_in_dataloader_workers(fgr_with_lmdb):
     loader = torch.utils.data.DataLoader(dataset, batch_size=5, num_workers=1)
     batch = next(iter(loader))
     assert batch['syn'].shape == (5, 3, 40, 40) and list(batch['name']) == [f'{i:04d}' for i in range(5)]
+
+
+def test_several_dataroots_read_as_one_with_repeats(tmp_path):
+    a = make_fgr_folder(str(tmp_path / 'a'), num=3, size=32, seed=0)
+    b = make_fgr_folder(str(tmp_path / 'b'), num=2, size=32, seed=1)
+    both = FinPercepFGRDataset({'dataroot': [a, b], 'dataroot_repeat': [1, 2], 'phase': 'val'})
+    assert len(both) == 3 + 2 * 2
+    single_b = FinPercepFGRDataset({'dataroot': b, 'phase': 'val'})
+    torch.testing.assert_close(both[3]['syn'], single_b[0]['syn'])
+    torch.testing.assert_close(both[5]['syn'], single_b[0]['syn'])  # b listed twice
+    assert both[3]['gt_path'].startswith(b)
+    with pytest.raises(UserInputError, match='dataroot_repeat'):
+        FinPercepFGRDataset({'dataroot': [a, b], 'dataroot_repeat': [1], 'phase': 'val'})
+    with pytest.raises(UserInputError, match='not a folder'):
+        FinPercepFGRDataset({'dataroot': [a, str(tmp_path / 'missing')], 'phase': 'val'})

@@ -114,3 +114,45 @@ def test_pixel_only_ordering_gt_syn_sr():
     sr, gt = _real_pair('astronaut')
     stats = LabelMaker({'alpha': 1.0, 'normalize': {'type': 'fixed', 'scale': 0.2}})(sr, gt, _mask())['stats']
     assert 0 < stats['pdm_mean'] < stats['sr_score']
+
+
+def _binary_mask(size=64, seed=3):
+    """A ragged binary mask (a rectangle plus random pixels), so the check is not only on a clean edge."""
+    mask = _mask(size)
+    mask[np.random.default_rng(seed).random((size, size)) < 0.1] = 1
+    return mask
+
+
+def test_pixel_label_is_the_formula_exactly():
+    """alpha 1, fixed scale s: M_gt = clip(mean_c |syn - gt| / s, 0, 1) * mask, bit for bit."""
+    sr, gt = _real_pair('astronaut')
+    mask, s = _binary_mask(), 0.07
+    out = LabelMaker({'alpha': 1.0, 'normalize': {'type': 'fixed', 'scale': s}})(sr, gt, mask)
+    q_sr, q_gt = quantize8(sr), quantize8(gt)
+    syn = np.where(mask[..., None] == 1, q_sr, q_gt)
+    np.testing.assert_array_equal(out['syn'], syn)
+    expected = np.clip(np.abs(syn - q_gt).mean(axis=2) / s, 0, 1) * mask
+    np.testing.assert_array_equal(out['pdm'], expected.astype(np.float32))
+    # the scale matters: some pixels saturate at 1, many stay below
+    assert 0 < (out['pdm'][mask == 1] == 1).mean() < 0.9 and out['stats']['label_scale'] == s
+    assert out['stats']['sr_score'] == pytest.approx(float(np.clip(np.abs(q_sr - q_gt).mean(axis=2) / s, 0, 1).mean()),
+                                                     abs=1e-6)
+
+
+def test_mixed_label_is_built_from_the_feature_distance(one_thread):
+    """alpha 0.5, fixed s: M_gt = clip((0.5 D_pixel + 0.5 D_feat) / s, 0, 1) * mask with D_feat computed here."""
+    sr, gt = _real_pair('coffee')
+    mask, s = _binary_mask(seed=4), 0.25
+    opt = {'alpha': 0.5, 'normalize': {'type': 'fixed', 'scale': s},
+           'features': {'backbone': 'efficientnet-lite0', 'pretrained': True, 'levels': [0, 1]}}
+    out = LabelMaker(opt)(sr, gt, mask)
+    q_sr, q_gt = quantize8(sr), quantize8(gt)
+    syn = np.where(mask[..., None] == 1, q_sr, q_gt)
+    d_feat = FeatureDistance('efficientnet-lite0', pretrained=True, levels=[0, 1])([syn, q_sr], q_gt)[0]
+    d_pixel = np.abs(syn - q_gt).mean(axis=2)
+    expected = np.clip((0.5 * d_pixel + 0.5 * d_feat) / s, 0, 1) * mask
+    np.testing.assert_allclose(out['pdm'], expected, atol=1e-6)
+    # the feature term is really in it: the pixel-only formula is far off
+    pixel_only = np.clip(d_pixel / s, 0, 1) * mask
+    assert np.abs(out['pdm'] - pixel_only)[mask == 1].mean() > 0.05
+    assert np.all(out['pdm'][mask == 0] == 0)

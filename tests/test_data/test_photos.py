@@ -1,4 +1,4 @@
-"""Photo gathering and HR crops: packaged sources, bad photos (corrupt, gray, RGBA, 16-bit, too small), crop grid."""
+"""Photo gathering and HR crops: packaged sources (skimage, Debian .debs), bad photos, crop grid."""
 import json
 import os
 import subprocess
@@ -11,8 +11,10 @@ from skimage import data
 
 from finpercep_basicsr.fgr.photos import (OPENCV_DOC_DATA, PhotoSkipped, crop_starts, cut_crops, gather_photos,
                                           load_photo_checked, opencv_doc_photos)
+from finpercep_basicsr.fgr import deb_photos
 from finpercep_basicsr.utils.errors import UserInputError
 
+REAL_PLASMA_DEB = '/tmp/debs/plasma-workspace-wallpapers_4%3a5.27.5-2_all.deb'
 
 
 def _bgr(h, w, seed=0):
@@ -123,3 +125,82 @@ def test_get_photos_script(tmp_path, capsys):
     assert any(p.endswith('tiny.png') for p in summary['crops']['skipped'])
     assert script.main(['--out', str(tmp_path / 'q'), '--source', 'none', '--input', str(tmp_path / 'nothing')]) == 2
     assert 'nothing' in capsys.readouterr().err
+
+
+def _build_deb(tmp_path, package, files):
+    """A small stand-in .deb of ``package`` holding ``files`` ({path in the package: bytes or image})."""
+    pkg = tmp_path / f'{package}-pkg'
+    os.makedirs(pkg / 'DEBIAN')
+    (pkg / 'DEBIAN' / 'control').write_text(f'Package: {package}\nVersion: 0.0-test\nArchitecture: all\n'
+                                            'Maintainer: test <t@example.org>\nDescription: stand-in\n')
+    for rel, content in files.items():
+        os.makedirs((pkg / rel).parent, exist_ok=True)
+        if isinstance(content, np.ndarray):
+            assert cv2.imwrite(str(pkg / rel), content)
+        else:
+            (pkg / rel).write_text(content)
+    deb = str(tmp_path / f'{package}_0.0-test_all.deb')
+    subprocess.run(['dpkg-deb', '--build', str(pkg), deb], check=True, capture_output=True)
+    return deb
+
+
+def test_plasma_wallpapers_from_a_deb(tmp_path, monkeypatch):
+    """Only the listed photographs, one resolution each (the largest within max_width, true size names first),
+    licence and author from metadata.json or metadata.desktop, the package's copyright; the work folder is a cache."""
+    walls = deb_photos.PLASMA_DATA
+    big = _bgr(100, 160, seed=1)
+    deb = _build_deb(tmp_path, deb_photos.PLASMA_PACKAGE, {
+        f'{walls}/Kite/metadata.json': json.dumps({'KPlugin': {
+            'Authors': [{'Name': 'Risto Saukonpaa', 'Email': 'r@example.org'}], 'License': 'LGPLv3', 'Id': 'Kite'}}),
+        f'{walls}/Kite/contents/images/80x50.png': _bgr(50, 80),
+        f'{walls}/Kite/contents/images/160x100.png': big,
+        f'{walls}/Kite/contents/images/40x25.png': big,  # a copy under another size's name, as in the package
+        f'{walls}/Path/metadata.desktop': '[Desktop Entry]\nName=Path\nX-KDE-PluginInfo-Author=Someone\n'
+                                          'X-KDE-PluginInfo-License=CC-BY-SA-4.0\n',
+        f'{walls}/Path/contents/images/120x90.jpg': _bgr(90, 120, seed=2),
+        f'{walls}/Altai/metadata.json': json.dumps({'KPlugin': {'License': 'CC-BY-SA-4.0'}}),  # artwork
+        f'{walls}/Altai/contents/images/64x64.png': _bgr(64, 64),
+        deb_photos.PLASMA_COPYRIGHT: 'Format: x\nUpstream-Name: plasma-workspace-wallpapers\n\nFiles: *\n'
+                                     'Copyright: 2014 KDE Visual Design Group\nLicense: GPL-2+\n\n'
+                                     'Files: debian/*\nCopyright: someone\nLicense: GPL-2+\n',
+    })
+    records = deb_photos.plasma_wallpaper_photos(str(tmp_path / 'w0'), deb=deb, max_width=0)
+    assert [r['name'] for r in records] == ['plasma_Kite', 'plasma_Path']
+    assert records[0]['path'].endswith('Kite/contents/images/160x100.png')
+    assert records[0]['author'] == 'Risto Saukonpaa <r@example.org>' and records[1]['author'] == 'Someone'
+    assert records[0]['licence'].startswith('LGPLv3 (wallpaper metadata') and 'CC-BY-SA-4.0' in records[1]['licence']
+    assert 'GPL-2+ (2014 KDE Visual Design Group)' in records[0]['licence']
+    out, work = str(tmp_path / 'photos'), str(tmp_path / 'work')
+    summary = gather_photos(out, sources=('plasma-wallpapers',), workdir=work, plasma_deb=deb, plasma_max_width=100)
+    assert summary['written'] == ['plasma_Kite.png', 'plasma_Path.png']
+    rows = {r['name']: r for r in map(json.loads, open(os.path.join(out, 'sources.jsonl')))}
+    assert (rows['plasma_Kite']['width'], rows['plasma_Kite']['height']) == (80, 50)  # 160 px is over max_width
+    assert rows['plasma_Path']['author'] == 'Someone' and '80x50.png (80x50)' in rows['plasma_Kite']['source']
+    # cached: with the .deb in the work folder, neither apt-get nor dpkg runs again
+    cache = os.path.join(work, 'plasma-workspace-wallpapers')
+    os.replace(deb, os.path.join(cache, os.path.basename(deb)))
+    os.remove(os.path.join(cache, f'.unpacked-{os.path.basename(deb)}'))
+    assert len(deb_photos.plasma_wallpaper_photos(cache, max_width=100)) == 2
+
+    def no_subprocess(*args, **kwargs):
+        raise AssertionError(f'subprocess called: {args}')
+    monkeypatch.setattr(deb_photos.subprocess, 'run', no_subprocess)
+    assert [r['path'] for r in deb_photos.plasma_wallpaper_photos(cache, max_width=100)] == \
+        [os.path.join(cache, 'tree', walls, 'Kite/contents/images/80x50.png'),
+         os.path.join(cache, 'tree', walls, 'Path/contents/images/120x90.jpg')]
+    with pytest.raises(UserInputError, match='--plasma-deb: file not found: .*missing.deb'):
+        deb_photos.plasma_wallpaper_photos(str(tmp_path / 'w2'), deb=str(tmp_path / 'missing.deb'))
+    with pytest.raises(UserInputError, match='unknown photo source.*plasma-wallpapers'):
+        gather_photos(out, sources=('plasma',))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.isfile(REAL_PLASMA_DEB), reason='the Debian .deb is not on this machine')
+def test_real_plasma_package_gives_its_ten_photographs(tmp_path):
+    records = deb_photos.plasma_wallpaper_photos(str(tmp_path / 'w'), deb=REAL_PLASMA_DEB)
+    assert [r['name'][len('plasma_'):] for r in records] == list(deb_photos.PLASMA_PHOTOS)
+    for rec in records:
+        assert rec['path'].endswith('/2560x1600.jpg') and '(2560x1600)' in rec['source']
+        assert rec['licence'].startswith('LGPLv3 (wallpaper metadata') and 'GPL-2+' in rec['licence']
+        assert rec['author'] not in ('', 'unknown')
+    assert {r['author'] for r in records if 'Kite' in r['name']} == {'Risto Saukonpää <paristo@gmail.com>'}

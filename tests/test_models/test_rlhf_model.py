@@ -1,4 +1,4 @@
-"""FinPercepRLHFModel: NaN guard, reference, CCL hand-over in training, bit-identical resume, DDP."""
+"""FinPercepRLHFModel: NaN guard, reference, CCL hand-over in training, bit-identical resume inside a ramp, DDP."""
 import glob
 import os
 import re
@@ -9,10 +9,9 @@ import pytest
 import torch
 import yaml
 from opt_fixture import run_module
-from rlhf_fixture import make_paired_folder, make_reward_checkpoint, write_rlhf_options
+from rlhf_fixture import build_rlhf_model, make_paired_folder, make_reward_checkpoint, random_batch, write_rlhf_options
 
 import finpercep_basicsr  # noqa: F401
-from finpercep_basicsr.models.finpercep_rlhf_model import FinPercepRLHFModel
 
 
 @pytest.fixture
@@ -31,20 +30,6 @@ def _ccl(ckpts, coevolve_every=0):
     return ccl
 
 
-def _build_model(tmp_path, data, ckpt, **overrides):
-    path = write_rlhf_options(tmp_path / 'inproc.yml', data, ckpt, **overrides)
-    with open(path) as f:
-        opt = yaml.safe_load(f)
-    opt.update(dist=False, rank=0, world_size=1, is_train=True, auto_resume=False)
-    opt['path'].update(models=str(tmp_path / 'models'), training_states=str(tmp_path / 'states'))
-    return FinPercepRLHFModel(opt)
-
-
-def _batch(seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return {'lq': torch.rand(2, 3, 8, 8, generator=g), 'gt': torch.rand(2, 3, 32, 32, generator=g)}
-
-
 def _snapshot(model):
     return (deepcopy(model.net_g.weights_module().state_dict()), deepcopy(model.net_g_ema.state_dict()),
             deepcopy(model.optimizer_g.state_dict()))
@@ -59,8 +44,8 @@ def _assert_same(a, b):
 
 def test_nonfinite_reward_or_output_skips_the_step(setup, monkeypatch):
     tmp_path, data, ckpts = setup
-    model = _build_model(tmp_path, data, ckpts[0])
-    model.feed_data(_batch())
+    model = build_rlhf_model(tmp_path, data, ckpts[0])
+    model.feed_data(random_batch())
     model.optimize_parameters(1)
     assert model.log_dict['l_ref'] == 0.0  # the reference is the policy before the first update
     before = _snapshot(model)
@@ -96,10 +81,10 @@ def test_nonfinite_reward_or_output_skips_the_step(setup, monkeypatch):
 
 def test_reward_alone_moves_the_generator_and_keeps_the_reference(setup):
     tmp_path, data, ckpts = setup
-    model = _build_model(tmp_path, data, ckpts[0], train__pixel_opt=None, train__ema_decay=0)
+    model = build_rlhf_model(tmp_path, data, ckpts[0], train__pixel_opt=None, train__ema_decay=0)
     ref_before = deepcopy(model.net_ref.state_dict())
     start = deepcopy(model.net_g.state_dict())
-    model.feed_data(_batch())
+    model.feed_data(random_batch())
     for it in range(1, 4):
         model.optimize_parameters(it)
     assert model.log_dict['reward'] > 0 and set(model.log_dict) >= {'l_reward', 'l_ref', 'score', 'map_peak'}
@@ -120,14 +105,20 @@ def _log_values(log_text, key):
 
 
 @pytest.mark.slow
-def test_resume_is_bit_identical_and_ccl_hands_over(setup):
-    tmp_path, data, ckpts = setup
-    common = dict(train__ccl=_ccl(ckpts, coevolve_every=2), val=None, logger__save_checkpoint_freq=2)
+def test_resume_inside_a_ccl_ramp_is_bit_identical_with_distinct_images(setup):
+    tmp_path, _, ckpts = setup
+    data = make_paired_folder(tmp_path / 'distinct', identical=False)
+    # BasicSR resumes by replaying the saved epoch (one iteration per epoch here): the resumed
+    # iterations 4, 5 draw the sampler orders of epochs 2, 3 where the uninterrupted run draws 3, 4.
+    # These orders agree, so distinct images still make the same batches in both runs.
+    orders = [torch.randperm(2, generator=torch.Generator().manual_seed(e)).tolist() for e in (2, 3, 4)]
+    assert orders[0] == orders[1] == orders[2]
+    common = dict(train__ccl=_ccl(ckpts, coevolve_every=2), val=None, logger__save_checkpoint_freq=1)
     full = write_rlhf_options(tmp_path / 'full.yml', data, ckpts[0], name='full', **common)
     _train(tmp_path, full)
-    part = write_rlhf_options(tmp_path / 'part.yml', data, ckpts[0], name='part', train__total_iter=4, **common)
-    _train(tmp_path, part)
-    write_rlhf_options(tmp_path / 'part.yml', data, ckpts[0], name='part', train__total_iter=6, **common)
+    part = write_rlhf_options(tmp_path / 'part.yml', data, ckpts[0], name='part', train__total_iter=3, **common)
+    _train(tmp_path, part)  # stops after iteration 3, the first of the 3-iteration ramp to RM_1
+    write_rlhf_options(tmp_path / 'part.yml', data, ckpts[0], name='part', train__total_iter=5, **common)
     _train(tmp_path, part, '--auto_resume')
 
     exp = tmp_path / 'experiments'
@@ -138,13 +129,18 @@ def test_resume_is_bit_identical_and_ccl_hands_over(setup):
     assert 'l_rm_map' in log  # co-evolution ran
 
     resumed_log = open(sorted(glob.glob(str(exp / 'part' / 'train_*.log')))[-1]).read()
-    assert 'Resuming training from epoch: 3, iter: 4.' in resumed_log
-    a = torch.load(exp / 'full' / 'models' / 'net_g_latest.pth', weights_only=True)
-    b = torch.load(exp / 'part' / 'models' / 'net_g_latest.pth', weights_only=True)
+    assert 'Resuming training from epoch: 2, iter: 3.' in resumed_log
+    assert _log_values(resumed_log, 'ccl_stage') == {4: 1.0, 5: 1.0}
+    assert {i: round(v, 4) for i, v in _log_values(resumed_log, 'ccl_blend').items()} == {4: 0.6667, 5: 1.0}
+    for key in ('l_reward', 'score', 'map_peak', 'l_pix'):  # same batches, same rewards
+        full_values = _log_values(log, key)
+        assert _log_values(resumed_log, key) == {4: full_values[4], 5: full_values[5]}, key
+    a = torch.load(exp / 'full' / 'models' / 'net_g_5.pth', weights_only=True)
+    b = torch.load(exp / 'part' / 'models' / 'net_g_5.pth', weights_only=True)
     for key in ('params', 'params_ema'):
         assert all(torch.equal(a[key][k], b[key][k]) for k in a[key]), key
-    sa = torch.load(exp / 'full' / 'training_states' / '6.state', weights_only=True)
-    sb = torch.load(exp / 'part' / 'training_states' / '6.state', weights_only=True)
+    sa = torch.load(exp / 'full' / 'training_states' / '5.state', weights_only=True)
+    sb = torch.load(exp / 'part' / 'training_states' / '5.state', weights_only=True)
     ea, eb = sa['extra']['curriculum']['refreshed_nets'], sb['extra']['curriculum']['refreshed_nets']
     assert ea.keys() == eb.keys() and len(ea) == 2  # both RMs were refreshed and restored
     assert all(torch.equal(ea[n][k], eb[n][k]) for n in ea for k in ea[n])
@@ -224,12 +220,12 @@ def test_rlhf_dataset_degrades_on_the_fly(tmp_path):
 
 def test_optional_gan_term_trains_a_discriminator_and_saves_it(setup):
     tmp_path, data, ckpts = setup
-    model = _build_model(tmp_path, data, ckpts[0],
+    model = build_rlhf_model(tmp_path, data, ckpts[0],
                          network_d={'type': 'UNetDiscriminatorSN', 'num_in_ch': 3, 'num_feat': 8},
                          train__gan_opt={'type': 'GANLoss', 'gan_type': 'vanilla', 'loss_weight': 0.1},
                          train__optim_d={'type': 'Adam', 'lr': 1e-3})
     d_before = deepcopy(model.net_d.state_dict())
-    model.feed_data(_batch())
+    model.feed_data(random_batch())
     model.optimize_parameters(1)
     assert {'l_g_gan', 'l_d_real', 'l_d_fake'} <= set(model.log_dict)
     assert any(not torch.equal(d_before[k], v) for k, v in model.net_d.state_dict().items())

@@ -155,3 +155,48 @@ def test_stage_options_chain_through_the_train_entry(tmp_path, fgr_folder):
     assert glob.glob(str(models / 'net_reward_best_*.pth'))
     log = open(glob.glob(str(tmp_path / 'experiments' / 'rm_s3' / 'train_*.log'))[0]).read()
     assert f'Loading FinPercepRewardNet from {ckpt}' in log
+
+
+def test_rank_loss_gets_the_scores_in_the_order_sr_syn_gt(tmp_path, fgr_folder):
+    from finpercep_basicsr.losses.finpercep_rank_loss import FinPercepRankLoss
+    model = FinPercepRMModel(_opt(tmp_path, fgr_folder, map_opt=None))
+    _, batch = _batch(fgr_folder)
+    net = model.get_bare_model(model.net_reward)
+    with torch.no_grad():  # scores far apart, beyond the margins: the order of the three then matters
+        net.score_head[2].weight.mul_(300)
+    state = deepcopy(net.state_dict())
+    model.feed_data(batch)
+    model.optimize_parameters(1)
+    net.load_state_dict(state)  # the step's loss was computed with the weights before it
+    # the model scores the three kinds in one forward (one BatchNorm batch); so does the test
+    scores = net(torch.cat([batch['sr'], batch['syn'], batch['gt']]))['score'].detach().chunk(3)
+    expected = FinPercepRankLoss(margin_sr_syn=0.1, margin_syn_gt=0.1)(*scores)
+    torch.testing.assert_close(torch.as_tensor(model.log_dict['l_rank']), expected)
+    swapped = FinPercepRankLoss(margin_sr_syn=0.1, margin_syn_gt=0.1)(scores[2], scores[1], scores[0])
+    assert not torch.isclose(swapped, expected)
+
+
+def test_a_short_overfit_raises_triplet_accuracy_and_lowers_map_mae(tmp_path, fgr_folder):
+    from finpercep_basicsr.metrics.finpercep_rm_metric import map_mae, triplet_accuracy
+    torch.manual_seed(0)
+    model = FinPercepRMModel(_opt(tmp_path, fgr_folder, ema_decay=0, optim_reward={'type': 'Adam', 'lr': 1e-2}))
+    loader, batch = _batch(fgr_folder)
+    net = model.get_bare_model(model.net_reward)
+
+    def measure():
+        net.eval()
+        with torch.no_grad():
+            out = net(torch.cat([batch['sr'], batch['syn'], batch['gt']]))
+        net.train()
+        s_sr, s_syn, s_gt = (s.numpy() for s in out['score'].chunk(3))
+        pdm_syn = out['pdm'].chunk(3)[1]
+        return (triplet_accuracy(score_sr=s_sr, score_syn=s_syn, score_gt=s_gt),
+                map_mae(pdm=list(pdm_syn[:, 0].numpy()), pdm_gt=list(batch['pdm'][:, 0].numpy())))
+
+    acc0, mae0 = measure()
+    for it in range(20):
+        model.feed_data(batch)
+        model.optimize_parameters(it + 1)
+    acc1, mae1 = measure()
+    assert mae1 < mae0
+    assert acc1 > acc0

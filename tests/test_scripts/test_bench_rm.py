@@ -1,6 +1,10 @@
 """scripts/bench_rm.py runs end to end on small images and prints one row per model and size (no timing asserts)."""
 import pytest
+import yaml
 from opt_fixture import load_script
+
+TINY = dict(type='FinPercepRewardNet', encoder='conv', channels=[8, 8, 16, 16], stage=3, decoder_width=8, refine_ch=4,
+            mlp_hidden=16)
 
 
 def _is_number(text):
@@ -11,17 +15,37 @@ def _is_number(text):
     return True
 
 
-def test_bench_prints_ratios_to_the_reward_model(capsys, one_thread):
-    assert load_script('bench_rm').main(['--sizes', '64', '--repeats', '1', '--threads', '1', '--models', 'musiq', 'topiq']) == 0
-    rows = [line.split() for line in capsys.readouterr().out.splitlines()]
+def test_bench_prints_ratios_to_the_reward_model_and_to_nima_and_musiq(tmp_path, capsys, one_thread):
+    opt = tmp_path / 'tiny_rm.yml'
+    opt.write_text(yaml.safe_dump({'network_reward': TINY}))
+    argv = ['--reward-opt', str(opt), '--sizes', '64', '--repeats', '1', '--threads', '1',
+            '--models', 'nima', 'musiq', 'topiq']
+    assert load_script('bench_rm').main(argv) == 0
+    lines = capsys.readouterr().out.splitlines()
+    rows = [line.split() for line in lines]
     rows = [r for r in rows if len(r) > 5 and all(_is_number(v) for v in r[-5:])]
     names = [' '.join(r[:-5]) for r in rows]
-    assert names == ['FinPercep-RM stage3 (map)', 'FinPercep-RM stage0 (global)', 'pyiqa MUSIQ',
-                     'pyiqa TOPIQ-NR (res50)']
-    assert rows[0][-3] == rows[0][-1] == '1.00'  # ratios are relative to the default reward model
+    assert names == ['FinPercep-RM tiny_rm', 'FinPercep-RM stage3 (map)', 'FinPercep-RM stage0 (global)',
+                     'pyiqa NIMA (inception_resnet_v2)', 'pyiqa MUSIQ', 'pyiqa TOPIQ-NR (res50)']
+    assert rows[0][-3] == rows[0][-1] == '1.00'  # ratios are relative to the --reward-opt network
     assert all(r[-5] == '64' and float(r[-4]) > 0 and float(r[-2]) > 0 for r in rows)
+    # the cost table: the reference's forward+backward time over NIMA's and MUSIQ's, from the same run
+    head = lines.index('FinPercep-RM tiny_rm forward+backward cost, same run:')
+    assert lines[head + 1].split() == ['size', 's/img', 'x', 'NIMA', 'x', 'MUSIQ']
+    size, seconds, x_nima, x_musiq = lines[head + 2].split()
+    assert size == '64' and float(seconds) > 0
+    by_name = dict(zip(names, rows))
+    for ratio, name in ((x_nima, 'pyiqa NIMA (inception_resnet_v2)'), (x_musiq, 'pyiqa MUSIQ')):
+        assert float(ratio) == pytest.approx(1 / float(by_name[name][-1]), rel=0.02, abs=2e-4)
 
 
 def test_bench_rejects_an_unknown_model():
     with pytest.raises(SystemExit, match='unknown model'):
         load_script('bench_rm').main(['--models', 'nosuch'])
+
+
+def test_bench_bad_reward_options_exit_2(tmp_path, capsys):
+    opt = tmp_path / 'empty.yml'
+    opt.write_text('name: nothing\n')
+    assert load_script('bench_rm').main(['--reward-opt', str(opt), '--models', 'musiq']) == 2
+    assert 'no network_reward.type' in capsys.readouterr().err

@@ -1,18 +1,23 @@
-"""ncnn -> BasicSR RRDBNet conversion: weight-format decoding, bad files, and parity with ncnn on a real photo."""
+"""ncnn -> BasicSR RRDBNet / SRVGGNetCompact conversion: weight-format decoding, bad files, and parity with ncnn on
+a real photo."""
+import dataclasses
 import json
 
 import numpy as np
 import pytest
 import torch
 from opt_fixture import load_script
+from skimage import data
 
-from finpercep_basicsr.fgr.ncnn_convert import (TAG_FP16, _load_tagged, ncnn_to_rrdbnet, parse_ncnn_param,
-                                                read_conv_weights)
-from finpercep_basicsr.fgr.ncnn_models import packaged_ncnn_model
+from finpercep_basicsr.fgr.ncnn_convert import (TAG_FP16, _load_tagged, ncnn_to_basicsr, ncnn_to_rrdbnet, parity,
+                                                parse_ncnn_param, read_conv_weights, read_layer_weights)
+from finpercep_basicsr.fgr.ncnn_models import PACKAGED_MODELS, NcnnNet, packaged_ncnn_model
 from finpercep_basicsr.utils.errors import UserInputError
 
 X4PLUS = {'type': 'RRDBNet', 'num_in_ch': 3, 'num_out_ch': 3, 'num_feat': 64, 'num_block': 23, 'num_grow_ch': 32,
           'scale': 4}
+ANIMEVIDEOV3 = {'type': 'SRVGGNetCompact', 'num_in_ch': 3, 'num_out_ch': 3, 'num_feat': 64, 'num_conv': 16,
+                'upscale': 4, 'act_type': 'prelu'}
 
 
 def test_weight_storage_formats():
@@ -73,3 +78,69 @@ def test_converted_checkpoint_matches_ncnn_on_a_real_photo(tmp_path, capsys):
     assert set(ckpt) == {'params_ema'}
     net = build_network(dict(X4PLUS))
     net.load_state_dict(ckpt['params_ema'], strict=True)
+
+
+def test_animevideov3_layout_with_prelu_slopes():
+    param, weights, _ = packaged_ncnn_model('realesr-animevideov3-x4')
+    layers = read_layer_weights(parse_ncnn_param(param), weights)  # convolutions and PReLU slopes, bin consumed
+    kinds = [kind for _, kind, _, _ in layers]
+    assert kinds == ['Convolution'] + ['PReLU', 'Convolution'] * 17
+    assert layers[1][2].shape == (64,) and layers[-1][2].shape == (48, 64, 3, 3)
+    with pytest.raises(UserInputError, match='PReLU'):
+        read_conv_weights(parse_ncnn_param(param), weights)  # the RRDB path refuses it rather than misreading
+
+
+def test_converted_srvggnetcompact_matches_ncnn_on_a_real_photo(tmp_path, capsys, one_thread):
+    """``--model realesr-animevideov3-x4`` writes a BasicSR SRVGGNetCompact checkpoint equal to ncnn's model."""
+    out = str(tmp_path / 'realesr-animevideov3.pth')
+    assert load_script('convert_ncnn_to_basicsr').main(['--model', 'realesr-animevideov3-x4', '--out', out]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report['network_g'] == ANIMEVIDEOV3 and report['parity_max_abs_diff'] < 1e-4
+    import finpercep_basicsr  # noqa: F401
+    from basicsr.archs import build_network
+    ckpt = torch.load(out, map_location='cpu', weights_only=True)
+    net = build_network(dict(ANIMEVIDEOV3))
+    net.load_state_dict(ckpt['params_ema'], strict=True)
+    # a second, larger real crop (hair, badge, flag edges), and a differentiable generator
+    crop = np.ascontiguousarray(data.astronaut()[60:108, 300:348]).astype(np.float32) / 255.0
+    diff, ours = parity(ckpt['params_ema'], report['network_g'], NcnnNet.packaged('realesr-animevideov3-x4'), crop)
+    print(f'ncnn vs converted SRVGGNetCompact max abs diff on 48x48: {diff:.3g}')
+    assert diff < 1e-4 and ours.shape == (192, 192, 3)
+    x = torch.from_numpy(crop.transpose(2, 0, 1).copy())[None]
+    net(x).mean().backward()
+    assert net.body[0].weight.grad.abs().sum() > 0 and net.body[1].weight.grad.abs().sum() > 0  # conv and PReLU
+
+
+def test_converted_srvggnetcompact_as_a_basicsr_sr_source(tmp_path):
+    from finpercep_basicsr.fgr.ncnn_convert import convert_ncnn_checkpoint
+    from finpercep_basicsr.fgr.sr_sources import build_sr_source
+    param, weights, _ = packaged_ncnn_model('realesr-animevideov3-x4')
+    path = str(tmp_path / 'av3.pth')
+    arch = convert_ncnn_checkpoint(path, param, weights)
+    lq = np.ascontiguousarray(data.astronaut()[120:152, 200:232]).astype(np.float32) / 255.0
+    src = build_sr_source({'type': 'basicsr', 'name': 'av3_torch', 'network': arch, 'path': path, 'tile': 16,
+                           'tile_pad': 18})
+    ncnn_out = build_sr_source({'type': 'ncnn', 'model': 'realesr-animevideov3-x4'})(lq)
+    np.testing.assert_allclose(src(lq), ncnn_out, atol=1e-4)  # tiles of 16 with 18 px context are exact too
+    prov = src.provenance
+    assert prov['type'] == 'basicsr' and prov['network'] == arch and len(prov['checkpoint_sha256']) == 64
+
+
+@pytest.mark.parametrize('model, message', [('realesr-animevideov3-x2', 'residual add'),
+                                            ('waifu2x-photo-x2', 'Deconvolution')])
+def test_unconvertible_graphs_exit_2(tmp_path, capsys, model, message):
+    out = tmp_path / 'x.pth'
+    assert load_script('convert_ncnn_to_basicsr').main(['--model', model, '--out', str(out)]) == 2
+    assert message in capsys.readouterr().err and not out.exists()
+
+
+def test_missing_wheel_file_exits_2(tmp_path, capsys, monkeypatch):
+    param, weights, _ = packaged_ncnn_model('realesr-animevideov3-x4')
+    with pytest.raises(UserInputError, match='not x2'):  # a compact graph states its own scale
+        ncnn_to_basicsr(param, weights, scale=2)
+    spec = PACKAGED_MODELS['realesr-animevideov3-x4']
+    monkeypatch.setitem(PACKAGED_MODELS, 'realesr-animevideov3-x4',
+                        dataclasses.replace(spec, param='models/gone.param'))
+    assert load_script('convert_ncnn_to_basicsr').main(['--model', 'realesr-animevideov3-x4',
+                                                        '--out', str(tmp_path / 'x.pth')]) == 2
+    assert 'gone.param' in capsys.readouterr().err

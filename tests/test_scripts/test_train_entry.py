@@ -93,3 +93,49 @@ def test_missing_pretrained_checkpoint_is_named(tmp_path, fgr_folder, capsys, mo
                         path__pretrain_network_reward=str(tmp_path / 'missing.pth'))
     assert train_main(['-opt', opt]) == 2
     assert f'network checkpoint not found: {tmp_path / "missing.pth"}' in capsys.readouterr().err
+
+
+@pytest.mark.parametrize('override, message', [
+    ({'train__reward_opt__network_opt__type': 'FinPercepRewardNett'},
+     "train.reward_opt.network_opt.type: 'FinPercepRewardNett' is not in BasicSR's arch registry; "
+     "did you mean FinPercepRewardNet"),
+    ({'train__ccl': {'stages': [{'start_iter': 0}, {'start_iter': 3, 'reward': {'type': 'FinPercepRewardLosss'}}]}},
+     "train.ccl.stages[1].reward.type: 'FinPercepRewardLosss' is not in BasicSR's loss registry; "
+     "did you mean FinPercepRewardLoss"),
+    ({'train__ccl': {'stages': [{'start_iter': 0, 'reward': {'network_opt': {'type': 'FinPercepRewardNt'}}}]}},
+     "train.ccl.stages[0].reward.network_opt.type: 'FinPercepRewardNt' is not in BasicSR's arch registry; "
+     "did you mean FinPercepRewardNet"),
+    ({'train__scheduler__type': 'MultiStepLRR'},
+     "train.scheduler.type: 'MultiStepLRR' is not one of BasicSR's schedulers (MultiStepLR, MultiStepRestartLR, "
+     "CosineAnnealingRestartLR); did you mean MultiStepLR"),
+    ({'train__optim_g__type': 'Adamm'}, "train.optim_g.type: 'Adamm' is not one of BasicSR's optimizers"),
+])
+def test_unknown_nested_type_is_one_line_with_close_matches(tmp_path, capsys, override, message):
+    from rlhf_fixture import make_paired_folder, make_reward_checkpoint, write_rlhf_options
+    data = make_paired_folder(tmp_path / 'data')
+    opt = write_rlhf_options(tmp_path / 'opt.yml', data, make_reward_checkpoint(tmp_path / 'rm.pth'), **override)
+    assert train_main(['-opt', opt]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count('\n') == 1 and err.startswith(f'error: {opt}: '), err
+
+
+@pytest.mark.slow
+def test_unknown_nested_type_exits_2_from_the_command_line(tmp_path):
+    from rlhf_fixture import make_paired_folder, make_reward_checkpoint, write_rlhf_options
+    data = make_paired_folder(tmp_path / 'data')
+    opt = write_rlhf_options(tmp_path / 'opt.yml', data, make_reward_checkpoint(tmp_path / 'rm.pth'),
+                             train__scheduler__type='CosineAnnealing')
+    result = run_module(['finpercep_basicsr.train', '-opt', opt], cwd=tmp_path)
+    assert result.returncode == 2 and 'Traceback' not in result.stderr
+    assert "train.scheduler.type: 'CosineAnnealing' is not one of BasicSR's schedulers" in result.stderr
+
+
+def test_trainable_pattern_matching_nothing_exits_2(tmp_path, capsys, monkeypatch):
+    from rlhf_fixture import make_paired_folder, make_reward_checkpoint, write_rlhf_options
+    monkeypatch.chdir(tmp_path)
+    data = make_paired_folder(tmp_path / 'data')
+    opt = write_rlhf_options(tmp_path / 'opt.yml', data, make_reward_checkpoint(tmp_path / 'rm.pth'),
+                             rlhf={'trainable': ['conv_tail.*']}, logger__use_tb_logger=False)
+    assert train_main(['-opt', opt]) == 2
+    err = capsys.readouterr().err
+    assert "error: rlhf.trainable: 'conv_tail.*' matches no parameter of RRDBNet" in err and 'conv_first.weight' in err

@@ -1,0 +1,81 @@
+"""The reward network's texture branch: fixed high-pass statistics of the image at full resolution.
+
+An ImageNet encoder normalises away much of the pixel-level texture that separates a real detail
+from an invented one (over-sharpening, halos, etched or painterly strokes, fine noise), and a map
+decoder that only sees its features learns "sharper is better". The texture branch hands the
+decoder what the trivial detectors see, so the learned map can use it in either direction:
+
+- ``TextureStats``: the log local energy of the luminance Laplacian and of its gradient magnitude,
+  averaged over a few window sizes, and their difference (how much of the high-frequency energy is
+  second-order, i.e. ringing and etching rather than edges). Fixed filters, no parameters, cheap.
+- ``TextureBranch``: two convolutions that fold those statistics into a decoder feature map; the
+  last one is zero-initialised, so adding the branch to a trained decoder starts as the identity.
+"""
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+_LUMA = (0.299, 0.587, 0.114)
+# log-energy floor: an 8-bit quantisation step squared, so flat regions do not give -inf
+_EPS = (1.0 / 255.0) ** 2
+
+
+class TextureStats(nn.Module):
+    """Fixed high-pass statistics of an RGB image.
+
+    Args:
+        windows (list[int]): Odd box sizes (pixels) over which energies are averaged.
+
+    Input: (B, 3, H, W) RGB in [0, 1]. Output: (B, 3 * len(windows), H, W), roughly zero-mean,
+    unit-scale log energies (the constants centre natural photos).
+    """
+
+    def __init__(self, windows=(3, 9)):
+        super().__init__()
+        self.windows = [int(w) for w in windows]
+        if not self.windows or any(w < 1 or w % 2 == 0 for w in self.windows):
+            raise ValueError(f'texture_windows must be odd positive sizes, got {list(windows)}')
+        lap = torch.tensor([[0., 1., 0.], [1., -4., 1.], [0., 1., 0.]])
+        sobel = torch.tensor([[-1., 0., 1.], [-2., 0., 2.], [-1., 0., 1.]]) / 4
+        self.register_buffer('luma', torch.tensor(_LUMA).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer('kernels', torch.stack([lap, sobel, sobel.t()]).unsqueeze(1), persistent=False)
+        self.channels = 3 * len(self.windows)
+
+    def forward(self, x):
+        y = (x * self.luma).sum(dim=1, keepdim=True)
+        resp = F.conv2d(F.pad(y, (1, 1, 1, 1), mode='replicate'), self.kernels)
+        lap_sq = resp[:, :1].square()
+        grad_sq = resp[:, 1:].square().sum(dim=1, keepdim=True)
+        energies = torch.cat([lap_sq, grad_sq], dim=1)
+        out = []
+        for w in self.windows:
+            e = F.avg_pool2d(F.pad(energies, (w // 2,) * 4, mode='replicate'), w, stride=1) if w > 1 else energies
+            log_e = torch.log(e + _EPS)
+            # centred on typical photo values (about -9 for both); the difference is scale-free
+            out += [(log_e[:, :1] + 9.0) / 3.0, (log_e[:, 1:] + 9.0) / 3.0, log_e[:, :1] - log_e[:, 1:]]
+        return torch.cat(out, dim=1)
+
+
+class TextureBranch(nn.Module):
+    """Pools the texture statistics to a decoder feature's grid and adds them to it (zero-initialised).
+
+    Both the mean and the maximum over each cell are used: a few etched pixels in a cell matter.
+
+    Args:
+        stats_ch (int): Channels of ``TextureStats``.
+        width (int): Channels of the decoder feature.
+        hidden (int): Width of the branch.
+    """
+
+    def __init__(self, stats_ch, width, hidden=16):
+        super().__init__()
+        last = nn.Conv2d(hidden, width, 1)
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
+        self.body = nn.Sequential(nn.Conv2d(2 * stats_ch, hidden, 3, 1, 1), nn.LeakyReLU(0.2, inplace=True), last)
+
+    def forward(self, feat, stats):
+        """feat (B, width, h, w); stats (B, stats_ch, H, W) -> feat + branch (B, width, h, w)."""
+        size = feat.shape[-2:]
+        pooled = torch.cat([F.adaptive_avg_pool2d(stats, size), F.adaptive_max_pool2d(stats, size)], dim=1)
+        return feat + self.body(pooled)

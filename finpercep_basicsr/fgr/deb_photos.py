@@ -1,0 +1,167 @@
+"""Photos packaged by Debian: ``opencv-doc`` sample photos and ``plasma-workspace-wallpapers`` photographs.
+
+Each package is fetched with ``apt-get download`` (or given as a .deb) and unpacked with ``dpkg -x``
+(nothing is installed) into a work folder. The work folder is a cache: a .deb found there is used
+instead of downloading, and a tree already unpacked from that .deb is not unpacked again. Each function
+returns records (dict: path, name, source, licence; plasma adds author) for ``photos.gather_photos``.
+"""
+import glob
+import json
+import os
+import subprocess
+
+from finpercep_basicsr.utils.errors import UserInputError
+
+# Debian opencv-doc's sample photographs (examples/data); logos, drawings, paintings, synthetic
+# shapes, grayscale and motion-blurred test images are left out
+OPENCV_DOC_PHOTOS = ('aero1.jpg', 'aloeL.jpg', 'apple.jpg', 'baboon.jpg', 'board.jpg', 'building.jpg', 'butterfly.jpg',
+                     'ela_original.jpg', 'fruits.jpg', 'graf1.png', 'home.jpg', 'left.jpg', 'leuvenA.jpg', 'messi5.jpg',
+                     'orange.jpg', 'rubberwhale1.png', 'smarties.png', 'squirrel_cls.jpg', 'stuff.jpg')
+OPENCV_DOC_LICENCE = ('OpenCV sample data as distributed in Debian opencv-doc (debian/copyright: Apache-2.0 AND '
+                      'BSD-3-Clause); original photographers not documented, baboon/fruits are classic USC-SIPI '
+                      'test images')
+OPENCV_DOC_DATA = 'usr/share/doc/opencv-doc/examples/data'
+
+PLASMA_PACKAGE = 'plasma-workspace-wallpapers'
+PLASMA_DATA = 'usr/share/wallpapers'
+PLASMA_COPYRIGHT = f'usr/share/doc/{PLASMA_PACKAGE}/copyright'
+# The photographs among the package's wallpapers (5.27.5), each checked by eye on a downscaled copy;
+# the others are artwork (rendered or drawn). MilkyWay is a rendered abstract despite its name: left out.
+PLASMA_PHOTOS = ('BytheWater', 'ColdRipple', 'ColorfulCups', 'EveningGlow', 'FallenLeaf', 'Grey', 'Kite',
+                 'OneStandsOut', 'Path', 'summer_1am')
+PLASMA_MAX_WIDTH = 3840
+
+
+def _apt_download(package, folder):
+    cmd = ['apt-get', 'download', package]
+    result = subprocess.run(cmd, cwd=folder, capture_output=True, text=True)
+    if result.returncode != 0:
+        # a stale package list is the usual cause; refresh once and retry
+        subprocess.run(['apt-get', 'update'], capture_output=True, text=True)
+        result = subprocess.run(cmd, cwd=folder, capture_output=True, text=True)
+    debs = glob.glob(os.path.join(folder, f'{package}_*.deb'))
+    if result.returncode != 0 or not debs:
+        raise UserInputError(f'apt-get download {package} failed: {result.stderr.strip()[-500:]}')
+    return debs[0]
+
+
+def unpack_deb(package, workdir, deb=None, flag='--deb'):
+    """Unpack a package's .deb into ``workdir/tree``; returns (deb path, tree path).
+
+    Args:
+        package (str): Debian package name.
+        workdir (str): Cache folder for the .deb and its tree.
+        deb (str | None): A downloaded .deb; None = one already in ``workdir``, else ``apt-get download``.
+        flag (str): The option that gave ``deb``, for the error message.
+    """
+    os.makedirs(workdir, exist_ok=True)
+    if deb is None:
+        cached = sorted(glob.glob(os.path.join(workdir, f'{package}_*.deb')))
+        deb = cached[-1] if cached else _apt_download(package, workdir)
+    elif not os.path.isfile(deb):
+        raise UserInputError(f'{flag}: file not found: {deb}')
+    tree = os.path.join(workdir, 'tree')
+    stamp = os.path.join(workdir, f'.unpacked-{os.path.basename(deb)}')
+    if not os.path.isfile(stamp):
+        result = subprocess.run(['dpkg', '-x', deb, tree], capture_output=True, text=True)
+        if result.returncode != 0:
+            raise UserInputError(f'dpkg -x {deb} failed: {result.stderr.strip()[-500:]}')
+        open(stamp, 'w').close()
+    return deb, tree
+
+
+def opencv_doc_photos(workdir, deb=None):
+    """Records of the Debian opencv-doc photos, extracted (``dpkg -x``, no install) into ``workdir``.
+
+    Args:
+        workdir (str): Folder for the .deb and its extracted tree (reused when run again).
+        deb (str | None): An already downloaded ``opencv-doc_*.deb``; None = ``apt-get download``.
+    """
+    deb, tree = unpack_deb('opencv-doc', workdir, deb, flag='--opencv-deb')
+    folder = os.path.join(tree, OPENCV_DOC_DATA)
+    version = os.path.basename(deb)
+    return [dict(path=os.path.join(folder, f), name=f'opencv_{os.path.splitext(f)[0]}',
+                 source=f'Debian {version}: {OPENCV_DOC_DATA}/{f}', licence=OPENCV_DOC_LICENCE)
+            for f in OPENCV_DOC_PHOTOS if os.path.isfile(os.path.join(folder, f))]
+
+
+def wallpaper_metadata(folder):
+    """(licence, author) of a Plasma wallpaper from its ``metadata.json`` or ``metadata.desktop``."""
+    path = os.path.join(folder, 'metadata.json')
+    if os.path.isfile(path):
+        with open(path, encoding='utf-8') as f:
+            plugin = json.load(f).get('KPlugin', {})
+        authors = [a.get('Name', '') + (f' <{a["Email"]}>' if a.get('Email') else '')
+                   for a in plugin.get('Authors', [])]
+        return plugin.get('License', 'unknown'), ', '.join(authors) or 'unknown'
+    fields = {}
+    path = os.path.join(folder, 'metadata.desktop')
+    if os.path.isfile(path):
+        with open(path, encoding='utf-8') as f:
+            fields = dict(line.strip().split('=', 1) for line in f if '=' in line and not line.startswith('#'))
+    author = fields.get('X-KDE-PluginInfo-Author', 'unknown')
+    if fields.get('X-KDE-PluginInfo-Email'):
+        author += f' <{fields["X-KDE-PluginInfo-Email"]}>'
+    return fields.get('X-KDE-PluginInfo-License', 'unknown'), author
+
+
+def debian_copyright(path):
+    """'<License> (<Copyright>)' of the ``Files: *`` paragraph of a machine-readable debian/copyright."""
+    if not os.path.isfile(path):
+        return 'not stated (no debian/copyright)'
+    with open(path, encoding='utf-8') as f:
+        paragraphs = f.read().split('\n\n')
+    for para in paragraphs:
+        fields = dict(line.split(':', 1) for line in para.strip().splitlines() if ':' in line and line[:1] != ' ')
+        if fields.get('Files', '').strip() == '*':
+            return f'{fields.get("License", "?").strip()} ({fields.get("Copyright", "?").strip()})'
+    return 'not stated (no Files: * paragraph)'
+
+
+def _pick_resolution(images, max_width):
+    """The largest image at most ``max_width`` wide (0 = any); the smallest when none is that narrow."""
+    from PIL import Image
+    sizes = {}
+    for path in images:
+        with Image.open(path) as img:
+            sizes[path] = img.size  # (W, H) from the header, no decoding
+    def key(p):
+        # the package's files of one size are often copies under other size names: prefer the true name
+        w, h = sizes[p]
+        return w * h, os.path.splitext(os.path.basename(p))[0] == f'{w}x{h}', p
+
+    fitting = [p for p in images if max_width <= 0 or sizes[p][0] <= max_width]
+    if fitting:
+        return max(fitting, key=key), sizes
+    return min(images, key=lambda p: (key(p)[0], not key(p)[1], p)), sizes
+
+
+def plasma_wallpaper_photos(workdir, deb=None, max_width=PLASMA_MAX_WIDTH):
+    """Records of the photographs in Debian ``plasma-workspace-wallpapers``, one resolution each.
+
+    Args:
+        workdir (str): Cache folder for the .deb and its tree.
+        deb (str | None): An already downloaded ``plasma-workspace-wallpapers_*.deb``.
+        max_width (int): Take the largest image of a wallpaper at most this wide (0 = the largest).
+
+    Returns:
+        list[dict]: path, name (``plasma_<wallpaper>``), source (package, file, size), licence (the
+        wallpaper's metadata licence and the package's debian/copyright), author.
+    """
+    deb, tree = unpack_deb(PLASMA_PACKAGE, workdir, deb, flag='--plasma-deb')
+    package_licence = debian_copyright(os.path.join(tree, PLASMA_COPYRIGHT))
+    records = []
+    for name in PLASMA_PHOTOS:
+        folder = os.path.join(tree, PLASMA_DATA, name)
+        images = sorted(glob.glob(os.path.join(glob.escape(folder), 'contents', 'images', '*')))
+        if not images:
+            continue
+        path, sizes = _pick_resolution(images, max_width)
+        licence, author = wallpaper_metadata(folder)
+        w, h = sizes[path]
+        rel = os.path.relpath(path, tree)
+        records.append(dict(path=path, name=f'plasma_{name}', author=author,
+                            source=f'Debian {os.path.basename(deb)}: {rel} ({w}x{h}), by {author}',
+                            licence=f'{licence} (wallpaper metadata; author {author}); package debian/copyright: '
+                                    f'{package_licence}'))
+    return records

@@ -1,0 +1,60 @@
+"""Trivial artifact detectors: the floor a reward model's map and score must clear.
+
+Each detector maps RGB float images (H, W, 3) in [0, 1] to ``(score, map)`` pairs, the same shape
+of answer ``finpercep_basicsr.score.score_images`` gives for a reward network (higher score = better
+quality, higher map value = more degraded), so one evaluation loop runs all of them.
+
+- ``constant``: map 0 and score 0 everywhere (pixel AUC 0.5, no ordering at all);
+- ``laplacian``: map = local energy of the Laplacian (catches over-sharpening, noise, hacked
+  texture), score = -mean(map);
+- ``blur``: its negation, map = -energy, score = +mean(energy) (catches blur).
+"""
+import cv2
+import numpy as np
+
+TRIVIAL_DETECTORS = ('constant', 'laplacian', 'blur')
+
+
+def laplacian_energy(img, window=7):
+    """Local energy of the Laplacian of the grayscale image.
+
+    ``gray`` is the BT.601 luma; the Laplacian is the 4-neighbour kernel (``cv2.Laplacian`` with
+    ``ksize=1``); the energy is the mean of its square over a ``window`` x ``window`` box (borders
+    reflected), so a flat patch has energy 0 and fine texture or ringing has a high one.
+
+    Args:
+        img (np.ndarray): RGB float (H, W, 3) in [0, 1] (or grayscale (H, W)).
+        window (int): Side of the averaging box in pixels (>= 1).
+
+    Returns:
+        np.ndarray: float32 (H, W), >= 0.
+    """
+    img = np.asarray(img, np.float32)
+    gray = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY) if img.ndim == 3 else img
+    lap = cv2.Laplacian(gray, cv2.CV_32F, ksize=1, borderType=cv2.BORDER_REFLECT)
+    return cv2.blur(lap * lap, (window, window), borderType=cv2.BORDER_REFLECT)
+
+
+def trivial_detector(kind, window=7):
+    """A detector ``images -> [(score, map (H, W)), ...]`` of the given kind (see the module docstring).
+
+    Raises:
+        ValueError: Unknown ``kind`` or ``window`` < 1.
+    """
+    if kind not in TRIVIAL_DETECTORS:
+        raise ValueError(f'unknown trivial detector {kind!r}: choose {", ".join(TRIVIAL_DETECTORS)}')
+    if window < 1:
+        raise ValueError(f'window must be >= 1, got {window}')
+
+    def detect(images):
+        results = []
+        for img in images:
+            if kind == 'constant':
+                results.append((0.0, np.zeros(img.shape[:2], np.float32)))
+                continue
+            energy = laplacian_energy(img, window)
+            sign = 1.0 if kind == 'laplacian' else -1.0
+            results.append((-sign * float(energy.mean()), sign * energy))
+        return results
+
+    return detect

@@ -1,0 +1,86 @@
+"""The hacked-sample builder: RLHF runs -> checkpoints -> FGR samples, resumable, bad options named."""
+import json
+import os
+
+import cv2
+import numpy as np
+import pytest
+import yaml
+from opt_fixture import load_script
+from rlhf_fixture import make_generator_checkpoint, make_paired_folder, make_reward_checkpoint, tiny_network_g, \
+    write_rlhf_options
+
+from finpercep_basicsr.fgr.hacked import build_hacked_fgr
+from finpercep_basicsr.utils.errors import UserInputError
+from finpercep_basicsr.utils.image_io import write_rgb8
+
+
+def _photos(folder, num=2, size=64, seed=0):
+    rng = np.random.default_rng(seed)
+    os.makedirs(folder, exist_ok=True)
+    for i in range(num):
+        img = cv2.resize(rng.random((size // 8, size // 8, 3)).astype(np.float32), (size, size),
+                         interpolation=cv2.INTER_CUBIC).clip(0, 1)
+        write_rgb8(os.path.join(folder, f'photo{i}.png'), img)
+    return str(folder)
+
+
+def _options(tmp_path, checkpoints=(1, 2), **run_extra):
+    data = make_paired_folder(tmp_path / 'pairs', num=2, size=32)
+    reward = make_reward_checkpoint(tmp_path / 'rm.pth', responsive=True)
+    start = make_generator_checkpoint(tmp_path / 'g0.pth', tiny_network_g())
+    rlhf = write_rlhf_options(tmp_path / 'rlhf.yml', data, reward, path__pretrain_network_g=start,
+                              path__param_key_g='params', val=None, logger__print_freq=1)
+    return {
+        'workdir': str(tmp_path / 'work'),
+        'runs': [{'name': 'hack', 'opt': rlhf, 'checkpoints': list(checkpoints), **run_extra}],
+        'fgr': {'dataroot': str(tmp_path / 'fgr' / '{split}'), 'seed': 0, 'num_workers': 0,
+                'photos': {'folders': [_photos(tmp_path / 'photos')], 'crop_size': 32, 'crops_per_photo': 1},
+                'degradation': {'scale': 4, 'gt_usm': False, 'second_blur_prob': 0, 'sinc_prob': 0,
+                                'final_sinc_prob': 0},
+                'masks': {'kinds': {'rect': {'weight': 1, 'max_count': 2}}},
+                'labels': {'alpha': 1.0, 'normalize': {'type': 'fixed', 'scale': 0.2}},
+                'lmdb': {'enabled': False}, 'contact_sheet': {'num': 0}},
+    }
+
+
+@pytest.mark.slow
+def test_hacking_runs_become_fgr_samples_and_a_rerun_is_a_no_op(tmp_path):
+    opt = _options(tmp_path, include_start=True)
+    os.makedirs(opt['workdir'])
+    summary = build_hacked_fgr(opt, progress=False)
+    root = tmp_path / 'fgr' / 'train'
+    with open(root / 'meta_info.jsonl') as f:
+        meta = [json.loads(line) for line in f]
+    assert sorted({m['sr_model'] for m in meta}) == ['hack_i1', 'hack_i2', 'hack_start']
+    assert summary['samples'] == 2 * 3
+    # the run's option file is kept beside the data, with the checkpoints' schedule
+    with open(tmp_path / 'fgr' / 'runs' / 'hack.yml') as f:
+        run_opt = yaml.safe_load(f)
+    assert run_opt['name'] == 'hack' and run_opt['train']['total_iter'] == 2
+    assert run_opt['logger']['save_checkpoint_freq'] == 1
+    models = tmp_path / 'work' / 'experiments' / 'hack' / 'models'
+    # the generator moved between the checkpoints: the samples come from different generators
+    i1 = cv2.imread(str(root / 'sr' / next(m['name'] for m in meta if m['sr_model'] == 'hack_i1')) + '.png')
+    i0 = cv2.imread(str(root / 'sr' / next(m['name'] for m in meta if m['sr_model'] == 'hack_start')) + '.png')
+    assert i1.shape == i0.shape == (32, 32, 3)
+    stamp = os.path.getmtime(models / 'net_g_2.pth')
+    again = build_hacked_fgr(opt, progress=False)
+    assert again['built_now'] == 0 and os.path.getmtime(models / 'net_g_2.pth') == stamp
+
+
+def test_bad_runs_are_named(tmp_path):
+    opt = _options(tmp_path)
+    with pytest.raises(UserInputError, match=r'runs\[0\]: unknown keys'):
+        build_hacked_fgr(dict(opt, runs=[dict(opt['runs'][0], checkpiont=[3])]), progress=False)
+    with pytest.raises(UserInputError, match=r'runs\[0\].checkpoints'):
+        build_hacked_fgr(dict(opt, runs=[dict(opt['runs'][0], checkpoints=[0])]), progress=False)
+    with pytest.raises(UserInputError, match='option file not found'):
+        build_hacked_fgr(dict(opt, runs=[dict(opt['runs'][0], opt=str(tmp_path / 'nope.yml'))]), progress=False)
+
+
+def test_script_exits_2_on_bad_options(tmp_path, capsys):
+    path = tmp_path / 'bad.yml'
+    path.write_text('runs: []\n')
+    assert load_script('build_hacked_fgr').main(['-opt', str(path)]) == 2
+    assert 'at least one hacking run' in capsys.readouterr().err
