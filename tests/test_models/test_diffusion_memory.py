@@ -53,7 +53,7 @@ def _model(assets, tmp_path, rlhf):
 
 def test_mixed_precision_bf16_stores_the_base_in_bf16_and_trains_fp32_adapters(assets, tmp_path):
     torch.manual_seed(0)
-    model = _model(assets, tmp_path, {'mixed_precision': 'bf16'})
+    model = _model(assets, tmp_path, {'mixed_precision': 'bf16', 'algorithm': 'refl'})
     policy = model.net_g
     frozen = {n: p.dtype for n, p in policy.named_parameters() if not p.requires_grad}
     assert frozen and set(frozen.values()) == {torch.bfloat16}
@@ -67,6 +67,10 @@ def test_mixed_precision_bf16_stores_the_base_in_bf16_and_trains_fp32_adapters(a
     assert any(not torch.equal(b, p) for b, p in zip(before, policy.trainable_parameters()))
     states = [s for s in model.optimizer_g.state.values()]
     assert states and all(s['exp_avg'].dtype == torch.float32 for s in states)
+    from finpercep_basicsr.models.rl_algorithms import build_rl_algorithm
+    model.rl_algorithm = build_rl_algorithm({'algorithm': 'grpo', 'group_size': 2})  # log-probs in bf16 too
+    model.optimize_parameters(2)
+    assert model.nonfinite_skips == 0 and torch.isfinite(torch.tensor(model.log_dict['l_total']))
     assert model.net_ref.unet.conv_in.base_layer.weight.dtype == torch.float32  # trained in the policy: fp32 copy
     assert model.net_ref.unet.down_blocks[0].resnets[0].conv1.weight.dtype == torch.bfloat16
     model.test()
