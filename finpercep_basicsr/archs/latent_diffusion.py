@@ -11,6 +11,8 @@
   backpropagation and for the policy-gradient algorithms (GRPO, DPO).
 - ``TrainableWeights``: the view of a policy that checkpoints store (adapters and other trainable
   tensors only, never the frozen multi-GB base).
+- Memory options (``diffusion_memory``): half-precision frozen base under autocast, per-block
+  gradient checkpointing, tiled VAE.
 """
 import math
 import os
@@ -20,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from finpercep_basicsr.archs.diffusion_memory import cast_frozen, enable_checkpointing, enable_vae_tiling
 from finpercep_basicsr.archs.generator_policy import GeneratorPolicy
 from finpercep_basicsr.utils.errors import UserInputError
 
@@ -81,15 +84,18 @@ def freeze(module):
 
 # ---- images and latents ---------------------------------------------------------------------
 def vae_encode(vae, img, sample=False):
-    """(B, 3, H, W) in [0, 1] -> scaled latent (B, C, H/f, W/f); the posterior mode unless ``sample``."""
+    """(B, 3, H, W) in [0, 1] -> scaled fp32 latent (B, C, H/f, W/f); the posterior mode unless ``sample``.
+
+    fp32 whatever the VAE's dtype: the sampler's arithmetic on latents stays in full precision.
+    """
     dist = vae.encode(img * 2 - 1).latent_dist
     z = dist.sample() if sample else dist.mode()
-    return z * vae.config.scaling_factor
+    return z.float() * vae.config.scaling_factor
 
 
 def vae_decode(vae, z):
-    """Scaled latent -> (B, 3, H, W) in [0, 1]."""
-    return ((vae.decode(z / vae.config.scaling_factor).sample.clamp(-1, 1) + 1) / 2)
+    """Scaled latent -> (B, 3, H, W) in [0, 1], fp32 whatever the VAE's dtype (rewards score fp32)."""
+    return ((vae.decode(z / vae.config.scaling_factor).sample.float().clamp(-1, 1) + 1) / 2)
 
 
 def upscale_input(lq, scale, multiple):
@@ -223,6 +229,7 @@ def gaussian_log_prob(x, mean, std):
     The mean (not the sum) keeps importance ratios of large latents in a usable range, as
     DDPO/Flow-GRPO implementations do.
     """
+    x, mean = x.float(), mean.float()  # ratios of half-precision densities would be too coarse
     return (-((x - mean) ** 2) / (2 * std ** 2) - math.log(std) - 0.5 * math.log(2 * math.pi)).flatten(1).mean(1)
 
 
@@ -268,10 +275,62 @@ class DiffusionPolicy(GeneratorPolicy):
     Multi-step subclasses implement ``prepare(lq) -> cond`` (dict), ``initial_latent(cond)``,
     ``predict(z, t, cond)`` (UNet output) and ``decode(z, cond)``; they set ``timesteps`` (list,
     descending), ``alphas_cumprod``, ``prediction_type``, ``sample_eta`` and ``rollout_eta``.
+
+    Memory options (``rlhf.mixed_precision``, ``rlhf.gradient_checkpointing``, ``rlhf.vae_tile``)
+    act on the diffusers models the subclass holds as ``unet``, ``controlnet``, ``vae`` and on the
+    modules ``extra_checkpoint_modules()`` lists; hooks read ``self._context`` (a ``HookContext``).
     """
+    base_dtype = None
+
+    def autocast(self):
+        """Autocast to the base dtype (a no-op at full precision): every public entry runs under it."""
+        device = self.alphas_cumprod.device.type
+        return torch.autocast(device, dtype=self.base_dtype or torch.float32, enabled=self.base_dtype is not None)
+
+    def cast_base(self, dtype):
+        """Store the frozen base in ``dtype`` (bf16/fp16); adapters and other trainable tensors stay fp32."""
+        self.base_dtype = dtype
+        cast_frozen(self, dtype)
+
+    def diffusers_models(self):
+        return [m for m in (getattr(self, n, None) for n in ('unet', 'controlnet', 'vae')) if m is not None]
+
+    def extra_checkpoint_modules(self):
+        """Own modules with a ``gradient_checkpointing`` flag (StableSR's LQ encoder)."""
+        return []
+
+    def enable_gradient_checkpointing(self):
+        """Per-block checkpointing of the UNet, ControlNet and VAE (+ extra modules) in the backward."""
+        for model in self.diffusers_models():
+            enable_checkpointing(model, getattr(self, '_context', None))
+        for module in self.extra_checkpoint_modules():
+            module.gradient_checkpointing = True
+
+    def enable_vae_tiling(self, tile, overlap=0.25):
+        enable_vae_tiling(self.vae, tile, overlap)
+
+    def forward(self, lq=None, grad_steps=1, trajectory=None):
+        """``sample(lq, grad_steps)``, or ``log_prob(trajectory)``.
+
+        DDP wraps this one entry, so the policy-gradient algorithms call it for their
+        log-probabilities: only then are the gradients all-reduced.
+        """
+        if trajectory is not None:
+            return self.log_prob(trajectory)
+        return self.sample(lq, grad_steps=grad_steps)
 
     def trainable_names(self):
-        return [n for n, p in self.named_parameters() if p.requires_grad]
+        """Names of the trained tensors; a frozen reference keeps those of the policy it copies."""
+        frozen_names = getattr(self, '_reference_names', None)
+        return list(frozen_names) if frozen_names is not None else [
+            n for n, p in self.named_parameters() if p.requires_grad]
+
+    def make_reference(self):
+        """Frozen copy whose ``weights_module`` still holds the adapters (``net_g_ref.pth``, resume)."""
+        names = self.trainable_names()
+        ref = super().make_reference()
+        ref._reference_names = tuple(names)
+        return ref
 
     def weights_module(self):
         return TrainableWeights(self)
@@ -303,15 +362,14 @@ class DiffusionPolicy(GeneratorPolicy):
         return self.decode(z, cond), cond, states, actions, steps, log_probs
 
     def sample(self, lq, grad_steps=1):
-        if grad_steps == 0:
-            with torch.no_grad():
-                return self._loop(lq, 0, self.sample_eta, False)[0]
-        return self._loop(lq, grad_steps, self.sample_eta, False)[0]
+        with self.autocast(), torch.set_grad_enabled(torch.is_grad_enabled() and grad_steps > 0):
+            return self._loop(lq, grad_steps, self.sample_eta, False)[0]
 
     @torch.no_grad()
     def sample_trajectory(self, lq):
         from finpercep_basicsr.archs.generator_policy import Trajectory
-        sr, cond, states, actions, steps, log_probs = self._loop(lq, 0, self.rollout_eta, True)
+        with self.autocast():
+            sr, cond, states, actions, steps, log_probs = self._loop(lq, 0, self.rollout_eta, True)
         if not states:
             raise UserInputError(f'{type(self).__name__}: rollout_eta is 0 or there is one step: the sampler '
                                  f'is deterministic, grpo/dpo need rollout_eta > 0 and num_steps >= 2')
@@ -319,9 +377,10 @@ class DiffusionPolicy(GeneratorPolicy):
                           cond={'lq': cond['lq']})
 
     def log_prob(self, trajectory):
-        cond = self.prepare(trajectory.cond['lq'])
-        out = []
-        for z, nxt, i in zip(trajectory.states, trajectory.actions, trajectory.timesteps):
-            mean, std = self._step(z, i, cond, self.rollout_eta)
-            out.append(gaussian_log_prob(nxt, mean, std))
-        return torch.stack(out, 1)
+        with self.autocast():
+            cond = self.prepare(trajectory.cond['lq'])
+            out = []
+            for z, nxt, i in zip(trajectory.states, trajectory.actions, trajectory.timesteps):
+                mean, std = self._step(z, i, cond, self.rollout_eta)
+                out.append(gaussian_log_prob(nxt, mean, std))
+            return torch.stack(out, 1)

@@ -147,7 +147,7 @@ class FinPercepOSEDiffGenerator(DiffusionPolicy):
         return split_prediction(out, z, self.alphas_cumprod[self.timestep], self.prediction_type)[0]
 
     def sample(self, lq, grad_steps=1):
-        with torch.set_grad_enabled(torch.is_grad_enabled() and grad_steps > 0):
+        with self.autocast(), torch.set_grad_enabled(torch.is_grad_enabled() and grad_steps > 0):
             return vae_decode(self.vae, self._x0(lq))
 
     @torch.no_grad()
@@ -156,11 +156,14 @@ class FinPercepOSEDiffGenerator(DiffusionPolicy):
         if not self.stochastic:
             raise UserInputError('FinPercepOSEDiffGenerator is deterministic: set network_g.explore_sigma > 0 '
                                  'for grpo/dpo')
-        mean = self._x0(lq)
-        action = mean + self.explore_sigma * torch.randn_like(mean)
-        return Trajectory(sr=vae_decode(self.vae, action), states=[mean], actions=[action], timesteps=[self.timestep],
+        with self.autocast():
+            mean = self._x0(lq).float()
+            action = mean + self.explore_sigma * torch.randn_like(mean)
+            sr = vae_decode(self.vae, action)
+        return Trajectory(sr=sr, states=[mean], actions=[action], timesteps=[self.timestep],
                           log_probs=gaussian_log_prob(action, mean, self.explore_sigma)[:, None], cond={'lq': lq})
 
     def log_prob(self, trajectory):
-        mean = self._x0(trajectory.cond['lq'])  # recomputed: gradients reach the UNet and VAE-encoder LoRA
+        with self.autocast():
+            mean = self._x0(trajectory.cond['lq'])  # recomputed: gradients reach the UNet and VAE-encoder LoRA
         return gaussian_log_prob(trajectory.actions[0], mean, self.explore_sigma)[:, None]

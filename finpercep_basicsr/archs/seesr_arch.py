@@ -24,6 +24,7 @@ from basicsr.utils import get_root_logger
 from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
 
+from finpercep_basicsr.archs.diffusion_memory import HookContext
 from finpercep_basicsr.archs.latent_diffusion import (MODEL_WEIGHTS, DiffusionPolicy, PromptEmbedder, add_lora,
                                                       check_folder, freeze, latent_multiple, load_pretrained,
                                                       load_safetensors, model_layout, spaced_timesteps,
@@ -33,8 +34,9 @@ from finpercep_basicsr.utils.errors import UserInputError
 ATTN_TARGETS = ['to_q', 'to_k', 'to_v', 'to_out.0']
 
 
-class _Context:
+class _Context(HookContext):
     """Per-call image embeddings shared by the hooks of one model (deep-copied with it)."""
+    fields = ('embeds',)
     embeds = None
 
 

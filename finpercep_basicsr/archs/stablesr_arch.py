@@ -22,11 +22,13 @@ unet/vae when ``stablesr_path`` is not given); ``stablesr_path`` is the folder w
 """
 import json
 import os
+import re
 
 import torch
 from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
 
+from finpercep_basicsr.archs.diffusion_memory import HookContext
 from finpercep_basicsr.archs.latent_diffusion import (DiffusionPolicy, PromptEmbedder, add_lora, check_folder, freeze,
                                                       latent_multiple, load_pretrained, load_safetensors, model_layout,
                                                       spaced_timesteps, upscale_input, vae_decode, vae_encode)
@@ -40,7 +42,8 @@ EXTRA_FILE, CONFIG_FILE = 'stablesr.safetensors', 'stablesr_config.json'
 
 def unet_resnets(unet):
     """``{'down_blocks.0.resnets.0': module, ...}``: every ResNet block of a diffusers UNet."""
-    return {name: m for name, m in unet.named_modules() if name.count('.') == 2 and '.resnets.' in name}
+    pattern = re.compile(r'(down_blocks\.\d+|up_blocks\.\d+|mid_block)\.resnets\.\d+')
+    return {name: m for name, m in unet.named_modules() if pattern.fullmatch(name)}
 
 
 def cfw_levels(vae):
@@ -48,8 +51,9 @@ def cfw_levels(vae):
     return list(range(1, len(vae.config.block_out_channels) - 1))
 
 
-class _Context:
+class _Context(HookContext):
     """Per-call features shared by the hooks (deep-copied with the model, like its hooks)."""
+    fields = ('struct', 'enc', 'capture')
     struct = None   # {width: encoder feature} during a UNet call
     enc = None      # {i_level: VAE-encoder feature} captured while encoding the LQ
     capture = False
@@ -168,6 +172,16 @@ class FinPercepStableSRGenerator(DiffusionPolicy):
     @cfw_weight.setter
     def cfw_weight(self, value):
         self._weight.cfw_weight = float(value)
+
+    def extra_checkpoint_modules(self):
+        return [self.structcond]
+
+    def enable_vae_tiling(self, tile, overlap=0.25):
+        if self.cfw_weight > 0:
+            raise UserInputError('rlhf.vae_tile: StableSR\'s CFW fuses whole-image VAE-encoder features into the '
+                                 'decoder; tiles would fuse features of another tile. Set network_g.cfw_weight: 0 '
+                                 'or rlhf.vae_tile: null')
+        super().enable_vae_tiling(tile, overlap)
 
     def _build_extras(self, cfg):
         """Encoder, one SPADE per UNet ResNet block (hooked on its conv2), CFW fusion layers (hooked)."""

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from basicsr.archs.rrdbnet_arch import RRDB
 from diffusers.models.embeddings import get_timestep_embedding
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 
 def group_norm(channels, groups):
@@ -118,6 +119,12 @@ class TimeAwareEncoder(nn.Module):
                                              AttentionBlock(ch, num_heads, num_head_channels, norm_groups),
                                              ResBlock(ch, emb, ch, norm_groups)])
         self.fea_tran = nn.ModuleList(ResBlock(c, emb, out_channels, norm_groups) for c in level_channels)
+        self.gradient_checkpointing = False  # rlhf.gradient_checkpointing: recompute each block in the backward
+
+    def _run(self, block, h, emb):
+        if self.gradient_checkpointing and torch.is_grad_enabled():
+            return checkpoint(block, h, emb, use_reentrant=False)
+        return block(h, emb)
 
     def forward(self, z, t):
         """``z`` (B, C, h, w), ``t`` (B,) long -> dict width -> (B, out_channels, h / 2^l, w / 2^l)."""
@@ -126,11 +133,11 @@ class TimeAwareEncoder(nn.Module):
         levels, h = [], z
         for block in self.input_blocks:
             last = h
-            h = block(h, emb)
+            h = self._run(block, h, emb)
             if h.size(-1) != last.size(-1):  # a downsample: the level before it is complete
                 levels.append(last)
-        levels.append(self.middle_block(h, emb))
-        return {f.size(-1): tran(f, emb) for f, tran in zip(levels, self.fea_tran)}
+        levels.append(self._run(self.middle_block, h, emb))
+        return {f.size(-1): self._run(tran, f, emb) for f, tran in zip(levels, self.fea_tran)}
 
 
 class SPADE(nn.Module):

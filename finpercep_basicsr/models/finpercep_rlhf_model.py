@@ -15,8 +15,10 @@ from finpercep_basicsr.curriculum.coevolution import RewardCoEvolution
 from finpercep_basicsr.curriculum.schedule import RewardCurriculum
 from finpercep_basicsr.losses.finpercep_reward_loss import pdm_artifact_rate
 from finpercep_basicsr.models.finpercep_base_model import FinPercepBaseModel
+from finpercep_basicsr.archs.diffusion_memory import configure_policy_memory
 from finpercep_basicsr.archs.generator_policy import build_policy
 from finpercep_basicsr.models.rl_algorithms import build_rl_algorithm
+from finpercep_basicsr.models.rlhf_ddp import NoiseStream, check_ranks_agree, gather_rng_states, restore_rank_rng
 from finpercep_basicsr.utils.checkpoint import CheckpointMismatchError, atomic_torch_save, load_checkpoint
 from finpercep_basicsr.utils.errors import UserInputError
 
@@ -50,6 +52,9 @@ class FinPercepRLHFModel(FinPercepBaseModel):
         network_d + train.gan_opt + train.optim_d: optional BasicSR GAN term.
         train.optim_g, train.scheduler, train.ema_decay, train.ema_warmup (``ema_decay_at``), train.grad_clip_norm.
         val.metrics (BasicSR metrics on uint8 images), val.pdm_threshold, val.num_pdm_images.
+        rlhf.mixed_precision (no | bf16 | fp16), rlhf.gradient_checkpointing, rlhf.vae_tile
+            (+ vae_tile_overlap): memory options of the policy (``archs.diffusion_memory``); fp16
+            adds a GradScaler whose overflow steps count as non-finite skips.
 
     Every step whose loss or gradients are NaN/Inf is skipped (no optimiser, EMA or discriminator
     update) and counted in ``nonfinite_skips``.
@@ -63,6 +68,7 @@ class FinPercepRLHFModel(FinPercepBaseModel):
         # before DDP wraps the policy: DDP only syncs parameters that require grad at construction
         self.trainable_names = policy.restrict_trainable((opt.get('rlhf') or {}).get('trainable'))
         self.frozen_names = [n for n, p in policy.weights_module().named_parameters() if not p.requires_grad]
+        self.amp_dtype = configure_policy_memory(policy, opt.get('rlhf'), self.device)  # casts what is frozen
         self.net_g = self.model_to_device(policy)
         self.print_network(self.net_g)
         if self.frozen_names:
@@ -99,6 +105,10 @@ class FinPercepRLHFModel(FinPercepBaseModel):
         self.coevolution = RewardCoEvolution((train_opt.get('ccl') or {}).get('coevolve'), self.device)
         self.grad_clip_norm = train_opt.get('grad_clip_norm')
         self.nonfinite_skips = 0
+        self.grad_scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
+        # sampling noise apart from the data loader's draws: resumed runs continue it exactly
+        self.noise = NoiseStream((self.opt.get('manual_seed') or 0) + 7919 * (self.opt.get('rank', 0) + 1),
+                                 self.device)
         optim_opt = deepcopy(train_opt['optim_g'])
         self.optimizer_g = self.get_optimizer(optim_opt.pop('type'), policy.trainable_parameters(), **optim_opt)
         self.optimizers.append(self.optimizer_g)
@@ -177,17 +187,22 @@ class FinPercepRLHFModel(FinPercepBaseModel):
         return bool(ok.item())
 
     def optimize_parameters(self, current_iter):
+        with self.noise.active():
+            self._optimize(current_iter)
+
+    def _optimize(self, current_iter):
         policy = self.get_bare_model(self.net_g)
         params = policy.trainable_parameters()
         self.optimizer_g.zero_grad(set_to_none=True)
         sr, total, loss_dict = self.rl_algorithm.generator_loss(self, current_iter)
         # backward even for a NaN loss: DDP ranks must all run the same all-reduce
-        total.backward()
+        self.grad_scaler.scale(total).backward()
+        self.grad_scaler.unscale_(self.optimizer_g)  # fp16: true gradients for the finite check and clipping
         finite = self._step_is_finite(total.detach(), params)
         if finite:
             if self.grad_clip_norm:
                 loss_dict['grad_norm'] = torch.nn.utils.clip_grad_norm_(params, self.grad_clip_norm).detach()
-            self.optimizer_g.step()
+            self.grad_scaler.step(self.optimizer_g)
             if self.ema_decay > 0:
                 self._update_ema(current_iter)
             if self.net_d is not None:
@@ -199,6 +214,9 @@ class FinPercepRLHFModel(FinPercepBaseModel):
             get_root_logger().warning(f'iter {current_iter}: non-finite reward/loss or gradients, step skipped '
                                       f'({self.nonfinite_skips} so far)')
             loss_dict = OrderedDict()  # the NaN terms of a step that did not happen are not logged
+        if self.grad_scaler.is_enabled():
+            self.grad_scaler.update()  # an overflow step lowers the scale
+            loss_dict['grad_scale'] = self.grad_scaler.get_scale()
         loss_dict.update(self.curriculum.log_values(current_iter))
         loss_dict['nonfinite_skips'] = float(self.nonfinite_skips)
         self.log_dict = self.reduce_loss_dict(
@@ -288,6 +306,10 @@ class FinPercepRLHFModel(FinPercepBaseModel):
     # ---- checkpoints --------------------------------------------------------------------------
     def save(self, epoch, current_iter):
         policy = self.get_bare_model(self.net_g)
+        ranks = check_ranks_agree(policy.weights_module().state_dict(), self.device)  # collective
+        if ranks > 1:
+            get_root_logger().info(f'iter {current_iter}: trainable weights agree on {ranks} ranks')
+        self._rank_rng = gather_rng_states(self.noise.state)  # collective: every rank's RNG into rank 0's state
         if self.ema_decay > 0:
             self.save_network([policy.weights_module(), self.net_g_ema.weights_module()], 'net_g', current_iter,
                               param_key=['params', 'params_ema'])
@@ -303,7 +325,8 @@ class FinPercepRLHFModel(FinPercepBaseModel):
 
     def extra_training_state(self):
         return {'curriculum': self.curriculum.state_dict(), 'coevolution': self.coevolution.state_dict(),
-                'nonfinite_skips': self.nonfinite_skips, 'trainable': list(self.trainable_names)}
+                'nonfinite_skips': self.nonfinite_skips, 'trainable': list(self.trainable_names),
+                'grad_scaler': self.grad_scaler.state_dict(), 'rng_ranks': getattr(self, '_rank_rng', None)}
 
     def resume_training(self, resume_state):
         saved = (resume_state.get('extra') or {}).get('trainable')
@@ -319,3 +342,9 @@ class FinPercepRLHFModel(FinPercepBaseModel):
         self.curriculum.load_state_dict(state.get('curriculum'))
         self.coevolution.load_state_dict(state.get('coevolution'))
         self.nonfinite_skips = int(state.get('nonfinite_skips', 0))
+        if state.get('grad_scaler'):
+            self.grad_scaler.load_state_dict(state['grad_scaler'])
+        if not restore_rank_rng(state.get('rng_ranks'), self.opt.get('rank', 0), self.opt.get('world_size', 1),
+                                self.noise) and self.opt.get('world_size', 1) > 1:
+            get_root_logger().warning('the resume state holds no RNG state for this world size: ranks continue '
+                                      'with fresh random streams (the run is not bit-identical to an uninterrupted one)')

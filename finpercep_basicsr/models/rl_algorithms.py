@@ -7,9 +7,15 @@
   LQ two stochastic samples are ranked by the reward; with per-trajectory log-likelihood ratios
   d = log pi(tau) - log pi_ref(tau), loss = -log sigmoid(beta * (d_win - d_lose)). ``beta`` is the
   strength of the implicit KL to the reference; ties are dropped.
-- ``grpo``: ``group_size`` stochastic samples per LQ, advantages normalised within the group,
-  PPO-clipped importance ratios per sampling transition, plus ``kl_weight`` times the k3 estimate
-  of KL(pi || pi_ref) on the sampled transitions.
+- ``grpo``: ``group_size`` stochastic samples per LQ, advantages = reward minus the group's mean,
+  divided by the std of every reward of the step on every rank (``adv_std: global``, all-gathered
+  under DDP, as Flow-GRPO's global std: small groups give noisy stds) or by the group's own std
+  (``adv_std: group``); PPO-clipped importance ratios per sampling transition, plus ``kl_weight``
+  times the k3 estimate of KL(pi || pi_ref) on the sampled transitions.
+
+Under DDP each rank samples the groups of its own LQs; the log-probabilities with gradients go
+through the DDP-wrapped policy (``net_g(trajectory=...)``) so their gradients are all-reduced, and
+the KL to the reference is computed per rank (each rank holds the same frozen reference).
 
 Options (``rlhf``)::
 
@@ -21,13 +27,17 @@ Options (``rlhf``)::
       kl_weight: 0.01        # grpo: KL(pi || pi_ref) weight
       beta: 100.0            # dpo: inverse temperature (implicit KL strength)
       adv_eps: 1.0e-4        # grpo: std floor of the group normalisation
+      adv_std: global        # grpo: global (every rank's rewards) | group (each group's own std)
 
 The policy needs ``sample_trajectory`` / ``log_prob`` (a stochastic sampler) for dpo and grpo. Log
 probabilities are per-element means over the latent (see ``latent_diffusion.gaussian_log_prob``).
 """
 from collections import OrderedDict
 
+import inspect
+
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 
 from finpercep_basicsr.utils.errors import UserInputError
@@ -48,6 +58,36 @@ def reward_per_sample(model, sr, gt, current_iter):
             if name in terms:
                 logs[name] = logs.get(name, 0) + weight * terms[name].mean()
     return total, logs
+
+
+def gather_rows(x):
+    """All-gather (B, ...) tensors of every rank into (world * B, ...), rank order; as is without DDP."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return x
+    parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, x.contiguous())
+    return torch.cat(parts)
+
+
+def group_advantages(rewards, eps=1e-4, std_scope='global', gather=gather_rows):
+    """GRPO advantages of the local groups ``rewards`` (B, G), and the std they were divided by.
+
+    ``(r - mean of its group) / (std + eps)``; std over the rewards of every group of every rank
+    (``global``: ``gather`` collects them; a scalar) or of each group alone (``group``; (B, 1)).
+    """
+    centred = rewards - rewards.mean(1, keepdim=True)
+    std = rewards.std(1, keepdim=True) if std_scope == 'group' else gather(rewards).std()
+    return centred / (std + eps), std
+
+
+def policy_log_prob(model, policy, trajectory):
+    """(B, T) log-probabilities with gradients, through DDP's forward when the policy is wrapped."""
+    if model.net_g is policy:
+        return policy.log_prob(trajectory)
+    if 'trajectory' not in inspect.signature(policy.forward).parameters:
+        raise UserInputError(f'{type(policy).__name__} cannot run grpo/dpo under DDP: its forward has no '
+                             f'trajectory argument (the diffusion policies have one)')
+    return model.net_g(trajectory=trajectory)
 
 
 class ReFL:
@@ -75,9 +115,6 @@ class _PolicyGradient:
 
     def rollouts(self, model, current_iter):
         policy = model.get_bare_model(model.net_g)
-        if model.opt.get('dist'):
-            raise UserInputError(f'rlhf.algorithm {self.name} runs on one process (its log-probabilities do '
-                                 f'not go through DistributedDataParallel); use refl for distributed runs')
         if not getattr(policy, 'stochastic', False):
             raise UserInputError(f'rlhf.algorithm {self.name} needs a stochastic policy: {type(policy).__name__} '
                                  f'has none (diffusion generators: rollout_eta > 0 or explore_sigma > 0)')
@@ -99,13 +136,17 @@ class GRPO(_PolicyGradient):
         self.clip_range = float(opt.get('clip_range', 0.2))
         self.kl_weight = float(opt.get('kl_weight', 0.01))
         self.adv_eps = float(opt.get('adv_eps', 1e-4))
+        self.adv_std = str(opt.get('adv_std', 'global'))
         if self.group_size < 2:
             raise UserInputError(f'rlhf.group_size must be >= 2 for grpo, got {self.group_size}')
+        if self.adv_std not in ('global', 'group'):
+            raise UserInputError(f'rlhf.adv_std must be global or group, got {self.adv_std!r}')
 
     def generator_loss(self, model, current_iter):
         policy, traj, rewards, logs = self.rollouts(model, current_iter)
-        adv = ((rewards - rewards.mean(1, keepdim=True)) / (rewards.std(1, keepdim=True) + self.adv_eps)).flatten()
-        new_lp = policy.log_prob(traj)  # (B*G, T) with gradients
+        adv, std = group_advantages(rewards, self.adv_eps, self.adv_std)
+        adv = adv.flatten()
+        new_lp = policy_log_prob(model, policy, traj)  # (B*G, T) with gradients
         ratio = torch.exp(new_lp - traj.log_probs)
         clipped = ratio.clamp(1 - self.clip_range, 1 + self.clip_range)
         l_pg = -torch.min(ratio * adv[:, None], clipped * adv[:, None]).mean()
@@ -115,7 +156,9 @@ class GRPO(_PolicyGradient):
         l_kl = (torch.exp(log_r) - log_r - 1).mean()
         total = l_pg + self.kl_weight * l_kl
         loss_dict = OrderedDict(l_pg=l_pg, l_kl=l_kl, l_total=total, reward=rewards.mean(),
-                                reward_group_std=rewards.std(1).mean(), ratio=ratio.detach().mean(), **logs)
+                                reward_group_std=rewards.std(1).mean(), ratio=ratio.detach().mean(),
+                                adv_abs=adv.abs().mean(), adv_std=std.mean(), reward_sq=rewards.square().mean(),
+                                **logs)
         return traj.sr[::self.group_size], total, loss_dict
 
 
@@ -125,12 +168,15 @@ class DPO(_PolicyGradient):
     def __init__(self, opt):
         super().__init__(opt)
         self.beta = float(opt.get('beta', 100.0))
+        if int(opt.get('group_size', 2)) < 2:
+            raise UserInputError(f'rlhf.group_size {opt["group_size"]}: dpo ranks two samples of each LQ, one '
+                                 f'sample per group has nothing to prefer (group_size 2 or leave it out)')
 
     def generator_loss(self, model, current_iter):
         policy, traj, rewards, logs = self.rollouts(model, current_iter)
         with torch.no_grad():
             ref_lp = model.net_ref.log_prob(traj).sum(1)
-        d = (policy.log_prob(traj).sum(1) - ref_lp).view(-1, 2)
+        d = (policy_log_prob(model, policy, traj).sum(1) - ref_lp).view(-1, 2)
         win = rewards.argmax(1)
         idx = torch.arange(d.size(0), device=d.device)
         margin = d[idx, win] - d[idx, 1 - win]
