@@ -22,7 +22,8 @@ def build_pyiqa_metric(name, device='cpu', **kwargs):
     if name not in pyiqa.list_models():
         raise UserInputError(f'pyiqa has no metric {name!r}')
     try:
-        return pyiqa.create_metric(name, as_loss=True, device=device, **kwargs)
+        # one score per image (as_loss alone averages the batch into one number)
+        return pyiqa.create_metric(name, as_loss=True, device=device, **{'loss_reduction': 'none', **kwargs})
     except (OSError, RuntimeError) as err:  # URLError is an OSError
         raise IQAMetricUnavailableError(
             f'pyiqa metric {name!r} could not be built ({type(err).__name__}: {err}). Learned metrics need '

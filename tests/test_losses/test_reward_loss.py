@@ -127,6 +127,16 @@ def test_global_loss_from_pyiqa_full_reference_metric():
         psnr(x)
 
 
+def test_pyiqa_reward_is_per_image_in_a_batch():
+    gt = torch.rand(3, 3, 32, 32)
+    x = (gt + torch.tensor([0.02, 0.1, 0.3]).view(3, 1, 1, 1) * torch.randn_like(gt)).clamp(0, 1)
+    psnr = FinPercepGlobalIQALoss(metric='pyiqa:psnr')
+    batch = psnr.rewards(x, gt)['score']
+    single = torch.stack([psnr.rewards(x[i:i + 1], gt[i:i + 1])['score'][0] for i in range(3)])
+    torch.testing.assert_close(batch, single)
+    assert batch[0] > batch[1] > batch[2]
+
+
 def test_pyiqa_metric_needing_a_download_fails_clearly(monkeypatch):
     import pyiqa
 
