@@ -1,0 +1,58 @@
+"""Turn a reward-model training checkpoint into a release file: one weight set, checked, with its sha256.
+
+    python scripts/export_rm_weights.py --ckpt experiments/FinPercepRM_stage3/models/net_reward_latest.pth \
+        --opt options/pretrained/finpercep_rm.yml --out weights/finpercep_rm.pth [--param-key params_ema]
+
+The chosen weights (``params_ema`` by default: what validation measured) are loaded strictly into the
+network of ``--opt`` (so the release fits its option file), saved as ``{'params': state}`` atomically,
+and ``OUT.sha256`` is written beside (``sha256sum -c`` format). Prints the size and the digest.
+"""
+import argparse
+import hashlib
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def export(ckpt, opt, out, param_key='params_ema'):
+    """Returns (sha256 hex digest, size in bytes) of the written file."""
+    from copy import deepcopy
+
+    from basicsr.utils.registry import ARCH_REGISTRY
+
+    import finpercep_basicsr  # noqa: F401  (registers the arch)
+    from finpercep_basicsr.utils.checkpoint import atomic_torch_save, load_state_dict_into
+    from finpercep_basicsr.utils.option_check import load_option_file
+    network = deepcopy(load_option_file(opt)['network_reward'])
+    net = ARCH_REGISTRY.get(network.pop('type'))(**network)
+    load_state_dict_into(net, ckpt, param_key=param_key, strict=True, what='reward checkpoint')
+    state = {k: v.detach().clone().contiguous() for k, v in net.state_dict().items()}
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    atomic_torch_save({'params': state}, out)
+    with open(out, 'rb') as f:
+        digest = hashlib.sha256(f.read()).hexdigest()
+    with open(out + '.sha256', 'w') as f:
+        f.write(f'{digest}  {os.path.basename(out)}\n')
+    return digest, os.path.getsize(out)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--ckpt', required=True, help='training checkpoint (net_reward_*.pth)')
+    parser.add_argument('--opt', required=True, help='option file whose network_reward the release must fit')
+    parser.add_argument('--out', required=True, help='release file (.pth)')
+    parser.add_argument('--param-key', default='params_ema', help='weights to keep (params_ema or params)')
+    args = parser.parse_args(argv)
+    from finpercep_basicsr.utils.errors import exit_code_for_user_errors
+
+    def run():
+        digest, size = export(args.ckpt, args.opt, args.out, args.param_key)
+        print(f'{args.out}: {size / 2 ** 20:.2f} MiB, sha256 {digest}')
+        return 0
+
+    return exit_code_for_user_errors(run)
+
+
+if __name__ == '__main__':
+    sys.exit(main())
