@@ -73,15 +73,21 @@ def build_rlhf_model(tmp_path, data_root, reward_ckpt, dist=False, **overrides):
 
     ``dist=True`` wraps the generator in DDP (the caller initialises a one-process group).
     """
+    path = write_rlhf_options(os.path.join(str(tmp_path), 'inproc.yml'), data_root, reward_ckpt, **overrides)
+    return model_from_option_file(path, tmp_path, dist=dist)
+
+
+def model_from_option_file(path, tmp_path, dist=False):
+    """``FinPercepRLHFModel`` of an option file, with its models and states under ``tmp_path``."""
     import yaml
 
     from finpercep_basicsr.models.finpercep_rlhf_model import FinPercepRLHFModel
-    path = write_rlhf_options(os.path.join(str(tmp_path), 'inproc.yml'), data_root, reward_ckpt, **overrides)
     with open(path) as f:
         opt = yaml.safe_load(f)
     opt.update(dist=dist, rank=0, world_size=1, is_train=True, auto_resume=False)
     opt['path'].update(models=os.path.join(str(tmp_path), 'models'),
                        training_states=os.path.join(str(tmp_path), 'states'))
+    os.makedirs(opt['path']['models'], exist_ok=True)
     return FinPercepRLHFModel(opt)
 
 

@@ -1,11 +1,9 @@
 """Memory options of the diffusion policies: mixed precision, gradient checkpointing, tiled VAE."""
-import os
 
 import pytest
 import torch
-import yaml
 from diffusion_fixture import make_sd_folder, make_seesr_folder
-from rlhf_fixture import make_paired_folder, make_reward_checkpoint, write_rlhf_options
+from rlhf_fixture import make_paired_folder, make_reward_checkpoint, model_from_option_file, write_rlhf_options
 from stablesr_fixture import ENCODER_OPT, make_stablesr_sd
 
 import finpercep_basicsr  # noqa: F401
@@ -15,7 +13,6 @@ from finpercep_basicsr.archs.latent_diffusion import vae_decode, vae_encode
 from finpercep_basicsr.archs.osediff_arch import FinPercepOSEDiffGenerator
 from finpercep_basicsr.archs.seesr_arch import FinPercepSeeSRGenerator
 from finpercep_basicsr.archs.stablesr_arch import FinPercepStableSRGenerator
-from finpercep_basicsr.models.finpercep_rlhf_model import FinPercepRLHFModel
 from finpercep_basicsr.utils.errors import UserInputError
 
 pytestmark = pytest.mark.usefixtures('one_thread')
@@ -43,12 +40,7 @@ def _model(assets, tmp_path, rlhf):
     network = {'type': 'FinPercepOSEDiffGenerator', 'sd_path': assets['sd'], 'prompt': 'a photo', 'explore_sigma': 0.1}
     path = write_rlhf_options(tmp_path / 'opt.yml', assets['data'], assets['rm'], network_g=network,
                               rlhf={'algorithm': 'grpo', 'group_size': 2, **rlhf}, train__ema_decay=0)
-    with open(path) as f:
-        opt = yaml.safe_load(f)
-    opt.update(dist=False, rank=0, world_size=1, is_train=True, auto_resume=False)
-    opt['path'].update(models=str(tmp_path / 'models'), training_states=str(tmp_path / 'states'))
-    os.makedirs(opt['path']['models'], exist_ok=True)
-    return FinPercepRLHFModel(opt)
+    return model_from_option_file(path, tmp_path)
 
 
 def test_mixed_precision_bf16_stores_the_base_in_bf16_and_trains_fp32_adapters(assets, tmp_path):

@@ -3,12 +3,10 @@ import os
 
 import pytest
 import torch
-import yaml
 from diffusion_fixture import make_sd_folder, make_seesr_folder
-from rlhf_fixture import make_paired_folder, make_reward_checkpoint, write_rlhf_options
+from rlhf_fixture import make_paired_folder, make_reward_checkpoint, model_from_option_file, write_rlhf_options
 
 import finpercep_basicsr  # noqa: F401
-from finpercep_basicsr.models.finpercep_rlhf_model import FinPercepRLHFModel
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures('one_thread')]
 
@@ -34,12 +32,7 @@ def _model(assets, tmp_path, kind, algorithm, **overrides):
     rlhf = {'algorithm': algorithm, 'grad_steps': 1, 'group_size': 2, 'kl_weight': 0.1, 'beta': 10.0}
     path = write_rlhf_options(tmp_path / 'opt.yml', assets['data'], assets['rm'][0], network_g=_network(kind, assets),
                               rlhf=rlhf, train__ema_decay=0, **overrides)
-    with open(path) as f:
-        opt = yaml.safe_load(f)
-    opt.update(dist=False, rank=0, world_size=1, is_train=True, auto_resume=False)
-    opt['path'].update(models=str(tmp_path / 'models'), training_states=str(tmp_path / 'states'))
-    os.makedirs(opt['path']['models'], exist_ok=True)
-    return FinPercepRLHFModel(opt)
+    return model_from_option_file(path, tmp_path)
 
 
 def _batch():
