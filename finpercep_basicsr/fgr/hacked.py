@@ -149,7 +149,8 @@ def build_hacked_fgr(opt, progress=True):
     if len(set(names)) != len(names):
         raise UserInputError(f'runs: names must be distinct, got {names}')
     workdir = os.path.abspath(opt.get('workdir', '.'))
-    fgr_root = str((opt.get('fgr') or {}).get('dataroot') or 'datasets/FGR_hacked/{split}')
+    # the FGR options are checked before any run trains; the runs' option files go beside the split folders
+    fgr_root = str(fgr_options(opt, [])['dataroot'])
     runs_dir = os.path.join(os.path.abspath(os.path.dirname(fgr_root.replace('{split}', 'x'))), 'runs')
     sources = []
     for run in runs:
