@@ -1,13 +1,16 @@
-"""Photos packaged by Debian: ``opencv-doc`` sample photos and ``plasma-workspace-wallpapers`` photographs.
+"""Photos packaged by Debian: ``opencv-doc`` sample photos, ``plasma-workspace-wallpapers`` and
+``lomiri-wallpapers-16.04`` photographs.
 
 Each package is fetched with ``apt-get download`` (or given as a .deb) and unpacked with ``dpkg -x``
 (nothing is installed) into a work folder. The work folder is a cache: a .deb found there is used
 instead of downloading, and a tree already unpacked from that .deb is not unpacked again. Each function
-returns records (dict: path, name, source, licence; plasma adds author) for ``photos.gather_photos``.
+returns records (dict: path, name, source, licence; plasma and lomiri add author, lomiri max_width)
+for ``photos.gather_photos``.
 """
 import glob
 import json
 import os
+import re
 import subprocess
 
 from finpercep_basicsr.utils.errors import UserInputError
@@ -30,6 +33,19 @@ PLASMA_COPYRIGHT = f'usr/share/doc/{PLASMA_PACKAGE}/copyright'
 PLASMA_PHOTOS = ('BytheWater', 'ColdRipple', 'ColorfulCups', 'EveningGlow', 'FallenLeaf', 'Grey', 'Kite',
                  'OneStandsOut', 'Path', 'summer_1am')
 PLASMA_MAX_WIDTH = 3840
+
+LOMIRI_PACKAGE = 'lomiri-wallpapers-16.04'
+LOMIRI_DATA = 'usr/share/backgrounds'
+LOMIRI_COPYRIGHT = f'usr/share/doc/{LOMIRI_PACKAGE}/copyright'
+LOMIRI_SOURCE_DIR = '16.04'  # the folder of the images in the source tree, as named by its Files paragraphs
+# The photographs among the package's wallpapers (20.04.0-2), each checked by eye; analogpattern and
+# umang are artwork: left out
+LOMIRI_PHOTOS = ('Bridge_by_Sander_Klootwijk', 'Dragonfly_by_Bolly', 'Picture_0B_by_freespace',
+                 'Picture_1A_by_freespace', 'Wine_by_Jakkub_Mede', 'aitzgorri_by_Aitzol_Berasategi',
+                 'free_by_Peter_Nerlich', 'friends_by_Aitzol_Berasategi', 'greentock_by_Peter_Nerlich',
+                 'life_by_Aitzol_Berasategi', 'picosdeeuropa_by_Aitzol_Berasategi', 'seeding_by_Clements_Engelhardt',
+                 'sunset_by_Aitzol_Berasategi')
+LOMIRI_MAX_WIDTH = 2560  # the photos are up to 5312 px wide; wider ones are downscaled when loaded
 
 
 def _apt_download(package, folder):
@@ -105,17 +121,71 @@ def wallpaper_metadata(folder):
     return fields.get('X-KDE-PluginInfo-License', 'unknown'), author
 
 
-def debian_copyright(path):
-    """'<License> (<Copyright>)' of the ``Files: *`` paragraph of a machine-readable debian/copyright."""
+def copyright_paragraphs(path):
+    """The paragraphs of a machine-readable debian/copyright, each a dict field -> value.
+
+    A value keeps its continuation lines, joined by newlines with their leading space removed (so
+    ``License`` is the short name, then the licence text; ``Files`` is whitespace-separated patterns).
+    """
+    with open(path, encoding='utf-8') as f:
+        text = f.read()
+    paragraphs = []
+    for block in re.split(r'\n[ \t]*\n', text):  # blank lines, also ones holding only spaces
+        fields, key = {}, None
+        for line in block.splitlines():
+            if line[:1] in (' ', '\t') and key:
+                fields[key] += '\n' + line.strip()
+            elif ':' in line and not line.startswith('#'):
+                key, value = line.split(':', 1)
+                fields[key] = value.strip()
+        if fields:
+            paragraphs.append(fields)
+    return paragraphs
+
+
+def _files_match(pattern, path):
+    # copyright-format 1.0: '*' matches any characters (also '/'), '?' one; nothing else is special
+    return re.fullmatch(re.escape(pattern).replace(r'\*', '.*').replace(r'\?', '.'), path) is not None
+
+
+def covering_paragraph(paragraphs, file=None):
+    """The ``Files`` paragraph that covers a file, or None.
+
+    Args:
+        paragraphs (list[dict]): From ``copyright_paragraphs``.
+        file (str | None): A path in the package's source tree: the last paragraph whose ``Files``
+            matches it (the format's rule: later paragraphs override); None = the ``Files: *`` one.
+    """
+    found = None
+    for para in paragraphs:
+        patterns = para.get('Files', '').split()
+        covers = patterns == ['*'] if file is None else any(_files_match(p, file) for p in patterns)
+        found = para if covers else found
+    return found
+
+
+def _holders(para):
+    return '; '.join(para.get('Copyright', 'unknown').splitlines())
+
+
+def _summary(para):
+    """'<License> (<Copyright>)': the licence's short name (its first line) and the holders on one line."""
+    return f'{(para.get("License") or "?").splitlines()[0]} ({_holders(para)})'
+
+
+def debian_copyright(path, file=None):
+    """'<License> (<Copyright>)' from a machine-readable debian/copyright, or why it is not stated.
+
+    Args:
+        path (str): The copyright file.
+        file (str | None): A path in the source tree (see ``covering_paragraph``); None = ``Files: *``.
+    """
     if not os.path.isfile(path):
         return 'not stated (no debian/copyright)'
-    with open(path, encoding='utf-8') as f:
-        paragraphs = f.read().split('\n\n')
-    for para in paragraphs:
-        fields = dict(line.split(':', 1) for line in para.strip().splitlines() if ':' in line and line[:1] != ' ')
-        if fields.get('Files', '').strip() == '*':
-            return f'{fields.get("License", "?").strip()} ({fields.get("Copyright", "?").strip()})'
-    return 'not stated (no Files: * paragraph)'
+    para = covering_paragraph(copyright_paragraphs(path), file)
+    if para is None:
+        return f'not stated (no Files paragraph for {file})' if file else 'not stated (no Files: * paragraph)'
+    return _summary(para)
 
 
 def _pick_resolution(images, max_width):
@@ -164,4 +234,40 @@ def plasma_wallpaper_photos(workdir, deb=None, max_width=PLASMA_MAX_WIDTH):
                             source=f'Debian {os.path.basename(deb)}: {rel} ({w}x{h}), by {author}',
                             licence=f'{licence} (wallpaper metadata; author {author}); package debian/copyright: '
                                     f'{package_licence}'))
+    return records
+
+
+def lomiri_wallpaper_photos(workdir, deb=None, max_width=LOMIRI_MAX_WIDTH):
+    """Records of the photographs in Debian ``lomiri-wallpapers-16.04``, each with its own licence.
+
+    Args:
+        workdir (str): Cache folder for the .deb and its tree.
+        deb (str | None): An already downloaded ``lomiri-wallpapers-16.04_*.deb``.
+        max_width (int): Wider photos are downscaled to this width when loaded (0 = keep the size).
+
+    Returns:
+        list[dict]: path, name (``lomiri_<name before _by_>``), source (package, file, size, author),
+        licence (the file's License and Copyright in debian/copyright), author (that Copyright),
+        max_width (honoured by ``gather_photos``).
+    """
+    from PIL import Image
+    deb, tree = unpack_deb(LOMIRI_PACKAGE, workdir, deb, flag='--lomiri_deb')
+    copyright_file = os.path.join(tree, LOMIRI_COPYRIGHT)
+    paragraphs = copyright_paragraphs(copyright_file) if os.path.isfile(copyright_file) else []
+    records = []
+    for stem in LOMIRI_PHOTOS:
+        rel = f'{LOMIRI_DATA}/{stem}.jpg'
+        path = os.path.join(tree, rel)
+        if not os.path.isfile(path):
+            continue
+        with Image.open(path) as img:
+            w, h = img.size  # from the header, no decoding
+        # each photo has its own paragraph, named by its path in the source tree; its Copyright is the photographer
+        para = covering_paragraph(paragraphs, f'{LOMIRI_SOURCE_DIR}/{stem}.jpg')
+        licence = _summary(para) if para else f'not stated (no Files paragraph in {LOMIRI_COPYRIGHT})'
+        author = _holders(para) if para else 'unknown'
+        resize = f', downscaled to {max_width} px wide when loaded' if 0 < max_width < w else ''
+        records.append(dict(path=path, name=f'lomiri_{stem.split("_by_")[0]}', author=author, max_width=max_width,
+                            source=f'Debian {os.path.basename(deb)}: {rel} ({w}x{h}{resize}), by {author}',
+                            licence=f'{licence}; package debian/copyright, Files: {LOMIRI_SOURCE_DIR}/{stem}.jpg'))
     return records

@@ -1,5 +1,5 @@
-"""Real HR photos for FGR data: packaged photos (scikit-image, Debian opencv-doc and
-plasma-workspace-wallpapers, see ``fgr/deb_photos.py``) or the user's folders.
+"""Real HR photos for FGR data: packaged photos (scikit-image, Debian opencv-doc,
+plasma-workspace-wallpapers and lomiri-wallpapers-16.04, see ``fgr/deb_photos.py``) or the user's folders.
 
 Interface::
 
@@ -17,8 +17,9 @@ dict with ``written`` and ``skipped`` ({path: reason}).
 
 Bad photos (``load_photo_checked``): corrupt/unreadable files and RGBA with transparent pixels are
 skipped; grayscale is repeated to RGB, opaque RGBA loses its alpha, 16-bit is scaled to 8 bits, each
-with a warning naming the file; photos smaller than ``min_size`` (gather) or the crop (cut) are
-skipped. Skipped photos are listed in the summary; already written files are never removed.
+with a warning naming the file; a record's ``max_width`` (lomiri photos) downscales a wider photo
+with area interpolation, noted in its notes; photos smaller than ``min_size`` (gather) or the crop
+(cut) are skipped. Skipped photos are listed in the summary; already written files are never removed.
 """
 import json
 import os
@@ -30,7 +31,8 @@ import cv2
 import numpy as np
 
 from finpercep_basicsr.fgr.deb_photos import (OPENCV_DOC_DATA, OPENCV_DOC_LICENCE, OPENCV_DOC_PHOTOS,  # noqa: F401
-                                              PLASMA_MAX_WIDTH, opencv_doc_photos, plasma_wallpaper_photos)
+                                              LOMIRI_MAX_WIDTH, PLASMA_MAX_WIDTH, lomiri_wallpaper_photos,
+                                              opencv_doc_photos, plasma_wallpaper_photos)
 from finpercep_basicsr.utils.errors import UserInputError
 from finpercep_basicsr.utils.image_io import BadImageError, decode_image, write_rgb8
 
@@ -146,16 +148,29 @@ def _skip(skipped, path, reason):
     warnings.warn(f'skipped {path}: {reason}')
 
 
-PACKAGED_SOURCES = ('skimage', 'opencv-doc', 'plasma-wallpapers')
+def _fit_width(img, max_width):
+    """``img`` downscaled (area interpolation) to ``max_width`` px wide if wider, and a note saying so."""
+    h, w = img.shape[:2]
+    if not max_width or w <= max_width:
+        return img, None
+    size = (max_width, max(1, round(h * max_width / w)))
+    img = cv2.resize(img, size, interpolation=cv2.INTER_AREA)
+    return img, f'downscaled from {w}x{h} to {size[0]}x{size[1]} (area interpolation, max_width {max_width})'
+
+
+PACKAGED_SOURCES = ('skimage', 'opencv-doc', 'plasma-wallpapers', 'lomiri-wallpapers')
+DEB_SOURCES = ('opencv-doc', 'plasma-wallpapers', 'lomiri-wallpapers')
 
 
 def gather_photos(out_dir, sources=('skimage', 'opencv-doc'), inputs=(), min_size=0, workdir=None, opencv_deb=None,
-                  plasma_deb=None, plasma_max_width=PLASMA_MAX_WIDTH):
+                  plasma_deb=None, plasma_max_width=PLASMA_MAX_WIDTH, lomiri_deb=None,
+                  lomiri_max_width=LOMIRI_MAX_WIDTH):
     """Collect photos into ``out_dir`` as 8-bit RGB PNGs with their provenance and licences.
 
     Args:
         out_dir (str): Output folder (created).
-        sources (iterable[str]): Packaged sets: ``'skimage'``, ``'opencv-doc'``, ``'plasma-wallpapers'``.
+        sources (iterable[str]): Packaged sets: ``'skimage'``, ``'opencv-doc'``, ``'plasma-wallpapers'``,
+            ``'lomiri-wallpapers'``.
         inputs (iterable[str]): User folders, read recursively.
         min_size (int): Photos whose shorter side is below this are skipped.
         workdir (str | None): Cache for the Debian packages (``<workdir>/<package>``: the .deb and its
@@ -163,6 +178,8 @@ def gather_photos(out_dir, sources=('skimage', 'opencv-doc'), inputs=(), min_siz
         opencv_deb (str | None): An existing ``opencv-doc_*.deb`` instead of ``apt-get download``.
         plasma_deb (str | None): An existing ``plasma-workspace-wallpapers_*.deb``.
         plasma_max_width (int): Per wallpaper, the largest image at most this wide (0 = the largest).
+        lomiri_deb (str | None): An existing ``lomiri-wallpapers-16.04_*.deb``.
+        lomiri_max_width (int): Lomiri photos wider than this are downscaled to it (0 = keep the size).
 
     Returns:
         dict: ``written`` (list of files), ``skipped`` ({path: reason}), ``notes`` ({path: [notes]}).
@@ -174,7 +191,7 @@ def gather_photos(out_dir, sources=('skimage', 'opencv-doc'), inputs=(), min_siz
     tmp_root = None
     records = []
     try:
-        if workdir is None and {'opencv-doc', 'plasma-wallpapers'} & set(sources):
+        if workdir is None and set(DEB_SOURCES) & set(sources):
             workdir = tmp_root = tempfile.mkdtemp(prefix='debian-photos-')
         if 'skimage' in sources:
             records += skimage_photos()
@@ -183,6 +200,9 @@ def gather_photos(out_dir, sources=('skimage', 'opencv-doc'), inputs=(), min_siz
         if 'plasma-wallpapers' in sources:
             records += plasma_wallpaper_photos(os.path.join(workdir, 'plasma-workspace-wallpapers'), plasma_deb,
                                                plasma_max_width)
+        if 'lomiri-wallpapers' in sources:
+            records += lomiri_wallpaper_photos(os.path.join(workdir, 'lomiri-wallpapers-16.04'), lomiri_deb,
+                                               lomiri_max_width)
         for folder in inputs:
             records += folder_photos(folder)
         rows, skipped, notes, used = [], {}, {}, set()
@@ -192,6 +212,7 @@ def gather_photos(out_dir, sources=('skimage', 'opencv-doc'), inputs=(), min_siz
             except PhotoSkipped as err:
                 _skip(skipped, rec['path'], str(err).split(': ', 1)[-1])
                 continue
+            img, resized = _fit_width(img, rec.get('max_width'))
             h, w = img.shape[:2]
             if min(h, w) < min_size:
                 _skip(skipped, rec['path'], f'{h}x{w} is smaller than min_size {min_size}')
@@ -199,6 +220,9 @@ def gather_photos(out_dir, sources=('skimage', 'opencv-doc'), inputs=(), min_siz
             if photo_notes:
                 notes[rec['path']] = photo_notes
                 warnings.warn(f'{rec["path"]}: {"; ".join(photo_notes)}')
+            if resized:  # asked for by the source, so noted without a warning
+                photo_notes.append(resized)
+                notes[rec['path']] = photo_notes
             fname = _unique(rec['name'], used) + '.png'
             _write_png(os.path.join(out_dir, fname), img)
             rows.append(dict(file=fname, name=rec['name'], source=rec['source'], licence=rec['licence'],

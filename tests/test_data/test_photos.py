@@ -15,6 +15,7 @@ from finpercep_basicsr.fgr import deb_photos
 from finpercep_basicsr.utils.errors import UserInputError
 
 REAL_PLASMA_DEB = '/tmp/debs/plasma-workspace-wallpapers_4%3a5.27.5-2_all.deb'
+REAL_LOMIRI_DEB = '/tmp/debchk/lomiri-wallpapers-16.04_20.04.0-2_all.deb'
 
 
 def _bgr(h, w, seed=0):
@@ -204,3 +205,59 @@ def test_real_plasma_package_gives_its_ten_photographs(tmp_path):
         assert rec['licence'].startswith('LGPLv3 (wallpaper metadata') and 'GPL-2+' in rec['licence']
         assert rec['author'] not in ('', 'unknown')
     assert {r['author'] for r in records if 'Kite' in r['name']} == {'Risto Saukonpää <paristo@gmail.com>'}
+
+
+def test_lomiri_wallpapers_from_a_deb(tmp_path, capsys):
+    """Only the listed photographs, each with the License and Copyright of its own debian/copyright paragraph
+    (over ``Files: *``); a photo wider than max_width is downscaled (area) when loaded; a missing .deb is exit 2."""
+    back = deb_photos.LOMIRI_DATA
+    wide = _bgr(40, 120, seed=4)
+    deb = _build_deb(tmp_path, deb_photos.LOMIRI_PACKAGE, {
+        f'{back}/Bridge_by_Sander_Klootwijk.jpg': wide,
+        f'{back}/seeding_by_Clements_Engelhardt.jpg': _bgr(30, 50, seed=5),
+        f'{back}/analogpattern_by_Peter_Nerlich.jpg': _bgr(30, 50),  # artwork: not in the list
+        deb_photos.LOMIRI_COPYRIGHT: 'Format: x\nUpstream-Name: lomiri-wallpapers\n\n'
+                                     'Files: *\nCopyright: Ubuntu community\nLicense: CC-BY-SA-3.0\n\n'
+                                     'Files: 16.04/Bridge_by_Sander_Klootwijk.jpg\nCopyright: 2018. Sander Klootwijk\n'
+                                     'License: CC-BY-SA-4.0\n\n'
+                                     'Files: 16.04/seeding_by_Clements_Engelhardt.jpg\n'
+                                     'Copyright: Clemens Engelhardt, 2018\n           2019, Someone Else\n'
+                                     'License: CC0-1.0\n\nLicense: CC0-1.0\n Creative Commons Legal Code\n .\n CC0\n',
+    })
+    records = deb_photos.lomiri_wallpaper_photos(str(tmp_path / 'w0'), deb=deb, max_width=60)
+    assert [r['name'] for r in records] == ['lomiri_Bridge', 'lomiri_seeding']
+    assert records[0]['licence'].startswith('CC-BY-SA-4.0 (2018. Sander Klootwijk); package debian/copyright')
+    assert records[1]['licence'].startswith('CC0-1.0 (Clemens Engelhardt, 2018; 2019, Someone Else);')
+    assert records[0]['author'] == '2018. Sander Klootwijk' and records[0]['max_width'] == 60
+    assert records[0]['source'].endswith('Bridge_by_Sander_Klootwijk.jpg (120x40, downscaled to 60 px wide when '
+                                         'loaded), by 2018. Sander Klootwijk')
+    assert 'downscaled' not in records[1]['source']
+    out = str(tmp_path / 'photos')
+    summary = gather_photos(out, sources=('lomiri-wallpapers',), workdir=str(tmp_path / 'work'), lomiri_deb=deb,
+                            lomiri_max_width=60)
+    assert summary['written'] == ['lomiri_Bridge.png', 'lomiri_seeding.png']
+    rows = {r['name']: r for r in map(json.loads, open(os.path.join(out, 'sources.jsonl')))}
+    assert (rows['lomiri_Bridge']['width'], rows['lomiri_Bridge']['height']) == (60, 20)
+    assert rows['lomiri_Bridge']['notes'] == ['downscaled from 120x40 to 60x20 (area interpolation, max_width 60)']
+    assert (rows['lomiri_seeding']['width'], rows['lomiri_seeding']['height']) == (50, 30)
+    assert rows['lomiri_seeding']['notes'] == [] and rows['lomiri_seeding']['author'].startswith('Clemens')
+    jpg = cv2.imread(rows['lomiri_Bridge']['origin'])  # area interpolation: the mean of each 2x2 block
+    np.testing.assert_allclose(cv2.imread(os.path.join(out, 'lomiri_Bridge.png')),
+                               cv2.resize(jpg, (60, 20), interpolation=cv2.INTER_AREA), atol=1)
+    licences = json.load(open(os.path.join(out, 'licences.json')))
+    assert licences['lomiri_seeding.png'].startswith('CC0-1.0 (Clemens Engelhardt')
+    script = load_script('get_photos')
+    assert script.main(['--out', str(tmp_path / 'q'), '--source', 'lomiri-wallpapers',
+                        '--lomiri_deb', str(tmp_path / 'missing.deb')]) == 2
+    assert '--lomiri_deb: file not found: ' in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.isfile(REAL_LOMIRI_DEB), reason='the Debian .deb is not on this machine')
+def test_real_lomiri_package_gives_its_thirteen_photographs(tmp_path):
+    records = deb_photos.lomiri_wallpaper_photos(str(tmp_path / 'w'), deb=REAL_LOMIRI_DEB)
+    assert [r['name'] for r in records] == [f'lomiri_{s.split("_by_")[0]}' for s in deb_photos.LOMIRI_PHOTOS]
+    assert len(records) == 13
+    for rec in records:
+        assert rec['licence'].split(' (')[0] in ('CC-BY-4.0', 'CC-BY-SA-4.0', 'CC0-1.0') and '2018' in rec['author']
+    assert {r['licence'].split(';')[0] for r in records if 'Wine' in r['name']} == {'CC-BY-4.0 (Jakub Mede, 2018)'}
