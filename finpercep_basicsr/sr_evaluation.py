@@ -121,8 +121,11 @@ def super_resolve(policy, scale, lq, tile=0, tile_pad=10):
 
 
 def evaluate_run(policy, scale, pairs, metrics, reward=None, pdm_threshold=0.5, crop_border=None, tile=0,
-                 tile_pad=10, device='cpu', save_dir=None, desc=''):
-    """Per-image results of one run: metric values, ``rm_score`` and ``pdm_rate`` (with a reward)."""
+                 tile_pad=10, device='cpu', save_dir=None, desc='', scorers=None):
+    """Per-image results of one run: metric values, ``rm_score`` and ``pdm_rate`` (with a reward).
+
+    ``scorers`` (callable ``(sr, gt) -> {name: value}`` on the uncropped (1, 3, H, W) pair) adds columns.
+    """
     from finpercep_basicsr.losses.finpercep_reward_loss import pdm_artifact_rate
 
     rows = {}
@@ -143,6 +146,8 @@ def evaluate_run(policy, scale, pairs, metrics, reward=None, pdm_threshold=0.5, 
             out = reward.net(sr)
             row['rm_score'] = float(out['score'].mean())
             row['pdm_rate'] = float(pdm_artifact_rate(out['pdm'], pdm_threshold).mean())
+        if scorers is not None:
+            row.update(scorers(sr, gt))
         rows[name] = row
     return rows
 

@@ -28,24 +28,27 @@ class StepFailed(RuntimeError):
     """A step's command exited non-zero; the message has the log's last lines."""
 
 
-def _pump(proc, log):
-    """Copy the child's output to the log and to our stderr unchanged (tqdm bars keep working)."""
+def _pump(proc, log, echo=True):
+    """Copy the child's output to the log and (``echo``) to our stderr unchanged (tqdm bars keep working)."""
     while True:
         chunk = os.read(proc.stdout.fileno(), 4096)
         if not chunk:
             break
         log.write(chunk)
-        sys.stderr.buffer.write(chunk)
-        sys.stderr.flush()
+        if echo:
+            sys.stderr.buffer.write(chunk)
+            sys.stderr.flush()
 
 
-def run_steps(steps, workdir, timings_path=None):
+def run_steps(steps, workdir, timings_path=None, echo=True, logs_dir=None):
     """Run ``steps`` in order from ``workdir``; returns {name: seconds} (0 for skipped steps).
 
     A step whose outputs all exist is skipped; a failing step raises ``StepFailed`` and leaves the
-    earlier steps' outputs in place, so the next run continues from it.
+    earlier steps' outputs in place, so the next run continues from it. ``echo=False`` sends a
+    step's output to its log only (steps running side by side would interleave their bars).
+    Logs go to ``logs_dir`` (default ``workdir/logs``).
     """
-    logs = os.path.join(workdir, 'logs')
+    logs = logs_dir or os.path.join(workdir, 'logs')
     os.makedirs(logs, exist_ok=True)
     timings = {}
     if timings_path and os.path.isfile(timings_path):
@@ -64,7 +67,7 @@ def run_steps(steps, workdir, timings_path=None):
             proc = subprocess.Popen(step.cmd, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                     env=dict(os.environ, **step.env))
             try:
-                _pump(proc, log)
+                _pump(proc, log, echo)
                 code = proc.wait()
             except BaseException:  # interrupted: stop the step too (training resumes on the next run)
                 proc.terminate()
@@ -78,6 +81,8 @@ def run_steps(steps, workdir, timings_path=None):
         if missing:
             raise StepFailed(f'step {step.name} finished but did not write {", ".join(missing)}; log: {log_path}')
         timings[step.name] = timings.get(step.name, 0.0) + time.time() - start
+        if not echo:
+            print(f'    {step.name} finished in {time.time() - start:.0f} s', file=sys.stderr, flush=True)
         if timings_path:
             with open(timings_path, 'w') as f:
                 json.dump(timings, f, indent=1)

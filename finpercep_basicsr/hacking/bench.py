@@ -1,0 +1,188 @@
+"""The hacking benchmark end to end: train every (set-up, seed), measure on held-out photos, aggregate, plot.
+
+Layout of ``--out``::
+
+    options/<setup>_s<seed>.yml    the derived RLHF option files (edit one and rerun to change a run)
+    logs/<setup>_s<seed>.log       each training's output
+    measure/<run>.json             per-image measurements (cached: a rerun skips measured runs)
+    images/<run>/                  held-out outputs of the start and of each set-up's first seed
+    results.json, results.md       per run, per set-up mean +- std, the claims checked
+    reward_curves.png, gain_vs_psnr.png, grid_<image>.png
+
+Runs execute in the current folder (``experiments/``, ``tb_logger/``), like any BasicSR training.
+"""
+import json
+import os
+import sys
+import threading
+
+import numpy as np
+
+from finpercep_basicsr.demo.steps import StepFailed, run_steps
+from finpercep_basicsr.hacking import aggregate, plan, plots
+from finpercep_basicsr.hacking.measure import HackingScorers, final_reward_options, lower_is_better, measure_generator
+from finpercep_basicsr.utils.errors import UserInputError
+
+START = 'start'
+
+
+def train_all(runs, out, jobs=1):
+    """Train the runs, ``jobs`` at a time (each with cores / jobs threads); returns {step: seconds}."""
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    steps = plan.training_steps(runs, threads)
+    logs = os.path.join(out, 'logs')
+    if jobs <= 1:
+        return run_steps(steps, '.', os.path.join(out, 'timings.json'), logs_dir=logs)
+    lanes = [steps[i::jobs] for i in range(jobs)]
+    timings, errors = {}, []
+
+    def lane(lane_steps):
+        try:
+            timings.update(run_steps(lane_steps, '.', echo=False, logs_dir=logs))
+        except StepFailed as err:
+            errors.append(err)
+
+    workers = [threading.Thread(target=lane, args=(s,)) for s in lanes if s]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    if errors:
+        raise errors[0]
+    with open(os.path.join(out, 'timings.json'), 'w') as f:
+        json.dump(timings, f, indent=1)
+    return timings
+
+
+def load_judge(judge_opt, device='cpu'):
+    from finpercep_basicsr.score import load_reward_net
+    return load_reward_net(opt=judge_opt, device=device)[0] if judge_opt else None
+
+
+def measure_all(opt, runs, out):
+    """Per-run summaries: [{'setup', 'seed', 'run', 'summary'}] and the start generator's means."""
+    from finpercep_basicsr.sr_evaluation import build_metrics, pair_folders
+
+    ev = opt['evaluation']
+    pairs = pair_folders(ev['lq'], ev['gt'])[:ev['max_images'] or None]
+    metrics, notes = build_metrics(ev['metrics'])
+    rewards = {setup: final_reward_options(path) for setup, seed, path in runs if seed == opt['seeds'][0]}
+    scorers = HackingScorers(rewards, load_judge(ev.get('judge')), ev['no_reference'], ev['pdm_threshold'])
+    first_path = runs[0][2]
+    start_rows = measure_generator(first_path, pairs, metrics, scorers, save_dir=os.path.join(out, 'images', START),
+                                   desc=START, cache=os.path.join(out, 'measure', f'{START}.json'))
+    start_mean = aggregate.mean_rows(start_rows)
+    results = []
+    for setup, seed, path in runs:
+        name = f'{setup}_s{seed}'
+        folder = plan.experiment_dir(path)
+        save = os.path.join(out, 'images', setup) if seed == opt['seeds'][0] else None
+        rows = measure_generator(folder, pairs, metrics, scorers, ev['param_key'], save_dir=save, desc=name,
+                                 cache=os.path.join(out, 'measure', f'{name}.json'))
+        mean = aggregate.mean_rows(rows)
+        results.append({'setup': setup, 'seed': seed, 'run': name, 'mean': mean,
+                        'summary': aggregate.run_summary(setup, mean, start_mean)})
+    directions = {c: lower_is_better(c, metrics) for c in start_mean}
+    return results, start_mean, [n for n in notes], pairs, directions
+
+
+def reward_curves(opt, runs):
+    """{setup: [(steps, values) per seed]} of the training tag ``reward`` from TensorBoard."""
+    from finpercep_basicsr.demo.report import tb_scalars
+    curves = {}
+    for setup, seed, path in runs:
+        scalars = tb_scalars(os.path.join('tb_logger', os.path.basename(plan.experiment_dir(path))))
+        if 'reward' in scalars:
+            curves.setdefault(setup, []).append(scalars['reward'])
+    return curves
+
+
+def columns_of(table, start_mean, evaluation):
+    first = evaluation['metrics'] + [evaluation['no_reference']] if evaluation['no_reference'] else evaluation['metrics']
+    order = list(first) + ['judge_score', 'judge_pdm_rate', 'artifact_index'] + list(aggregate.DERIVED)
+    present = set.union(*(set(cols) for cols in table.values()))
+    return [c for c in order if c in present]
+
+
+def run_bench(opt_path, out, seeds=None, setups=None, jobs=1, rewrite=False, grid_images=3):
+    """Everything above; returns the results dict (also written to ``out/results.json``)."""
+    opt = plan.load_bench_options(opt_path, seeds, setups)
+    os.makedirs(out, exist_ok=True)
+    runs = plan.write_run_options(opt, out, rewrite)
+    timings = train_all(runs, out, jobs)
+    results, start_mean, notes, pairs, directions = measure_all(opt, runs, out)
+    table = aggregate.aggregate(results)
+    curves = reward_curves(opt, runs)
+    stds = plots.curve_std(curves)
+    claims = aggregate.check_claims(table, opt['claims'], stds)
+    files = {}
+    if curves:
+        files['reward_curves'] = os.path.join(out, 'reward_curves.png')
+        plots.reward_curves_png(curves, files['reward_curves'])
+    files['gain_vs_psnr'] = os.path.join(out, 'gain_vs_psnr.png')
+    plots.gain_vs_psnr_png(results, files['gain_vs_psnr'])
+    grid_setups = [s for s in (opt['claims'].get('hacked'), opt['claims'].get('protected')) if s in opt['setups']]
+    grids = image_grids(opt, out, pairs, grid_setups, grid_images)
+    columns = columns_of(table, start_mean, opt['evaluation'])
+    lower = [c for c in columns if directions.get(c, c == 'judge_pdm_rate')]
+    summary = {'bench': opt['name'], 'seeds': opt['seeds'], 'images': len(pairs), 'start': start_mean,
+               'setups': table, 'runs': results, 'claims': claims, 'reward_curve_std': stds, 'notes': notes,
+               'files': {k: os.path.relpath(v, out) for k, v in files.items()},
+               'grids': [os.path.relpath(g, out) for g in grids], 'timings': timings}
+    with open(os.path.join(out, 'results.json'), 'w') as f:
+        json.dump(summary, f, indent=1, default=float)
+    md = [f'# Hacking benchmark {opt["name"]}: {len(opt["seeds"])} seed(s), {len(pairs)} held-out images', '',
+          aggregate.markdown(table, columns, lower), '', 'start: ' + ', '.join(
+              f'{c} {v:.4f}' for c, v in start_mean.items()), '', '## Claims', '']
+    md += [f'- {"holds" if c["holds"] else "does NOT hold"}: {c["claim"]} ({c["evidence"]})' for c in claims]
+    md += [f'- {n}' for n in notes]
+    with open(os.path.join(out, 'results.md'), 'w') as f:
+        f.write('\n'.join(md) + '\n')
+    return summary
+
+
+def image_grids(opt, out, pairs, setups, num):
+    """LR | start | each listed set-up | GT, each with the judge's PDM overlay below (red = degraded)."""
+    import cv2
+
+    from finpercep_basicsr.demo.pipeline import lr_preview
+    from finpercep_basicsr.demo.report import image_grid
+    from finpercep_basicsr.score import overlay
+    from finpercep_basicsr.utils.image_io import read_image
+
+    judge = load_judge(opt['evaluation'].get('judge'))
+    grids = []
+    for name, lq_path, gt_path in pairs[:num]:
+        outputs = [read_image(os.path.join(out, 'images', run, f'{name}.png')) for run in [START] + setups]
+        h, w = outputs[0].shape[:2]
+        images = [lr_preview(read_image(lq_path), h)[:h, :w]] + outputs + [read_image(gt_path)[:h, :w]]
+        titles = ['LR input', START] + setups + ['GT']
+        columns = []
+        for title, img in zip(titles, images):
+            bgr = cv2.cvtColor((np.clip(img, 0, 1) * 255).round().astype(np.uint8), cv2.COLOR_RGB2BGR)
+            below = None
+            if judge is not None:
+                import torch
+                with torch.no_grad():
+                    pdm = judge(torch.from_numpy(img.transpose(2, 0, 1)).float()[None])['pdm'][0, 0].numpy()
+                below = overlay(img, pdm)[:, img.shape[1]:]
+            columns.append((title, bgr, below))
+        path = os.path.join(out, f'grid_{name}.png')
+        image_grid(columns, path)
+        grids.append(path)
+    return grids
+
+
+def main(args):
+    try:
+        summary = run_bench(args.opt, args.out, args.seeds, args.setups, args.jobs, args.rewrite_options,
+                            args.grid_images)
+    except StepFailed as err:
+        print(f'error: {err}\nFix the cause and rerun the same command: finished runs are skipped.', file=sys.stderr)
+        return 1
+    except UserInputError as err:
+        print(f'error: {err}', file=sys.stderr)
+        return 2
+    with open(os.path.join(args.out, 'results.md')) as f:
+        print(f.read())
+    return 0 if summary else 1

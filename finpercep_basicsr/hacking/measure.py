@@ -1,0 +1,131 @@
+"""Per-image measurements of one generator on held-out pairs, for the hacking benchmark.
+
+Beside the full-reference metrics of ``sr_evaluation`` every image gets:
+
+- ``reward/<setup>``: the reward each set-up optimises (its final CCL stage), so a run's own reward
+  and the start generator's value under the same reward can be compared;
+- ``judge_score`` and ``judge_pdm_rate``: the independent judge (a reward model that shares neither
+  photos nor SR families with the optimised one);
+- ``artifact_index``: mean local Laplacian energy of the output over that of GT (1 = GT's amount of
+  fine detail; hacked texture drives it up, blur down);
+- the no-reference metric (``piqe`` by default: classical, no weights).
+"""
+import json
+import os
+from copy import deepcopy
+
+import numpy as np
+import torch
+
+from finpercep_basicsr.curriculum.schedule import parse_stages
+from finpercep_basicsr.metrics.trivial_detectors import laplacian_energy
+from finpercep_basicsr.utils.errors import UserInputError
+
+
+def final_reward_options(option_file):
+    """The reward options a run ends with: its last CCL stage (or ``train.reward_opt``)."""
+    with open(option_file) as f:
+        import yaml
+        train = (yaml.safe_load(f) or {}).get('train') or {}
+    if 'reward_opt' not in train:
+        raise UserInputError(f'{option_file}: no train.reward_opt')
+    return parse_stages(train)[-1]['reward']
+
+
+class RewardBank:
+    """Frozen reward losses by their options (set-ups sharing a reward network share one copy)."""
+
+    def __init__(self, device='cpu'):
+        self.device = device
+        self._losses = {}
+
+    def get(self, reward_opt):
+        from basicsr.losses import build_loss
+
+        import finpercep_basicsr  # noqa: F401  (registers the losses)
+        key = json.dumps(reward_opt, sort_keys=True, default=str)
+        if key not in self._losses:
+            opt = dict(deepcopy(reward_opt), reduction='none', loss_weight=1.0)
+            self._losses[key] = build_loss(opt).to(self.device).eval()
+        return self._losses[key]
+
+    @torch.no_grad()
+    def reward(self, reward_opt, sr):
+        """The reward (minus the loss at weight 1) of each image of ``sr``: (B,) numpy."""
+        return (-self.get(reward_opt)(sr)).reshape(-1).cpu().numpy()
+
+
+def artifact_index(sr, gt, window=7):
+    """Mean Laplacian energy of ``sr`` over that of ``gt`` (both (H, W, 3) float in [0, 1])."""
+    return float(laplacian_energy(sr, window).mean() / max(float(laplacian_energy(gt, window).mean()), 1e-12))
+
+
+class HackingScorers:
+    """The extra per-image scores of the benchmark, as ``{name: fn(sr, gt) -> float}`` for ``evaluate_run``.
+
+    Args:
+        rewards (dict): {setup: reward options}.
+        judge_net (nn.Module | None): The judge reward network (``score``, ``pdm``).
+        no_reference (str | None): pyiqa no-reference metric name.
+        pdm_threshold (float): Judge map value counted as an artifact pixel.
+        device (str): Torch device.
+    """
+
+    def __init__(self, rewards, judge_net=None, no_reference='piqe', pdm_threshold=0.5, device='cpu'):
+        self.bank = RewardBank(device)
+        self.rewards, self.judge, self.threshold = rewards, judge_net, pdm_threshold
+        self.nr_name, self.nr, self.nr_lower = None, None, False
+        if no_reference:
+            from finpercep_basicsr.losses.finpercep_global_iqa_loss import build_pyiqa_metric
+            self.nr_name = no_reference
+            self.nr = build_pyiqa_metric(no_reference, device=device).eval()
+            self.nr_lower = bool(self.nr.lower_better)
+
+    @torch.no_grad()
+    def __call__(self, sr, gt):
+        """All extra scores of one image pair ((1, 3, H, W) tensors in [0, 1])."""
+        row = {f'reward/{setup}': float(self.bank.reward(opt, sr)[0]) for setup, opt in self.rewards.items()}
+        if self.judge is not None:
+            out = self.judge(sr)
+            row['judge_score'] = float(out['score'].mean())
+            row['judge_pdm_rate'] = float((out['pdm'] > self.threshold).float().mean())
+        row['artifact_index'] = artifact_index(sr[0].permute(1, 2, 0).cpu().numpy(), gt[0].permute(1, 2, 0).cpu().numpy())
+        if self.nr is not None:
+            row[self.nr_name] = float(self.nr(sr).mean())
+        return row
+
+
+def lower_is_better(name, metrics):
+    """Direction of a benchmark column: pyiqa's flag for metrics, fixed for the rest."""
+    if name in metrics:
+        return metrics[name][1]
+    return name in ('judge_pdm_rate', 'gmsd', 'piqe', 'niqe', 'brisque')
+
+
+def measure_generator(spec, pairs, metrics, scorers, param_key='params_ema', save_dir=None, desc='', cache=None):
+    """Per-image rows of one generator; cached in ``cache`` (a JSON file) so a rerun skips it.
+
+    Args:
+        spec (str): Run spec of ``sr_evaluation.load_generator`` (experiment folder or option file).
+        pairs (list): ``(name, lq_path, gt_path)``.
+        metrics (dict): pyiqa full-reference metrics (``build_metrics``).
+        scorers (HackingScorers): The extra scores.
+    """
+    from finpercep_basicsr.sr_evaluation import evaluate_run, load_generator
+
+    if cache and os.path.isfile(cache):
+        with open(cache) as f:
+            return json.load(f)
+    policy, scale = load_generator(spec, param_key=param_key)
+    rows = evaluate_run(policy, scale, pairs, metrics, save_dir=save_dir, desc=desc, scorers=scorers)
+    for name, row in rows.items():
+        if not all(np.isfinite(v) for v in row.values()):
+            bad = [k for k, v in row.items() if not np.isfinite(v)]
+            raise UserInputError(f'{spec}: non-finite {", ".join(bad)} on {name} (a collapsed run?)')
+    if cache:
+        os.makedirs(os.path.dirname(os.path.abspath(cache)), exist_ok=True)
+        tmp = cache + '.tmp'
+        with open(tmp, 'w') as f:
+            json.dump(rows, f, indent=1)
+        os.replace(tmp, cache)
+    return rows

@@ -1,0 +1,116 @@
+"""Bench options -> one RLHF option file and one training step per (set-up, seed).
+
+Options (``scripts/bench_hacking.py -opt options/bench/hacking_realesrgan.yml``)::
+
+    name: hacking_realesrgan
+    seeds: [0, 1, 2]
+    common:                    # dotted overrides applied to every run (the shared recipe)
+      train.total_iter: 80
+    setups:                    # label -> RLHF option file + its own dotted overrides
+      global_only: {opt: options/train/RLHF/RealESRGAN/rlhf_realesrgan_x4_global.yml, overrides: {}}
+    evaluation:
+      lq: datasets/test_heldout/lq
+      gt: datasets/test_heldout/gt
+      judge: options/pretrained/finpercep_rm_judge.yml   # an RM option file (network_reward + path)
+      metrics: [psnr, ssim, fsim, gmsd]                  # pyiqa full-reference metrics
+      no_reference: piqe                                  # pyiqa no-reference metric that needs no weights
+      param_key: params_ema                              # the weights evaluated (BasicSR tests the EMA)
+    claims: {hacked: global_only, protected: finpercep_ccl, unstable: finpercep}
+
+Every run is written to ``<out>/options/<setup>_s<seed>.yml`` (``name`` = ``<bench>_<setup>_s<seed>``,
+``manual_seed`` = seed) and trained with ``python -m finpercep_basicsr.train -opt FILE --auto_resume``
+from the working folder, so a rerun skips finished runs and resumes a killed one.
+"""
+import os
+import sys
+
+import yaml
+
+from finpercep_basicsr.demo.steps import Step
+from finpercep_basicsr.utils.errors import UserInputError
+from finpercep_basicsr.utils.options_io import derive_options
+
+TOP_KEYS = {'name', 'seeds', 'common', 'setups', 'evaluation', 'claims'}
+SETUP_KEYS = {'opt', 'overrides'}
+EVAL_KEYS = {'lq', 'gt', 'judge', 'metrics', 'no_reference', 'param_key', 'pdm_threshold', 'max_images'}
+CLAIM_KEYS = {'hacked', 'protected', 'unstable'}
+EVAL_DEFAULTS = {'metrics': ['psnr', 'ssim', 'fsim', 'gmsd'], 'no_reference': 'piqe', 'param_key': 'params_ema',
+                 'pdm_threshold': 0.5, 'max_images': 0}
+
+
+def _unknown(keys, allowed, where):
+    extra = set(keys) - allowed
+    if extra:
+        raise UserInputError(f'{where}: unknown key(s) {", ".join(sorted(extra))}; allowed: {", ".join(sorted(allowed))}')
+
+
+def load_bench_options(path, seeds=None, setups=None):
+    """Read and check a bench option file; ``seeds`` / ``setups`` (lists) narrow it from the command line."""
+    if not os.path.isfile(path):
+        raise UserInputError(f'bench option file not found: {path}')
+    with open(path) as f:
+        opt = yaml.safe_load(f) or {}
+    _unknown(opt, TOP_KEYS, path)
+    for key in ('name', 'setups', 'evaluation'):
+        if key not in opt:
+            raise UserInputError(f'{path}: missing key {key!r}')
+    if not isinstance(opt['setups'], dict) or not opt['setups']:
+        raise UserInputError(f'{path}: setups must map a label to {{opt, overrides}}')
+    for label, setup in opt['setups'].items():
+        if not isinstance(setup, dict) or 'opt' not in setup:
+            raise UserInputError(f'{path}: setups.{label} needs opt: an RLHF option file')
+        _unknown(setup, SETUP_KEYS, f'{path}: setups.{label}')
+    evaluation = dict(EVAL_DEFAULTS, **opt['evaluation'])
+    _unknown(evaluation, EVAL_KEYS, f'{path}: evaluation')
+    for key in ('lq', 'gt'):
+        if key not in evaluation:
+            raise UserInputError(f'{path}: evaluation.{key} is required (held-out LQ / GT folders)')
+    opt['evaluation'] = evaluation
+    opt['seeds'] = [int(s) for s in (seeds if seeds else opt.get('seeds', [0]))]
+    if setups:
+        missing = [s for s in setups if s not in opt['setups']]
+        if missing:
+            raise UserInputError(f'--setups {", ".join(missing)}: not in {path} ({", ".join(opt["setups"])})')
+        opt['setups'] = {s: opt['setups'][s] for s in setups}
+    opt['claims'] = dict(opt.get('claims') or {})
+    _unknown(opt['claims'], CLAIM_KEYS, f'{path}: claims')
+    opt.setdefault('common', {})
+    return opt
+
+
+def run_name(bench, setup, seed):
+    return f'{bench}_{setup}_s{seed}'
+
+
+def write_run_options(opt, out, rewrite=False):
+    """Derive every (setup, seed) option file into ``<out>/options``; returns [(setup, seed, path)].
+
+    Existing files are kept (a rerun resumes the same runs) unless ``rewrite``.
+    """
+    runs = []
+    for setup, spec in opt['setups'].items():
+        for seed in opt['seeds']:
+            path = os.path.join(out, 'options', f'{setup}_s{seed}.yml')
+            if rewrite or not os.path.isfile(path):
+                overrides = dict(opt['common'], **(spec.get('overrides') or {}))
+                overrides.update(name=run_name(opt['name'], setup, seed), manual_seed=seed)
+                derive_options(spec['opt'], path, overrides,
+                               f'Written by scripts/bench_hacking.py ({opt["name"]}) from {spec["opt"]}: '
+                               f'set-up {setup}, seed {seed}.')
+            runs.append((setup, seed, path))
+    return runs
+
+
+def experiment_dir(option_file):
+    with open(option_file) as f:
+        return os.path.join('experiments', yaml.safe_load(f)['name'])
+
+
+def training_steps(runs, threads=1):
+    """One ``Step`` per run; done when ``experiments/<name>/models/net_g_latest.pth`` exists."""
+    steps = []
+    for setup, seed, path in runs:
+        cmd = [sys.executable, '-m', 'finpercep_basicsr.train', '-opt', path, '--auto_resume']
+        steps.append(Step(f'{setup}_s{seed}', cmd, [os.path.join(experiment_dir(path), 'models', 'net_g_latest.pth')],
+                          f'RLHF set-up {setup}, seed {seed}', env={'OMP_NUM_THREADS': str(threads)}))
+    return steps

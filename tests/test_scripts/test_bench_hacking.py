@@ -1,0 +1,145 @@
+"""The hacking benchmark: aggregation over seeds, claim checks, plan, artifact index, a tiny run end to end."""
+import json
+import os
+
+import numpy as np
+import pytest
+import yaml
+from opt_fixture import FIXTURES
+from rlhf_fixture import TINY_RM, make_paired_folder, make_reward_checkpoint
+
+from finpercep_basicsr.hacking import aggregate, plan, plots
+from finpercep_basicsr.hacking.measure import artifact_index, final_reward_options
+from finpercep_basicsr.utils.errors import UserInputError
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _run(setup, seed, psnr, reward, judge=0.0, art=1.0):
+    mean = {'psnr': psnr, f'reward/{setup}': reward, 'judge_score': judge, 'artifact_index': art}
+    return {'setup': setup, 'seed': seed, 'summary': aggregate.run_summary(setup, mean, START)}
+
+
+START = {'psnr': 22.0, 'reward/a': 0.5, 'reward/b': -1.0, 'reward/g': 0.0, 'reward/c': 0.5, 'judge_score': 0.1,
+         'artifact_index': 2.0}
+
+
+def test_aggregate_mean_std_over_seeds_hand_computed():
+    runs = [_run('a', 0, 20.0, 1.5), _run('a', 1, 22.0, 2.5), _run('a', 2, 24.0, 0.5), _run('b', 0, 21.0, -0.5)]
+    table = aggregate.aggregate(runs)
+    assert table['a']['psnr'] == {'mean': 22.0, 'std': 2.0, 'n': 3}  # sample std of 20, 22, 24
+    assert table['a']['reward_gain']['mean'] == pytest.approx(1.0)  # (1.0 + 2.0 + 0.0) / 3 against start 0.5
+    assert table['a']['reward_gain']['std'] == pytest.approx(1.0)
+    assert table['a']['psnr_change']['mean'] == pytest.approx(0.0)
+    assert table['b']['reward_gain'] == {'mean': 0.5, 'std': 0.0, 'n': 1}  # -0.5 - (-1.0); one seed: std 0
+    assert table['b']['judge_gain']['mean'] == pytest.approx(-0.1)
+    assert table['b']['artifact_ratio']['mean'] == pytest.approx(0.5)
+
+
+def test_claims_follow_the_numbers():
+    hacked = [_run('g', s, 20.0, 1.0, art=4.0) for s in range(2)]  # -2 dB, reward up, artifacts x2
+    safe = [_run('c', s, 21.9, 0.8, judge=0.3, art=2.2) for s in range(2)]  # -0.1 dB, artifacts x1.1
+    table = aggregate.aggregate(hacked + safe)
+    claims = aggregate.check_claims(table, {'hacked': 'g', 'protected': 'c', 'unstable': 'g'},
+                                    {'g': 0.2, 'c': 0.1})
+    assert [c['holds'] for c in claims] == [True, True, True]
+    bad = [_run('c', s, 21.5, 0.8, judge=0.3, art=2.2) for s in range(2)]  # -0.5 dB: not protected
+    claims = aggregate.check_claims(aggregate.aggregate(bad), {'protected': 'c'})
+    assert claims[0]['holds'] is False and '-0.50 dB' in claims[0]['evidence']
+
+
+def test_seed_band_and_curve_std():
+    steps, mean, std = plots.seed_band([([5, 10, 15], [1.0, 2.0, 3.0]), ([5, 10], [3.0, 4.0])])
+    assert list(steps) == [5, 10] and list(mean) == [2.0, 3.0] and list(std) == [1.0, 1.0]
+    assert plots.curve_std({'x': [([1, 2], [0.0, 1.0])]}) == {'x': 0.0}
+
+
+def test_artifact_index_is_relative_laplacian_energy():
+    rng = np.random.default_rng(0)
+    gt = (0.25 + 0.5 * rng.random((32, 32, 3))).astype(np.float32)
+    assert artifact_index(gt, gt) == pytest.approx(1.0)
+    # doubling the contrast doubles the Laplacian: energy x4
+    assert artifact_index((gt - 0.5) * 2 + 0.5, gt) == pytest.approx(4.0, rel=1e-4)
+    flat = np.full_like(gt, 0.5)
+    assert artifact_index(flat, gt) == pytest.approx(0.0)
+
+
+def _bench_file(tmp_path, judge=True, **extra):
+    data = make_paired_folder(tmp_path / 'pairs', num=2, size=32, identical=False)
+    ckpt = make_reward_checkpoint(tmp_path / 'rm.pth', responsive=True)
+    judge_ckpt = make_reward_checkpoint(tmp_path / 'judge.pth', seed=3)
+    judge_opt = tmp_path / 'judge.yml'
+    judge_opt.write_text(yaml.safe_dump({'network_reward': TINY_RM, 'path': {
+        'pretrain_network_reward': judge_ckpt, 'param_key_reward': 'params'}}))
+    template = os.path.join(FIXTURES, 'train_rlhf_tiny.yml')
+    common = {'datasets.train.dataroot_gt': f'{data}/gt', 'datasets.train.dataroot_lq': f'{data}/lq',
+              'datasets.val.dataroot_gt': f'{data}/gt', 'datasets.val.dataroot_lq': f'{data}/lq',
+              'train.reward_opt.pretrain_path': ckpt, 'train.total_iter': 2, 'val.val_freq': 1000,
+              'logger.save_checkpoint_freq': 1000}
+    bench = {'name': 'tiny', 'seeds': [0, 1], 'common': common,
+             'setups': {'global_only': {'opt': template, 'overrides': {'train.reward_opt.lambda_map': 0.0}},
+                        'finpercep': {'opt': template}},
+             'evaluation': {'lq': f'{data}/lq', 'gt': f'{data}/gt', 'judge': str(judge_opt) if judge else None,
+                            'metrics': ['psnr', 'ssim'], 'no_reference': 'piqe'},
+             'claims': {'hacked': 'global_only', 'protected': 'finpercep', 'unstable': 'global_only'}}
+    bench.update(extra)
+    path = tmp_path / 'bench.yml'
+    path.write_text(yaml.safe_dump(bench))
+    return str(path)
+
+
+def test_plan_writes_one_file_per_setup_and_seed(tmp_path):
+    opt = plan.load_bench_options(_bench_file(tmp_path), seeds=[4], setups=['finpercep'])
+    runs = plan.write_run_options(opt, str(tmp_path / 'out'))
+    assert [(s, seed) for s, seed, _ in runs] == [('finpercep', 4)]
+    with open(runs[0][2]) as f:
+        written = yaml.safe_load(f)
+    assert written['name'] == 'tiny_finpercep_s4' and written['manual_seed'] == 4
+    assert written['train']['total_iter'] == 2
+    assert final_reward_options(runs[0][2])['lambda_map'] == 1.0
+
+
+@pytest.mark.parametrize('change, message', [
+    ({'evaluation': {'gt': 'x'}}, 'evaluation.lq is required'),
+    ({'seedz': [1]}, 'unknown key(s) seedz'),
+    ({'claims': {'hackd': 'a'}}, 'unknown key(s) hackd'),
+])
+def test_bad_bench_options_name_the_key(tmp_path, change, message):
+    with pytest.raises(UserInputError, match=message.replace('(', r'\(').replace(')', r'\)')):
+        plan.load_bench_options(_bench_file(tmp_path, **change))
+
+
+def test_unknown_setup_on_the_command_line_exits_2(tmp_path, capsys):
+    from scripts.bench_hacking import main
+    assert main(['-opt', _bench_file(tmp_path), '--out', str(tmp_path / 'o'), '--setups', 'nope']) == 2
+    assert 'nope' in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_tiny_bench_end_to_end_and_rerun_skips(tmp_path, monkeypatch, capsys):
+    from scripts.bench_hacking import main
+    monkeypatch.chdir(tmp_path)
+    bench = _bench_file(tmp_path)
+    assert main(['-opt', bench, '--out', 'bench', '--jobs', '2', '--grid-images', '1']) == 0
+    with open('bench/results.json') as f:
+        results = json.load(f)
+    assert set(results['setups']) == {'global_only', 'finpercep'}
+    for setup in ('global_only', 'finpercep'):
+        cols = results['setups'][setup]
+        assert cols['psnr']['n'] == 2
+        for key in ('reward_gain', 'judge_score', 'judge_pdm_rate', 'artifact_index', 'piqe', 'ssim'):
+            assert np.isfinite(cols[key]['mean']), key
+    runs = {r['run']: r for r in results['runs']}
+    assert set(runs) == {'global_only_s0', 'global_only_s1', 'finpercep_s0', 'finpercep_s1'}
+    # the two seeds are different runs
+    assert runs['finpercep_s0']['mean'] != runs['finpercep_s1']['mean']
+    assert len(results['claims']) == 3
+    for name in ('gain_vs_psnr.png', 'reward_curves.png', 'results.md'):
+        assert os.path.isfile(os.path.join('bench', name)), name
+    assert len(results['grids']) == 1 and os.path.isfile(os.path.join('bench', results['grids'][0]))
+    # a rerun trains nothing and re-reads the cached measurements
+    mtime = os.path.getmtime('bench/measure/finpercep_s0.json')
+    capsys.readouterr()
+    assert main(['-opt', bench, '--out', 'bench']) == 0
+    assert 'done already, skipped' in capsys.readouterr().err
+    assert os.path.getmtime('bench/measure/finpercep_s0.json') == mtime
