@@ -1,11 +1,13 @@
 """Turn a reward-model training checkpoint into a release file: one weight set, checked, with its sha256.
 
     python scripts/export_rm_weights.py --ckpt experiments/FinPercepRM_stage3/models/net_reward_latest.pth \
-        --opt options/pretrained/finpercep_rm.yml --out weights/finpercep_rm.pth [--param-key params_ema]
+        --opt options/pretrained/finpercep_rm.yml --out weights/finpercep_rm.pth [--param-key params_ema] [--half]
 
 The chosen weights (``params_ema`` by default: what validation measured) are loaded strictly into the
 network of ``--opt`` (so the release fits its option file), saved as ``{'params': state}`` atomically,
 and ``OUT.sha256`` is written beside (``sha256sum -c`` format). Prints the size and the digest.
+``--half`` stores the floating-point tensors as float16 (half the file; they load into the fp32
+network unchanged in layout, rounded to 3 significant digits): for a model that is only scored.
 """
 import argparse
 import hashlib
@@ -15,7 +17,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def export(ckpt, opt, out, param_key='params_ema'):
+def export(ckpt, opt, out, param_key='params_ema', half=False):
     """Returns (sha256 hex digest, size in bytes) of the written file."""
     from copy import deepcopy
 
@@ -27,7 +29,8 @@ def export(ckpt, opt, out, param_key='params_ema'):
     network = deepcopy(load_option_file(opt)['network_reward'])
     net = ARCH_REGISTRY.get(network.pop('type'))(**network)
     load_state_dict_into(net, ckpt, param_key=param_key, strict=True, what='reward checkpoint')
-    state = {k: v.detach().clone().contiguous() for k, v in net.state_dict().items()}
+    state = {k: (v.half() if half and v.is_floating_point() else v).detach().clone().contiguous()
+             for k, v in net.state_dict().items()}
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     atomic_torch_save({'params': state}, out)
     with open(out, 'rb') as f:
@@ -43,11 +46,12 @@ def main(argv=None):
     parser.add_argument('--opt', required=True, help='option file whose network_reward the release must fit')
     parser.add_argument('--out', required=True, help='release file (.pth)')
     parser.add_argument('--param-key', default='params_ema', help='weights to keep (params_ema or params)')
+    parser.add_argument('--half', action='store_true', help='store floating-point tensors as float16')
     args = parser.parse_args(argv)
     from finpercep_basicsr.utils.errors import exit_code_for_user_errors
 
     def run():
-        digest, size = export(args.ckpt, args.opt, args.out, args.param_key)
+        digest, size = export(args.ckpt, args.opt, args.out, args.param_key, args.half)
         print(f'{args.out}: {size / 2 ** 20:.2f} MiB, sha256 {digest}')
         return 0
 
