@@ -98,9 +98,13 @@ def check_claims(table, claims, curve_std=None):
     return out
 
 
+NEUTRAL = ('artifact_index', 'artifact_ratio', 'own_reward')  # no better direction (GT's detail = 1; rewards differ)
+
+
 def markdown(table, columns, lower_better=()):
-    """One row per set-up, ``mean ± std`` per column."""
-    head = '| set-up | ' + ' | '.join(f'{c} {"↓" if c in lower_better else "↑"}' for c in columns) + ' |'
+    """One row per set-up, ``mean ± std`` per column (arrow: the better direction, none when neither)."""
+    arrow = lambda c: '' if c in NEUTRAL else ' ↓' if c in lower_better else ' ↑'  # noqa: E731
+    head = '| set-up | ' + ' | '.join(f'{c}{arrow(c)}' for c in columns) + ' |'
     lines = [head, '|' + '---|' * (len(columns) + 1)]
     for setup, cols in table.items():
         cells = [f'{cols[c]["mean"]:.4f} ± {cols[c]["std"]:.4f}' if c in cols else '-' for c in columns]

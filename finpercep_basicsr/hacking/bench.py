@@ -20,7 +20,12 @@ import numpy as np
 
 from finpercep_basicsr.demo.steps import StepFailed, run_steps
 from finpercep_basicsr.hacking import aggregate, plan, plots
-from finpercep_basicsr.hacking.measure import HackingScorers, final_reward_options, lower_is_better, measure_generator
+from finpercep_basicsr.hacking.measure import (
+    HackingScorers,
+    final_reward_options,
+    lower_is_better,
+    measure_generator,
+)
 from finpercep_basicsr.utils.errors import UserInputError
 
 START = 'start'
@@ -28,6 +33,7 @@ START = 'start'
 
 def train_all(runs, out, jobs=1):
     """Train the runs, ``jobs`` at a time (each with cores / jobs threads); returns {step: seconds}."""
+    plan.check_experiments_match(runs)
     threads = max(1, (os.cpu_count() or 1) // jobs)
     steps = plan.training_steps(runs, threads)
     logs = os.path.join(out, 'logs')
@@ -83,7 +89,7 @@ def measure_all(opt, runs, out):
         results.append({'setup': setup, 'seed': seed, 'run': name, 'mean': mean,
                         'summary': aggregate.run_summary(setup, mean, start_mean)})
     directions = {c: lower_is_better(c, metrics) for c in start_mean}
-    return results, start_mean, [n for n in notes], pairs, directions
+    return results, start_mean, notes, pairs, directions
 
 
 def reward_curves(opt, runs):
@@ -97,7 +103,8 @@ def reward_curves(opt, runs):
     return curves
 
 
-def columns_of(table, start_mean, evaluation):
+def columns_of(table, evaluation):
+    """The table's columns: metrics, no-reference, judge, artifact index, then the derived ones."""
     first = evaluation['metrics'] + [evaluation['no_reference']] if evaluation['no_reference'] else evaluation['metrics']
     order = list(first) + ['judge_score', 'judge_pdm_rate', 'artifact_index'] + list(aggregate.DERIVED)
     present = set.union(*(set(cols) for cols in table.values()))
@@ -123,12 +130,12 @@ def run_bench(opt_path, out, seeds=None, setups=None, jobs=1, rewrite=False, gri
     plots.gain_vs_psnr_png(results, files['gain_vs_psnr'])
     grid_setups = [s for s in (opt['claims'].get('hacked'), opt['claims'].get('protected')) if s in opt['setups']]
     grids = image_grids(opt, out, pairs, grid_setups, grid_images)
-    columns = columns_of(table, start_mean, opt['evaluation'])
+    columns = columns_of(table, opt['evaluation'])
     lower = [c for c in columns if directions.get(c, c == 'judge_pdm_rate')]
     summary = {'bench': opt['name'], 'seeds': opt['seeds'], 'images': len(pairs), 'start': start_mean,
                'setups': table, 'runs': results, 'claims': claims, 'reward_curve_std': stds, 'notes': notes,
                'files': {k: os.path.relpath(v, out) for k, v in files.items()},
-               'grids': [os.path.relpath(g, out) for g in grids], 'timings': timings}
+               'grids': [os.path.relpath(g, out) for g in grids], 'grid_setups': grid_setups, 'timings': timings}
     with open(os.path.join(out, 'results.json'), 'w') as f:
         json.dump(summary, f, indent=1, default=float)
     md = [f'# Hacking benchmark {opt["name"]}: {len(opt["seeds"])} seed(s), {len(pairs)} held-out images', '',
@@ -185,4 +192,7 @@ def main(args):
         return 2
     with open(os.path.join(args.out, 'results.md')) as f:
         print(f.read())
-    return 0 if summary else 1
+    failed = [c['claim'] for c in summary['claims'] if not c['holds']]
+    if failed:  # a finding, not an error: the benchmark ran
+        print(f'{len(failed)} of {len(summary["claims"])} claims do not hold on these runs', file=sys.stderr)
+    return 0

@@ -106,6 +106,27 @@ def experiment_dir(option_file):
         return os.path.join('experiments', yaml.safe_load(f)['name'])
 
 
+def check_experiments_match(runs):
+    """Refuse to reuse an experiment folder trained from other options (same name, another recipe).
+
+    A finished run is skipped and a partial one resumed, so a folder left by an earlier bench with the
+    same name but other settings would silently stand in for the new run.
+    """
+    for _, _, path in runs:
+        folder = experiment_dir(path)
+        copied = os.path.join(folder, os.path.basename(path))
+        if not os.path.isfile(copied):
+            continue
+        with open(copied) as f:
+            old = yaml.safe_load(f)
+        with open(path) as f:
+            new = yaml.safe_load(f)
+        if old != new:
+            changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+            raise UserInputError(f'{folder} was trained from other options than {path} (differs in: '
+                                 f'{", ".join(changed)}); delete it, or give the bench another name')
+
+
 def training_steps(runs, threads=1):
     """One ``Step`` per run; done when ``experiments/<name>/models/net_g_latest.pth`` exists."""
     steps = []

@@ -143,3 +143,19 @@ def test_tiny_bench_end_to_end_and_rerun_skips(tmp_path, monkeypatch, capsys):
     assert main(['-opt', bench, '--out', 'bench']) == 0
     assert 'done already, skipped' in capsys.readouterr().err
     assert os.path.getmtime('bench/measure/finpercep_s0.json') == mtime
+
+
+def test_an_experiment_trained_from_other_options_is_not_reused(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    opt = plan.load_bench_options(_bench_file(tmp_path), setups=['finpercep'], seeds=[0])
+    (setup, seed, path), = plan.write_run_options(opt, 'out')
+    folder = tmp_path / plan.experiment_dir(path)
+    folder.mkdir(parents=True)
+    with open(path) as f:
+        same = yaml.safe_load(f)
+    (folder / os.path.basename(path)).write_text('# GENERATE TIME: copied by BasicSR\n' + yaml.safe_dump(same))
+    plan.check_experiments_match([(setup, seed, path)])  # the same recipe: resumed or skipped
+    same['train']['optim_g']['lr'] = 0.5
+    (folder / os.path.basename(path)).write_text(yaml.safe_dump(same))
+    with pytest.raises(UserInputError, match='trained from other options.*differs in: train'):
+        plan.check_experiments_match([(setup, seed, path)])
