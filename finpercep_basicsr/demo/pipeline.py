@@ -31,17 +31,22 @@ RLHF_RUNS = {  # run label -> option template
     'finpercep_ccl': 'rlhf_realesrgan_x4_finpercep_ccl.yml',
 }
 PRESETS = {
-    # tiny: the CI test of the whole chain (seconds per step, classical SR sources only)
-    'tiny': dict(sources=['skimage'], heldout=2, fgr_crop=64, crops_per_photo=1, masks_per_sr=1, sr='classical',
-                 rm_iters=3, rm_batch=2, rlhf_iters=4, rlhf_patch=64, rlhf_batch=1, rlhf_lr=1e-4, eval_size=96,
-                 max_photos=8),
-    # quick: `make demo`, about a quarter of an hour on 2 CPU cores
-    'quick': dict(sources=['skimage', 'opencv-doc'], heldout=6, fgr_crop=128, crops_per_photo=1, masks_per_sr=1,
-                  sr='real', rm_iters=200, rm_batch=4, rlhf_iters=60, rlhf_patch=64, rlhf_batch=2, rlhf_lr=1e-4,
-                  eval_size=192, max_photos=0),
-    'full': dict(sources=['skimage', 'opencv-doc'], heldout=8, fgr_crop=192, crops_per_photo=4, masks_per_sr=2,
-                 sr='real', rm_iters=1500, rm_batch=8, rlhf_iters=600, rlhf_patch=128, rlhf_batch=2, rlhf_lr=2e-5,
-                 eval_size=384, max_photos=0),
+    # rm: 'shipped' = RLHF against the shipped FinPercep-RM, judged by the shipped judge (demo/shipped.py);
+    #     'train' = build FGR data and train the reward model's four stages first (this module)
+    # tiny: the CI test of the default chain (seconds per step)
+    'tiny': dict(rm='shipped', sources=['skimage'], heldout=2, rlhf_iters=2, rlhf_patch=32, rlhf_batch=1,
+                 eval_size=64, max_photos=8),
+    # quick: `make demo`, under 20 minutes on 2 CPU cores: four RLHF set-ups, one seed
+    'quick': dict(rm='shipped', sources=['skimage', 'opencv-doc'], heldout=6, rlhf_iters=80, rlhf_patch=64,
+                  rlhf_batch=2, eval_size=192, max_photos=0),
+    # full: rebuild the FGR data and retrain the reward model, then three RLHF runs
+    'full': dict(rm='train', sources=['skimage', 'opencv-doc'], heldout=8, fgr_crop=192, crops_per_photo=4,
+                 masks_per_sr=2, sr='real', rm_iters=1500, rm_batch=8, rlhf_iters=600, rlhf_patch=128, rlhf_batch=2,
+                 rlhf_lr=2e-5, eval_size=384, max_photos=0),
+    # tiny_train: the CI test of the --full chain
+    'tiny_train': dict(rm='train', sources=['skimage'], heldout=2, fgr_crop=64, crops_per_photo=1, masks_per_sr=1,
+                       sr='classical', rm_iters=3, rm_batch=2, rlhf_iters=4, rlhf_patch=64, rlhf_batch=1,
+                       rlhf_lr=1e-4, eval_size=96, max_photos=8),
 }
 SR_SOURCES = {
     'classical': [{'type': 'bicubic', 'name': 'bicubic', 'scale': 4}, {'type': 'lanczos', 'name': 'lanczos', 'scale': 4}],
@@ -78,8 +83,14 @@ def split_photos(out, preset):
     if len(photos) < preset['heldout'] + 2:
         raise RuntimeError(f'only {len(photos)} photos in {out}/datasets/photos; the demo needs '
                            f'{preset["heldout"] + 2}')
-    step = len(photos) // preset['heldout']
-    heldout = photos[step // 2::step][:preset['heldout']]
+    if preset['rm'] == 'shipped':  # photos the shipped reward model never saw in training
+        heldout = [p for p in photos if os.path.basename(p) in shipped_rm_heldout()][:preset['heldout']]
+        if len(heldout) < preset['heldout']:
+            raise RuntimeError(f'only {len(heldout)} of the shipped reward model\'s held-out photos are in '
+                               f'{out}/datasets/photos; the demo needs {preset["heldout"]}')
+    else:
+        step = len(photos) // preset['heldout']
+        heldout = photos[step // 2::step][:preset['heldout']]
     split = {'train': [p for p in photos if p not in heldout], 'heldout': heldout}
     size = preset['eval_size']
     for part, folder in (('train', 'train_hr'), ('heldout', 'val_hr')):
@@ -102,6 +113,13 @@ def split_photos(out, preset):
         write_rgb8(os.path.join(out, 'datasets', 'test', 'lq', name), degrade(hr, {'scale': 4}, seed=index))
     with open(os.path.join(out, 'datasets', 'split.json'), 'w') as f:
         json.dump({k: [os.path.basename(p) for p in v] for k, v in split.items()}, f, indent=1)
+
+
+def shipped_rm_heldout():
+    """The photos held out of the shipped reward model's training (its evaluation set's list)."""
+    import yaml
+    with open(_template('data', 'pretrained', 'fgr_rm_eval.yml')) as f:
+        return set(yaml.safe_load(f)['photos']['heldout'])
 
 
 def write_options(out, preset_name, rewrite=False):

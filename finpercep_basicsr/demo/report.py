@@ -134,32 +134,40 @@ def _img_b64(path):
         return 'data:image/png;base64,' + base64.b64encode(f.read()).decode()
 
 
-def write_report(out_dir, title, intro, eval_json, curves, grids, timings, findings):
+def eval_table(eval_json):
+    """The report table of an ``evaluate_sr.py`` results.json: {title, header, rows, best, notes}."""
+    with open(eval_json) as f:
+        evaluation = json.load(f)
+    header, rows, best = metrics_table(evaluation['runs'])
+    notes = [f'PDM artifact rate: fraction of pixels whose degradation map exceeds {evaluation["pdm_threshold"]}.']
+    return {'title': f'Metrics on {evaluation["images"]} held-out images', 'header': header, 'rows': rows,
+            'best': best, 'notes': notes + list(evaluation.get('notes', []))}
+
+
+def write_report(out_dir, title, intro, table, curves, grids, timings, findings, grid_note=None):
     """Write ``report.md`` and a self-contained ``report.html`` into ``out_dir``.
 
     Args:
         out_dir (str): Output folder (image paths are relative to it in the markdown).
         title (str), intro (list[str]): Heading and paragraphs.
-        eval_json (str): ``results.json`` written by scripts/evaluate_sr.py.
-        curves (str | None): Curves PNG. grids (list[str]): Image-grid PNGs.
+        table (dict): ``title``, ``header``, ``rows``, ``best`` ({column: winning row label}), ``notes``.
+        curves (list[str]): Curve PNGs. grids (list[str]): Image-grid PNGs.
         timings (dict): {step: seconds}. findings (list[str]): What the numbers say.
+        grid_note (str | None): What the grids show (default: output above its PDM overlay).
     """
-    with open(eval_json) as f:
-        evaluation = json.load(f)
-    header, rows, best = metrics_table(evaluation['runs'])
+    grid_note = grid_note or 'Top: output. Bottom: its PDM overlay (red = degraded).'
+    header, rows, best = table['header'], table['rows'], table['best']
     md = [f'# {title}', ''] + [p + '\n' for p in intro]
-    md += [f'## Metrics on {evaluation["images"]} held-out images', '',
-           '| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
+    md += [f'## {table["title"]}', '', '| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
     md += ['| ' + ' | '.join(f'**{v}**' if best.get(i) == row[0] else v for i, v in enumerate(row)) + ' |'
            for row in rows]
-    md += ['', f'PDM artifact rate: fraction of pixels whose degradation map exceeds {evaluation["pdm_threshold"]}.']
-    md += [f'- {n}' for n in evaluation.get('notes', [])]
+    md += [''] + [f'- {n}' for n in table['notes']]
     md += ['', '## What the numbers say', ''] + [f'- {line}' for line in findings]
     rel = lambda p: os.path.relpath(p, out_dir)  # noqa: E731
     if curves:
-        md += ['', '## Curves', '', f'![curves]({rel(curves)})']
+        md += ['', '## Curves', ''] + [f'![{os.path.basename(c)}]({rel(c)})' for c in curves]
     if grids:
-        md += ['', '## Held-out images (top: output, bottom: its PDM overlay, red = degraded)', '']
+        md += ['', f'## Held-out images ({grid_note})', '']
         md += [f'![{os.path.basename(g)}]({rel(g)})' for g in grids]
     md += ['', '## Steps', '', '| step | seconds |', '|---|---|']
     md += [f'| {k} | {v:.0f} |' for k, v in timings.items()]
@@ -168,20 +176,19 @@ def write_report(out_dir, title, intro, eval_json, curves, grids, timings, findi
         f.write('\n'.join(md) + '\n')
 
     e = html.escape
-    table = '<table><tr>' + ''.join(f'<th>{e(h)}</th>' for h in header) + '</tr>'
+    body_table = '<table><tr>' + ''.join(f'<th>{e(h)}</th>' for h in header) + '</tr>'
     for row in rows:
-        table += '<tr>' + ''.join(f'<td class="{"best" if best.get(i) == row[0] else ""}">{e(v)}</td>'
-                                  for i, v in enumerate(row)) + '</tr>'
-    table += '</table>'
+        body_table += '<tr>' + ''.join(f'<td class="{"best" if best.get(i) == row[0] else ""}">{e(v)}</td>'
+                                       for i, v in enumerate(row)) + '</tr>'
+    body_table += '</table>'
     body = [f'<h1>{e(title)}</h1>'] + [f'<p>{e(p)}</p>' for p in intro]
-    body += [f'<h2>Metrics on {evaluation["images"]} held-out images</h2>', table,
-             f'<p class="note">Bold: best in the column. PDM artifact rate: fraction of pixels whose '
-             f'degradation map exceeds {evaluation["pdm_threshold"]}.</p>']
+    body += [f'<h2>{e(table["title"])}</h2>', body_table]
+    body += [f'<p class="note">{e(n)}</p>' for n in ['Bold: best in the column.'] + table['notes']]
     body += ['<h2>What the numbers say</h2><ul>'] + [f'<li>{e(x)}</li>' for x in findings] + ['</ul>']
     if curves:
-        body += ['<h2>Curves</h2>', f'<img src="{_img_b64(curves)}" alt="curves">']
+        body += ['<h2>Curves</h2>'] + [f'<img src="{_img_b64(c)}" alt="{e(os.path.basename(c))}">' for c in curves]
     if grids:
-        body += ['<h2>Held-out images</h2><p class="note">Top: output. Bottom: its PDM overlay (red = degraded).</p>']
+        body += [f'<h2>Held-out images</h2><p class="note">{e(grid_note)}</p>']
         body += [f'<img src="{_img_b64(g)}" alt="{e(os.path.basename(g))}">' for g in grids]
     body += ['<h2>Steps</h2><table><tr><th>step</th><th>seconds</th></tr>']
     body += [f'<tr><td>{e(k)}</td><td>{v:.0f}</td></tr>' for k, v in timings.items()]

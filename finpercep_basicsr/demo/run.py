@@ -1,8 +1,11 @@
-"""``python scripts/demo.py [--quick | --full | --tiny] --out DIR``: the whole FinPercep pipeline.
+"""``python scripts/demo.py [--quick | --full | --tiny | --tiny_train] --out DIR``: the FinPercep pipeline.
 
-photos -> FGR sets (real SR models) -> reward model stages 0..3 -> RLHF of Real-ESRGAN x4plus three
-ways (global-only reward, FinPercep without CCL, FinPercep with CCL) -> evaluation on held-out
-photos -> report.html / report.md. Finished steps are skipped on a rerun; training steps resume.
+Default (--quick, --tiny): photos -> RLHF of Real-ESRGAN x4plus against the shipped FinPercep-RM four
+ways (global-only, FinPercep, FinPercep + CCL, + co-evolution) with ``scripts/bench_hacking.py`` ->
+held-out evaluation with the shipped judge -> report (``finpercep_basicsr.demo.shipped``).
+--full (and --tiny_train): photos -> FGR sets (real SR models) -> reward model stages 0..3 -> RLHF
+three ways -> evaluation on held-out photos -> report. Finished steps are skipped on a rerun;
+training steps resume.
 """
 import argparse
 import json
@@ -13,7 +16,7 @@ import time
 import cv2
 import numpy as np
 
-from finpercep_basicsr.demo import pipeline, report
+from finpercep_basicsr.demo import pipeline, report, shipped
 from finpercep_basicsr.demo.steps import StepFailed, run_steps
 from finpercep_basicsr.utils.errors import UserInputError
 from finpercep_basicsr.utils.image_io import read_image
@@ -102,8 +105,12 @@ def main(argv=None):
         run_steps([pipeline.photo_step(args.preset)], out, timings_path)
         if not os.path.isfile(os.path.join(out, 'datasets', 'split.json')):
             pipeline.split_photos(out, pipeline.PRESETS[args.preset])
-        files = pipeline.write_options(out, args.preset, rewrite=args.rewrite_options)
-        steps = pipeline.build_steps(out, args.preset, files)
+        if pipeline.PRESETS[args.preset]['rm'] == 'shipped':
+            files = shipped.write_options(out, pipeline.REPO, pipeline.PRESETS[args.preset], args.rewrite_options)
+            steps = shipped.build_steps(files)
+        else:
+            files = pipeline.write_options(out, args.preset, rewrite=args.rewrite_options)
+            steps = pipeline.build_steps(out, args.preset, files)
         pipeline.write_commands(out, [pipeline.photo_step(args.preset)] + steps)
         timings = run_steps(steps, out, timings_path)
     except StepFailed as err:
@@ -111,7 +118,10 @@ def main(argv=None):
               file=sys.stderr)
         return 1
     try:
-        write_demo_report(out, args, files, timings)
+        if pipeline.PRESETS[args.preset]['rm'] == 'shipped':
+            write_shipped_report(out, args, timings)
+        else:
+            write_demo_report(out, args, files, timings)
     except UserInputError as err:
         print(f'\nerror while writing the report: {err}', file=sys.stderr)
         return 1
@@ -119,6 +129,28 @@ def main(argv=None):
     with open(os.path.join(out, 'eval', 'results.md')) as f:
         print(f.read())
     return 0
+
+
+def write_shipped_report(out, args, timings):
+    """The report of the default chain from the bench's results.json, plots and judge grids."""
+    with open(os.path.join(out, 'eval', 'results.json')) as f:
+        results = json.load(f)
+    preset = pipeline.PRESETS[args.preset]
+    curves = [os.path.join(out, 'eval', p) for p in results['files'].values()]
+    grids = [os.path.join(out, 'eval', g) for g in results['grids']]
+    intro = [f'Preset --{args.preset}: Real-ESRGAN x4plus (converted from its packaged ncnn weights) fine-tuned '
+             f'with RLHF (ReFL, {preset["rlhf_iters"]} iterations) against the shipped FinPercep-RM '
+             f'(weights/finpercep_rm.pth, docs/finpercep_rm.md) in {len(results["setups"])} set-ups: {", ".join(results["setups"])}. '
+             f'Held-out photos ({", ".join(pipeline.heldout_names(out))}) were seen by neither the reward model '
+             f'nor the generator; the judge (weights/finpercep_rm_judge.pth) was trained on other photos and '
+             f'other SR families. --full retrains the reward model from FGR data instead.',
+             'Every step is a command in commands.sh using the option files in options/; rerun scripts/demo.py '
+             'with the same --out to resume.']
+    titles = ', '.join(['LR input', 'start'] + results['grid_setups'] + ['GT'])
+    report.write_report(out, 'FinPercep-RM demo report', intro, shipped.bench_table(results), curves, grids,
+                        timings, shipped.findings(results),
+                        grid_note=f'columns: {titles}; '
+                                  'bottom: the judge\'s PDM overlay (red = degraded)')
 
 
 def write_demo_report(out, args, files, timings):
@@ -139,5 +171,5 @@ def write_demo_report(out, args, files, timings):
              f'({", ".join(pipeline.heldout_names(out))}) were used by neither the reward model nor the generator.',
              'Every step is a command in commands.sh using the option files in options/; rerun scripts/demo.py '
              'with the same --out to resume.']
-    report.write_report(out, 'FinPercep-RM demo report', intro, os.path.join(out, 'eval', 'results.json'),
-                        curves_path if curves else None, grids, timings, findings(evaluation, curves))
+    report.write_report(out, 'FinPercep-RM demo report', intro, report.eval_table(os.path.join(out, 'eval', 'results.json')),
+                        [curves_path] if curves else [], grids, timings, findings(evaluation, curves))
