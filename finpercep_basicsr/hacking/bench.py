@@ -61,8 +61,15 @@ def train_all(runs, out, jobs=1):
 
 
 def load_judge(judge_opt, device='cpu'):
+    """The judge's network from its RM option file (None when the bench has no judge)."""
     from finpercep_basicsr.score import load_reward_net
-    return load_reward_net(opt=judge_opt, device=device)[0] if judge_opt else None
+    if not judge_opt:
+        return None
+    try:
+        return load_reward_net(opt=judge_opt, device=device)[0]
+    except FileNotFoundError as err:  # the checkpoint path is relative to the folder the bench runs in
+        raise UserInputError(f'evaluation.judge {judge_opt}: {err} (run from the folder its paths are relative '
+                             f'to, e.g. the repository root)') from err
 
 
 def measure_all(opt, runs, out):

@@ -159,3 +159,11 @@ def test_an_experiment_trained_from_other_options_is_not_reused(tmp_path, monkey
     (folder / os.path.basename(path)).write_text(yaml.safe_dump(same))
     with pytest.raises(UserInputError, match='trained from other options.*differs in: train'):
         plan.check_experiments_match([(setup, seed, path)])
+
+
+def test_a_missing_judge_checkpoint_names_the_option_file(tmp_path):
+    from finpercep_basicsr.hacking.bench import load_judge
+    judge = tmp_path / 'judge.yml'
+    judge.write_text(yaml.safe_dump({'network_reward': TINY_RM, 'path': {'pretrain_network_reward': 'nowhere.pth'}}))
+    with pytest.raises(UserInputError, match=r'evaluation.judge .*judge.yml.*nowhere.pth'):
+        load_judge(str(judge))
