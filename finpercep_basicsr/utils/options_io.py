@@ -1,5 +1,6 @@
 """Derive option files from templates: load YAML, set dotted keys, write with a header comment."""
 import os
+from copy import deepcopy
 
 import yaml
 
@@ -9,8 +10,10 @@ from finpercep_basicsr.utils.errors import UserInputError
 def set_dotted(opt, dotted, value):
     """Set ``opt['a']['b']['c'] = value`` for ``dotted='a.b.c'``, creating missing mappings.
 
-    A numeric part indexes a list (``train.ccl.stages.1.start_iter``).
+    A numeric part indexes a list (``train.ccl.stages.1.start_iter``). ``value`` is copied: a later
+    dotted key below it must not change the caller's object (several files derived from one dict).
     """
+    value = deepcopy(value)
     *parents, leaf = dotted.split('.')
     node = opt
     for key in parents:

@@ -167,3 +167,17 @@ def test_a_missing_judge_checkpoint_names_the_option_file(tmp_path):
     judge.write_text(yaml.safe_dump({'network_reward': TINY_RM, 'path': {'pretrain_network_reward': 'nowhere.pth'}}))
     with pytest.raises(UserInputError, match=r'evaluation.judge .*judge.yml.*nowhere.pth'):
         load_judge(str(judge))
+
+
+def test_a_setup_override_below_a_common_mapping_does_not_leak_into_other_setups(tmp_path):
+    reward = {'type': 'FinPercepRewardLoss', 'network_opt': TINY_RM, 'pretrain_path': 'rm.pth', 'lambda_map': 1.0}
+    template = os.path.join(FIXTURES, 'train_rlhf_tiny.yml')
+    bench = {'name': 'b', 'common': {'train.reward_opt': reward},
+             'setups': {'a': {'opt': template, 'overrides': {'train.reward_opt.lambda_map': 0.0}},
+                        'b': {'opt': template}},
+             'evaluation': {'lq': 'x', 'gt': 'y'}}
+    path = tmp_path / 'bench.yml'
+    path.write_text(yaml.safe_dump(bench))
+    runs = plan.write_run_options(plan.load_bench_options(str(path)), str(tmp_path / 'out'))
+    maps = {setup: final_reward_options(file)['lambda_map'] for setup, _, file in runs}
+    assert maps == {'a': 0.0, 'b': 1.0}
