@@ -166,7 +166,8 @@ def image_grids(opt, out, pairs, setups, num):
 
     judge = load_judge(opt['evaluation'].get('judge'))
     grids = []
-    for name, lq_path, gt_path in pairs[:num]:
+    spread = pairs[::max(1, len(pairs) // max(num, 1))][:num]  # crops of different photos, not one photo's
+    for name, lq_path, gt_path in spread:
         outputs = [read_image(os.path.join(out, 'images', run, f'{name}.png')) for run in [START] + setups]
         h, w = outputs[0].shape[:2]
         images = [lr_preview(read_image(lq_path), h)[:h, :w]] + outputs + [read_image(gt_path)[:h, :w]]
