@@ -73,16 +73,17 @@ def build_steps(files):
 def bench_table(results):
     """The report table of a bench results.json: one row per set-up and the start, means."""
     from finpercep_basicsr.demo.report import LOWER_IS_BETTER, _fmt
+    from finpercep_basicsr.hacking.aggregate import NEUTRAL
     cols = [c for c in ('psnr', 'ssim', 'fsim', 'gmsd', 'piqe', 'judge_score', 'judge_pdm_rate', 'artifact_index',
                         'own_reward', 'reward_gain') if c in next(iter(results['setups'].values()))]
     lower = LOWER_IS_BETTER | {'piqe', 'judge_pdm_rate'}
-    header = ['run'] + [f'{c} {"↓" if c in lower else "↑"}' for c in cols]
+    header = ['run'] + [c if c in NEUTRAL else f'{c} {"↓" if c in lower else "↑"}' for c in cols]
     rows = [['start'] + [_fmt(results['start'][c]) if c in results['start'] else '-' for c in cols]]
     rows += [[setup] + [_fmt(table[c]['mean']) for c in cols] for setup, table in results['setups'].items()]
     best = {}
     for i, c in enumerate(cols, 1):
-        if c in ('artifact_index', 'own_reward', 'reward_gain'):
-            continue  # no better direction: an artifact index far from 1 either way, rewards of different RMs
+        if c in NEUTRAL or c == 'reward_gain':
+            continue  # no better direction / no common scale: each set-up's gain is under its own reward
         values = {r: results['setups'][r][c]['mean'] for r in results['setups']}
         best[i] = (min if c in lower else max)(values, key=values.get)
     notes = ['own_reward: each set-up\'s own reward on the held-out images (set-ups optimise different rewards, '
@@ -96,7 +97,8 @@ def bench_table(results):
 
 def findings(results):
     """Plain sentences from the numbers: the claims checked, then each set-up against the start."""
-    lines = [f'{"Holds" if c["holds"] else "Does not hold"}: {c["claim"]} ({c["evidence"]}).' for c in results['claims']]
+    from finpercep_basicsr.hacking.aggregate import verdict
+    lines = [f'{verdict(c).capitalize()}: {c["claim"]} ({c["evidence"]}).' for c in results['claims']]
     for setup, table in results['setups'].items():
         mean = {c: table[c]['mean'] if c in table else float('nan')
                 for c in ('reward_gain', 'judge_gain', 'psnr_change', 'artifact_ratio')}

@@ -61,7 +61,7 @@ def aggregate(runs):
 
 
 def check_claims(table, claims, curve_std=None):
-    """The paper's claims on the aggregated table; returns [{'claim', 'holds', 'evidence'}].
+    """The paper's claims on the aggregated table; returns [{'claim', 'holds' (None: not testable), 'evidence'}].
 
     Args:
         table (dict): ``aggregate`` output.
@@ -89,12 +89,16 @@ def check_claims(table, claims, curve_std=None):
                                 f'artifact ratio {art:.2f}'})
     unstable = claims.get('unstable')
     if unstable in table and protected in table and curve_std:
-        a, b = curve_std.get(unstable, float('nan')), curve_std.get(protected, float('nan'))
-        sa, sb = table[unstable].get('psnr', {}).get('std', float('nan')), table[protected].get('psnr', {}).get(
-            'std', float('nan'))
-        out.append({'claim': f'without CCL ({unstable}) training is less stable than {protected}',
-                    'holds': bool(a > b),
-                    'evidence': f'reward-curve std over seeds {a:.4f} vs {b:.4f}; final PSNR std {sa:.3f} vs {sb:.3f}'})
+        claim = f'without CCL ({unstable}) training is less stable than {protected}'
+        seeds = min(next(iter(table[s].values()))['n'] for s in (unstable, protected))
+        if seeds < 2:  # a spread over one seed is 0 by definition
+            out.append({'claim': claim, 'holds': None, 'evidence': f'{seeds} seed: needs 2 or more'})
+        else:
+            a, b = curve_std.get(unstable, float('nan')), curve_std.get(protected, float('nan'))
+            sa, sb = table[unstable]['psnr']['std'], table[protected]['psnr']['std']
+            out.append({'claim': claim, 'holds': bool(a > b),
+                        'evidence': f'reward-curve std over seeds {a:.4f} vs {b:.4f}; final PSNR std {sa:.3f} vs '
+                                    f'{sb:.3f}'})
     return out
 
 
@@ -110,3 +114,8 @@ def markdown(table, columns, lower_better=()):
         cells = [f'{cols[c]["mean"]:.4f} ± {cols[c]["std"]:.4f}' if c in cols else '-' for c in columns]
         lines.append(f'| {setup} (n={next(iter(cols.values()))["n"]}) | ' + ' | '.join(cells) + ' |')
     return '\n'.join(lines)
+
+
+def verdict(claim):
+    """'holds' / 'does NOT hold' / 'not tested' of a checked claim."""
+    return {True: 'holds', False: 'does NOT hold', None: 'not tested'}[claim['holds']]

@@ -148,7 +148,7 @@ def run_bench(opt_path, out, seeds=None, setups=None, jobs=1, rewrite=False, gri
     md = [f'# Hacking benchmark {opt["name"]}: {len(opt["seeds"])} seed(s), {len(pairs)} held-out images', '',
           aggregate.markdown(table, columns, lower), '', 'start: ' + ', '.join(
               f'{c} {v:.4f}' for c, v in start_mean.items()), '', '## Claims', '']
-    md += [f'- {"holds" if c["holds"] else "does NOT hold"}: {c["claim"]} ({c["evidence"]})' for c in claims]
+    md += [f'- {aggregate.verdict(c)}: {c["claim"]} ({c["evidence"]})' for c in claims]
     md += [f'- {n}' for n in notes]
     with open(os.path.join(out, 'results.md'), 'w') as f:
         f.write('\n'.join(md) + '\n')
@@ -200,7 +200,7 @@ def main(args):
         return 2
     with open(os.path.join(args.out, 'results.md')) as f:
         print(f.read())
-    failed = [c['claim'] for c in summary['claims'] if not c['holds']]
+    failed = [c['claim'] for c in summary['claims'] if c['holds'] is False]
     if failed:  # a finding, not an error: the benchmark ran
         print(f'{len(failed)} of {len(summary["claims"])} claims do not hold on these runs', file=sys.stderr)
     return 0
