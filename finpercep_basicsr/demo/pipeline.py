@@ -20,6 +20,7 @@ import sys
 import numpy as np
 
 from finpercep_basicsr.demo.steps import Step
+from finpercep_basicsr.utils.errors import UserInputError
 from finpercep_basicsr.utils.image_io import read_image, write_rgb8
 from finpercep_basicsr.utils.options_io import derive_options
 
@@ -120,6 +121,14 @@ def shipped_rm_heldout():
     import yaml
     with open(_template('data', 'pretrained', 'fgr_rm_eval.yml')) as f:
         return set(yaml.safe_load(f)['photos']['heldout'])
+
+
+def check_shipped_split(out):
+    """An existing split must hold out only photos the shipped RM never saw (earlier demos split otherwise)."""
+    seen = sorted(f'{n}.png' for n in heldout_names(out) if f'{n}.png' not in shipped_rm_heldout())
+    if seen:
+        raise UserInputError(f'{out}/datasets/split.json holds out {", ".join(seen)}, which the shipped reward model '
+                             f'was trained on; use a new --out folder')
 
 
 def write_options(out, preset_name, rewrite=False):

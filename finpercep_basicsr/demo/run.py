@@ -105,6 +105,8 @@ def main(argv=None):
         run_steps([pipeline.photo_step(args.preset)], out, timings_path)
         if not os.path.isfile(os.path.join(out, 'datasets', 'split.json')):
             pipeline.split_photos(out, pipeline.PRESETS[args.preset])
+        elif pipeline.PRESETS[args.preset]['rm'] == 'shipped':
+            pipeline.check_shipped_split(out)
         if pipeline.PRESETS[args.preset]['rm'] == 'shipped':
             files = shipped.write_options(out, pipeline.REPO, pipeline.PRESETS[args.preset], args.rewrite_options)
             steps = shipped.build_steps(files)
@@ -117,6 +119,9 @@ def main(argv=None):
         print(f'\nerror: {err}\nFix the cause and rerun the same command: finished steps are skipped.',
               file=sys.stderr)
         return 1
+    except UserInputError as err:
+        print(f'\nerror: {err}', file=sys.stderr)
+        return 2
     try:
         if pipeline.PRESETS[args.preset]['rm'] == 'shipped':
             write_shipped_report(out, args, timings)

@@ -84,3 +84,13 @@ def test_tiny_demo_with_a_retrained_reward_model(tmp_path):
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stderr.count('done already, skipped') == 12
     assert (out / 'commands.sh').read_text().count('finpercep_basicsr.train') == 7
+
+
+def test_a_folder_split_by_an_earlier_demo_is_refused(tmp_path, capsys):
+    from finpercep_basicsr.demo.run import main
+    out = tmp_path / 'demo'
+    (out / 'datasets' / 'photos').mkdir(parents=True)
+    (out / 'datasets' / 'photos' / 'sources.jsonl').write_text('{}\n')  # the photo step counts as done
+    (out / 'datasets' / 'split.json').write_text(json.dumps({'train': [], 'heldout': ['skimage_astronaut.png']}))
+    assert main(['--tiny', '--out', str(out)]) == 2
+    assert 'skimage_astronaut.png' in capsys.readouterr().err
