@@ -76,6 +76,23 @@ def _label(img, text):
     return np.concatenate([band, img], axis=0)
 
 
+def pdm_columns(titles, images, net=None):
+    """Grid columns (title, 8-bit BGR image, its PDM overlay from ``net`` or None) of same-size RGB images."""
+    from finpercep_basicsr.score import overlay
+    pdms = [None] * len(images)
+    if net is not None:
+        import torch
+        with torch.no_grad():
+            batch = torch.from_numpy(np.stack([i.transpose(2, 0, 1) for i in images])).float()
+            pdms = net(batch)['pdm'][:, 0].numpy()
+    columns = []
+    for title, img, pdm in zip(titles, images, pdms):
+        strip = overlay(img, pdm if pdm is not None else np.zeros(img.shape[:2], np.float32))
+        w = img.shape[1]  # overlay gives image | blend side by side
+        columns.append((title, strip[:, :w], strip[:, w:] if pdm is not None else None))
+    return columns
+
+
 def image_grid(columns, path, gap=4):
     """Write a grid: one column per (title, top BGR image, bottom BGR image or None).
 

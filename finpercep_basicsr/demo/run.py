@@ -13,8 +13,6 @@ import os
 import sys
 import time
 
-import cv2
-import numpy as np
 
 from finpercep_basicsr.demo import pipeline, report, shipped
 from finpercep_basicsr.demo.steps import StepFailed, run_steps
@@ -38,17 +36,6 @@ def parse_args(argv=None):
     return args
 
 
-def _pdm_overlays(net, images):
-    """BGR blends of each image with its PDM heatmap (red = degraded) from the reward net."""
-    import torch
-
-    from finpercep_basicsr.score import overlay
-    with torch.no_grad():
-        batch = torch.from_numpy(np.stack([i.transpose(2, 0, 1) for i in images])).float()
-        pdms = net(batch)['pdm'][:, 0].numpy()
-    return [overlay(img, pdm)[:, img.shape[1]:] for img, pdm in zip(images, pdms)]
-
-
 def make_grids(out, files, num):
     """One PNG per held-out image: LR | start | global-only | FinPercep+CCL | GT, with PDM overlays."""
     from finpercep_basicsr.sr_evaluation import load_reward
@@ -66,9 +53,7 @@ def make_grids(out, files, num):
         h, w = outputs[0].shape[:2]
         images = [pipeline.lr_preview(lq, h)[:h, :w]] + outputs + [gt[:h, :w]]
         titles = ['LR input', 'start', 'global-only', 'FinPercep+CCL', 'GT']
-        overlays = _pdm_overlays(net, images)
-        columns = [(t, cv2.cvtColor((np.clip(i, 0, 1) * 255).round().astype(np.uint8), cv2.COLOR_RGB2BGR), o)
-                   for t, i, o in zip(titles, images, overlays)]
+        columns = report.pdm_columns(titles, images, net)
         path = os.path.join(out, 'report_files', f'grid_{name}.png')
         report.image_grid(columns, path)
         grids.append(path)
@@ -101,13 +86,14 @@ def main(argv=None):
     timings_path = os.path.join(out, 'timings.json')
     start = time.time()
     print(f'FinPercep demo ({args.preset}) in {out}', file=sys.stderr)
+    on_shipped_rm = pipeline.PRESETS[args.preset]['rm'] == 'shipped'
     try:
         run_steps([pipeline.photo_step(args.preset)], out, timings_path)
         if not os.path.isfile(os.path.join(out, 'datasets', 'split.json')):
             pipeline.split_photos(out, pipeline.PRESETS[args.preset])
-        elif pipeline.PRESETS[args.preset]['rm'] == 'shipped':
+        elif on_shipped_rm:
             pipeline.check_shipped_split(out)
-        if pipeline.PRESETS[args.preset]['rm'] == 'shipped':
+        if on_shipped_rm:
             files = shipped.write_options(out, pipeline.REPO, pipeline.PRESETS[args.preset], args.rewrite_options)
             steps = shipped.build_steps(files)
         else:
@@ -123,7 +109,7 @@ def main(argv=None):
         print(f'\nerror: {err}', file=sys.stderr)
         return 2
     try:
-        if pipeline.PRESETS[args.preset]['rm'] == 'shipped':
+        if on_shipped_rm:
             write_shipped_report(out, args, timings)
         else:
             write_demo_report(out, args, files, timings)

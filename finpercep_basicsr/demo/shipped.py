@@ -72,11 +72,12 @@ def build_steps(files):
 
 def bench_table(results):
     """The report table of a bench results.json: one row per set-up and the start, means."""
-    from finpercep_basicsr.demo.report import LOWER_IS_BETTER, _fmt
+    from finpercep_basicsr.demo.report import _fmt
     from finpercep_basicsr.hacking.aggregate import NEUTRAL
+    from finpercep_basicsr.hacking.measure import lower_is_better
     cols = [c for c in ('psnr', 'ssim', 'fsim', 'gmsd', 'piqe', 'judge_score', 'judge_pdm_rate', 'artifact_index',
                         'own_reward', 'reward_gain') if c in next(iter(results['setups'].values()))]
-    lower = LOWER_IS_BETTER | {'piqe', 'judge_pdm_rate'}
+    lower = {c for c in cols if lower_is_better(c, {})}
     header = ['run'] + [c if c in NEUTRAL else f'{c} {"↓" if c in lower else "↑"}' for c in cols]
     rows = [['start'] + [_fmt(results['start'][c]) if c in results['start'] else '-' for c in cols]]
     rows += [[setup] + [_fmt(table[c]['mean']) for c in cols] for setup, table in results['setups'].items()]

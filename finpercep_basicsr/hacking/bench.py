@@ -16,16 +16,10 @@ import os
 import sys
 import threading
 
-import numpy as np
 
 from finpercep_basicsr.demo.steps import StepFailed, run_steps
 from finpercep_basicsr.hacking import aggregate, plan, plots
-from finpercep_basicsr.hacking.measure import (
-    HackingScorers,
-    final_reward_options,
-    lower_is_better,
-    measure_generator,
-)
+from finpercep_basicsr.hacking.measure import HackingScorers, final_reward_options, lower_is_better, measure_generator
 from finpercep_basicsr.utils.errors import UserInputError
 
 START = 'start'
@@ -73,7 +67,8 @@ def load_judge(judge_opt, device='cpu'):
 
 
 def measure_all(opt, runs, out):
-    """Per-run summaries: [{'setup', 'seed', 'run', 'summary'}] and the start generator's means."""
+    """Per-run summaries [{'setup', 'seed', 'run', 'summary'}], the start's means, notes, pairs, column
+    directions, and the judge network (reused for the grids)."""
     from finpercep_basicsr.sr_evaluation import build_metrics, pair_folders
 
     ev = opt['evaluation']
@@ -96,7 +91,7 @@ def measure_all(opt, runs, out):
         results.append({'setup': setup, 'seed': seed, 'run': name, 'mean': mean,
                         'summary': aggregate.run_summary(setup, mean, start_mean)})
     directions = {c: lower_is_better(c, metrics) for c in start_mean}
-    return results, start_mean, notes, pairs, directions
+    return results, start_mean, notes, pairs, directions, scorers.judge
 
 
 def reward_curves(opt, runs):
@@ -124,7 +119,7 @@ def run_bench(opt_path, out, seeds=None, setups=None, jobs=1, rewrite=False, gri
     os.makedirs(out, exist_ok=True)
     runs = plan.write_run_options(opt, out, rewrite)
     timings = train_all(runs, out, jobs)
-    results, start_mean, notes, pairs, directions = measure_all(opt, runs, out)
+    results, start_mean, notes, pairs, directions, judge = measure_all(opt, runs, out)
     table = aggregate.aggregate(results)
     curves = reward_curves(opt, runs)
     stds = plots.curve_std(curves)
@@ -136,7 +131,7 @@ def run_bench(opt_path, out, seeds=None, setups=None, jobs=1, rewrite=False, gri
     files['gain_vs_psnr'] = os.path.join(out, 'gain_vs_psnr.png')
     plots.gain_vs_psnr_png(results, files['gain_vs_psnr'])
     grid_setups = [s for s in (opt['claims'].get('hacked'), opt['claims'].get('protected')) if s in opt['setups']]
-    grids = image_grids(opt, out, pairs, grid_setups, grid_images)
+    grids = image_grids(out, pairs, grid_setups, grid_images, judge)
     columns = columns_of(table, opt['evaluation'])
     lower = [c for c in columns if directions.get(c, c == 'judge_pdm_rate')]
     summary = {'bench': opt['name'], 'seeds': opt['seeds'], 'images': len(pairs), 'start': start_mean,
@@ -155,35 +150,20 @@ def run_bench(opt_path, out, seeds=None, setups=None, jobs=1, rewrite=False, gri
     return summary
 
 
-def image_grids(opt, out, pairs, setups, num):
+def image_grids(out, pairs, setups, num, judge=None):
     """LR | start | each listed set-up | GT, each with the judge's PDM overlay below (red = degraded)."""
-    import cv2
-
     from finpercep_basicsr.demo.pipeline import lr_preview
-    from finpercep_basicsr.demo.report import image_grid
-    from finpercep_basicsr.score import overlay
+    from finpercep_basicsr.demo.report import image_grid, pdm_columns
     from finpercep_basicsr.utils.image_io import read_image
 
-    judge = load_judge(opt['evaluation'].get('judge'))
     grids = []
     spread = pairs[::max(1, len(pairs) // max(num, 1))][:num]  # crops of different photos, not one photo's
     for name, lq_path, gt_path in spread:
         outputs = [read_image(os.path.join(out, 'images', run, f'{name}.png')) for run in [START] + setups]
         h, w = outputs[0].shape[:2]
         images = [lr_preview(read_image(lq_path), h)[:h, :w]] + outputs + [read_image(gt_path)[:h, :w]]
-        titles = ['LR input', START] + setups + ['GT']
-        columns = []
-        for title, img in zip(titles, images):
-            bgr = cv2.cvtColor((np.clip(img, 0, 1) * 255).round().astype(np.uint8), cv2.COLOR_RGB2BGR)
-            below = None
-            if judge is not None:
-                import torch
-                with torch.no_grad():
-                    pdm = judge(torch.from_numpy(img.transpose(2, 0, 1)).float()[None])['pdm'][0, 0].numpy()
-                below = overlay(img, pdm)[:, img.shape[1]:]
-            columns.append((title, bgr, below))
         path = os.path.join(out, f'grid_{name}.png')
-        image_grid(columns, path)
+        image_grid(pdm_columns(['LR input', START] + setups + ['GT'], images, judge), path)
         grids.append(path)
     return grids
 

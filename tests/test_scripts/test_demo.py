@@ -18,12 +18,18 @@ def _row_cells(md, label):
     return [None if c == '-' else float(c) for c in cells]  # '-': a column the row has no value for
 
 
-@pytest.mark.slow
-def test_tiny_demo_on_the_shipped_reward_model(tmp_path):
+def _run_demo(tmp_path, preset):
+    """Run ``scripts/demo.py --<preset>`` into tmp_path/demo; returns (folder, the command for a rerun)."""
     out = tmp_path / 'demo'
-    cmd = [sys.executable, os.path.join(REPO, 'scripts', 'demo.py'), '--tiny', '--out', str(out)]
+    cmd = [sys.executable, os.path.join(REPO, 'scripts', 'demo.py'), f'--{preset}', '--out', str(out)]
     run = subprocess.run(cmd, capture_output=True, text=True, timeout=1500)
     assert run.returncode == 0, run.stderr[-4000:]
+    return out, cmd
+
+
+@pytest.mark.slow
+def test_tiny_demo_on_the_shipped_reward_model(tmp_path):
+    out, cmd = _run_demo(tmp_path, 'tiny')
     with open(out / 'eval' / 'results.json') as f:
         results = json.load(f)
     setups = {'global_only', 'finpercep', 'finpercep_ccl', 'finpercep_ccl_coevolve'}
@@ -51,10 +57,7 @@ def test_tiny_demo_on_the_shipped_reward_model(tmp_path):
 
 @pytest.mark.slow
 def test_tiny_demo_with_a_retrained_reward_model(tmp_path):
-    out = tmp_path / 'demo'
-    cmd = [sys.executable, os.path.join(REPO, 'scripts', 'demo.py'), '--tiny_train', '--out', str(out)]
-    run = subprocess.run(cmd, capture_output=True, text=True, timeout=1500)
-    assert run.returncode == 0, run.stderr[-4000:]
+    out, cmd = _run_demo(tmp_path, 'tiny_train')
 
     # checkpoints of every training step load
     for stage in range(4):
