@@ -4,6 +4,7 @@ from basicsr.utils.registry import LOSS_REGISTRY
 from torch import nn
 
 from finpercep_basicsr.losses.finpercep_reward_loss import build_frozen_reward_net, nonfinite_terms, reduce_batch
+from finpercep_basicsr.losses.loss_utils import check_detach_lowpass, scored_image
 from finpercep_basicsr.utils.errors import UserInputError
 
 
@@ -45,6 +46,8 @@ class FinPercepGlobalIQALoss(nn.Module):
             as in ``FinPercepRewardLoss``.
         metric_opt (dict | None): Extra keyword arguments of ``pyiqa.create_metric``.
         clamp_input (bool): Clamp the image to [0, 1] before scoring.
+        detach_lowpass (str | float | None): As in ``FinPercepRewardLoss``: the reward's gradient moves
+            detail only, not colour and tone.
         loss_weight (float): Multiplier of the loss.
         reduction (str): ``mean`` | ``sum`` | ``none``.
 
@@ -53,11 +56,14 @@ class FinPercepGlobalIQALoss(nn.Module):
     """
 
     def __init__(self, metric='rm', network_opt=None, pretrain_path=None, param_key='params_ema',
-                 strict_load=True, seed=0, metric_opt=None, clamp_input=True, loss_weight=1.0, reduction='mean'):
+                 strict_load=True, seed=0, metric_opt=None, clamp_input=True, detach_lowpass=None,
+                 loss_weight=1.0, reduction='mean'):
         super().__init__()
         reduce_batch(torch.zeros(1), reduction)  # validates the name early
+        check_detach_lowpass('FinPercepGlobalIQALoss', detach_lowpass)
         self.metric_name = metric
-        self.clamp_input, self.loss_weight, self.reduction = clamp_input, loss_weight, reduction
+        self.clamp_input, self.detach_lowpass = clamp_input, detach_lowpass
+        self.loss_weight, self.reduction = loss_weight, reduction
         self.needs_gt = False
         self.sign = 1.0
         if metric == 'rm':
@@ -85,7 +91,7 @@ class FinPercepGlobalIQALoss(nn.Module):
     def rewards(self, sr, gt=None):
         if not torch.isfinite(sr).all():
             return nonfinite_terms(sr, ('reward', 'score'))
-        x = sr.clamp(0, 1) if self.clamp_input else sr
+        x = scored_image(sr, self.clamp_input, self.detach_lowpass)
         if self.metric_name == 'rm':
             out = self.net(x)
             return {'reward': out['score'], 'score': out['score'], 'pdm': out['pdm']}

@@ -7,6 +7,7 @@ from basicsr.utils import get_root_logger
 from basicsr.utils.registry import LOSS_REGISTRY
 from torch import nn
 
+from finpercep_basicsr.losses.loss_utils import check_detach_lowpass, scored_image
 from finpercep_basicsr.utils.checkpoint import load_state_dict_into
 from finpercep_basicsr.utils.errors import UserInputError
 
@@ -117,6 +118,9 @@ class FinPercepRewardLoss(nn.Module):
         temperature (float): Temperature for ``smooth_max``.
         clamp_input (bool): Clamp the image to [0, 1] before scoring, so out-of-range pixels cannot
             be used to please the reward model (they get no reward gradient; fidelity terms handle them).
+        detach_lowpass (str | float | None): ``'mean'`` or a Gaussian sigma (pixels): that low-pass of the
+            image is detached before scoring, so the reward's value is the same but its gradient cannot
+            move colour and tone, only detail (``loss_utils.scored_image``). None: the full gradient.
         seed (int): Seed of the random initialisation when ``pretrain_path`` is None.
         loss_weight (float): Multiplier of the loss.
         reduction (str): ``mean`` | ``sum`` | ``none`` over the batch.
@@ -128,7 +132,7 @@ class FinPercepRewardLoss(nn.Module):
 
     def __init__(self, network_opt, pretrain_path=None, param_key='params_ema', strict_load=True,
                  lambda_score=1.0, lambda_map=1.0, map_reduce='max', topk_ratio=0.01, temperature=0.05,
-                 clamp_input=True, seed=0, loss_weight=1.0, reduction='mean'):
+                 clamp_input=True, detach_lowpass=None, seed=0, loss_weight=1.0, reduction='mean'):
         super().__init__()
         if map_reduce not in MAP_REDUCTIONS:
             raise UserInputError(f'FinPercepRewardLoss: map_reduce must be one of {", ".join(MAP_REDUCTIONS)}, '
@@ -136,10 +140,11 @@ class FinPercepRewardLoss(nn.Module):
         if temperature <= 0 or not 0 < topk_ratio <= 1:
             raise UserInputError('FinPercepRewardLoss: temperature must be > 0 and topk_ratio in (0, 1]')
         reduce_batch(torch.zeros(1), reduction)  # validates the name early
+        check_detach_lowpass('FinPercepRewardLoss', detach_lowpass)
         self.net = build_frozen_reward_net(network_opt, pretrain_path, param_key, strict_load, seed)
         self.pretrain_path = pretrain_path
         self.map_reduce, self.topk_ratio, self.temperature = map_reduce, topk_ratio, temperature
-        self.clamp_input = clamp_input
+        self.clamp_input, self.detach_lowpass = clamp_input, detach_lowpass
         self.loss_weight, self.reduction = loss_weight, reduction
         self.set_weights(lambda_score, lambda_map)
 
@@ -160,7 +165,7 @@ class FinPercepRewardLoss(nn.Module):
         """Per-image reward and its terms, differentiable w.r.t. ``sr``: dict of (B,) and the map."""
         if not torch.isfinite(sr).all():
             return nonfinite_terms(sr, ('reward', 'score', 'map_peak'))
-        out = self.net(sr.clamp(0, 1) if self.clamp_input else sr)
+        out = self.net(scored_image(sr, self.clamp_input, self.detach_lowpass))
         peak = reduce_map(out['pdm'], self.map_reduce, self.topk_ratio, self.temperature)
         reward = self.lambda_score * out['score'] + self.lambda_map * (1 - peak)
         return {'reward': reward, 'score': out['score'], 'map_peak': peak, 'pdm': out['pdm']}

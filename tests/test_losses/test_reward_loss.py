@@ -11,6 +11,7 @@ import finpercep_basicsr  # noqa: F401
 from finpercep_basicsr.losses import finpercep_global_iqa_loss as global_iqa
 from finpercep_basicsr.losses.finpercep_global_iqa_loss import FinPercepGlobalIQALoss, IQAMetricUnavailableError
 from finpercep_basicsr.losses.finpercep_reward_loss import FinPercepRewardLoss, pdm_artifact_rate, reduce_map
+from finpercep_basicsr.losses.loss_utils import gaussian_lowpass
 from finpercep_basicsr.utils.errors import UserInputError
 
 
@@ -149,3 +150,48 @@ def test_pyiqa_metric_needing_a_download_fails_clearly(monkeypatch):
         global_iqa.FinPercepGlobalIQALoss(metric='pyiqa:not_a_metric')
     with pytest.raises(UserInputError, match='rm'):
         global_iqa.FinPercepGlobalIQALoss(metric='clipiqa')
+
+
+
+@pytest.mark.parametrize('make', [lambda ckpt, **kw: _loss(ckpt, **kw),
+                                  lambda ckpt, **kw: FinPercepGlobalIQALoss(network_opt=dict(TINY_RM),
+                                                                            pretrain_path=ckpt, **kw)],
+                         ids=['finpercep', 'global'])
+def test_detach_lowpass_keeps_the_reward_and_removes_its_colour_gradient(rm_ckpt, make):
+    torch.manual_seed(1)
+    sr = torch.rand(2, 3, 32, 32)
+    grads = {}
+    for detach in (None, 'mean', 2.0):
+        x = sr.clone().requires_grad_(True)
+        loss = make(rm_ckpt, detach_lowpass=detach)(x)
+        loss.backward()
+        grads[detach] = (loss.detach(), x.grad)
+    plain = grads[None][1]
+    assert torch.allclose(grads['mean'][0], grads[None][0], atol=1e-6)  # same value ...
+    assert torch.allclose(grads[2.0][0], grads[None][0], atol=1e-6)
+    plain_mean = plain.mean(dim=(2, 3))
+    assert plain_mean.abs().max() > 0  # the tiny RM does push the colour ...
+    for detach in ('mean', 2.0):  # ... not with the option
+        assert grads[detach][1].mean(dim=(2, 3)).abs().max() < 1e-3 * plain_mean.abs().max()
+    # 'mean': the plain gradient minus its per-channel mean
+    centred = plain - plain.mean(dim=(2, 3), keepdim=True)
+    assert torch.allclose(grads['mean'][1], centred, rtol=1e-4, atol=1e-5 * centred.abs().max().item())
+    # a Gaussian sigma: the plain gradient minus its blur (the kernel is symmetric; away from the borders,
+    # where reflection makes the transpose differ), so its low frequencies go, not only its mean
+    inner = (..., slice(8, -8), slice(8, -8))
+    high = plain - gaussian_lowpass(plain, 2.0)
+    assert torch.allclose(grads[2.0][1][inner], high[inner], rtol=1e-3, atol=1e-4 * high.abs().max().item())
+
+
+def test_gaussian_lowpass_keeps_constants_and_smooths():
+    flat = torch.full((1, 3, 16, 20), 0.3)
+    assert torch.allclose(gaussian_lowpass(flat, 2.0), flat, atol=1e-6)
+    noise = torch.rand(1, 3, 16, 20)
+    low = gaussian_lowpass(noise, 2.0)
+    assert low.shape == noise.shape and low.std() < 0.3 * noise.std()
+
+
+@pytest.mark.parametrize('bad', [0, -1.0, 'median', True])
+def test_bad_detach_lowpass_is_named(rm_ckpt, bad):
+    with pytest.raises(UserInputError, match='detach_lowpass'):
+        _loss(rm_ckpt, detach_lowpass=bad)
