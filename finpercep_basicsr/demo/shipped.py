@@ -1,7 +1,7 @@
 """The demo's default chain: RLHF of Real-ESRGAN x4plus against the SHIPPED FinPercep-RM, judged by the shipped judge.
 
 photos -> held-out split (the shipped RM's held-out photos) -> packaged ncnn x4plus converted to BasicSR
--> ``scripts/bench_hacking.py`` on ``options/bench/hacking_realesrgan.yml`` scaled to the preset (four
+-> ``scripts/bench_hacking.py`` on ``options/bench/hacking_realesrgan.yml`` scaled to the preset (five
 set-ups, one seed) -> report. Every option file is written into OUT/options with absolute paths to the
 repository's weights, so the demo folder can live anywhere.
 """
@@ -66,7 +66,7 @@ def build_steps(files):
              ['weights/RealESRGAN_x4plus.pth'], 'packaged ncnn Real-ESRGAN x4plus -> BasicSR RRDBNet checkpoint'),
         Step('bench', [sys.executable, repo_script('bench_hacking.py'), '-opt', files['bench'], '--out', 'eval',
                        '--jobs', '2'],
-             ['eval/results.json'], 'four RLHF set-ups against the shipped FinPercep-RM, judged on held-out photos'),
+             ['eval/results.json'], 'five RLHF set-ups against the shipped FinPercep-RM, judged on held-out photos'),
     ]
 
 
@@ -76,7 +76,7 @@ def bench_table(results):
     from finpercep_basicsr.hacking.aggregate import NEUTRAL
     from finpercep_basicsr.hacking.measure import lower_is_better
     cols = [c for c in ('psnr', 'ssim', 'fsim', 'gmsd', 'piqe', 'judge_score', 'judge_pdm_rate', 'artifact_index',
-                        'own_reward', 'reward_gain') if c in next(iter(results['setups'].values()))]
+                        'color_shift', 'own_reward', 'reward_gain') if c in next(iter(results['setups'].values()))]
     lower = {c for c in cols if lower_is_better(c, {})}
     header = ['run'] + [c if c in NEUTRAL else f'{c} {"↓" if c in lower else "↑"}' for c in cols]
     rows = [['start'] + [_fmt(results['start'][c]) if c in results['start'] else '-' for c in cols]]
@@ -91,7 +91,8 @@ def bench_table(results):
              'so compare reward_gain, the change from the start generator under the same reward).',
              'judge: a reward model sharing neither photos nor SR families with the optimised one; judge_pdm_rate = '
              'fraction of pixels of its map above 0.5.',
-             'artifact_index: mean local Laplacian energy of the output over that of GT (GT = 1).']
+             'artifact_index: mean local Laplacian energy of the output over that of GT (GT = 1); color_shift: RMS '
+             'difference of the output\'s and GT\'s mean colour per channel (a cast costs PSNR without texture).']
     return {'title': f'Held-out metrics ({results["images"]} images, seeds {results["seeds"]})', 'header': header,
             'rows': rows, 'best': best, 'notes': notes + list(results.get('notes', []))}
 
@@ -102,9 +103,10 @@ def findings(results):
     lines = [f'{verdict(c).capitalize()}: {c["claim"]} ({c["evidence"]}).' for c in results['claims']]
     for setup, table in results['setups'].items():
         mean = {c: table[c]['mean'] if c in table else float('nan')
-                for c in ('reward_gain', 'judge_gain', 'psnr_change', 'artifact_ratio')}
+                for c in ('reward_gain', 'judge_gain', 'psnr_change', 'artifact_ratio', 'color_shift')}
         lines.append(f'{setup}: own reward {mean["reward_gain"]:+.3f} vs the start, judge score '
                      f'{mean["judge_gain"]:+.3f}, PSNR {mean["psnr_change"]:+.2f} dB, artifact index '
-                     f'{mean["artifact_ratio"]:.2f}x the start\'s.')
+                     f'{mean["artifact_ratio"]:.2f}x the start\'s, colour shift {mean["color_shift"]:.3f} '
+                     f'(start {results["start"].get("color_shift", float("nan")):.3f}).')
     lines.append('One seed: the demo shows one draw; scripts/bench_hacking.py with its 3 seeds gives the spread.')
     return lines

@@ -65,7 +65,9 @@ def check_claims(table, claims, curve_std=None):
 
     Args:
         table (dict): ``aggregate`` output.
-        claims (dict): {'hacked': setup, 'protected': setup, 'unstable': setup} (any may be absent).
+        claims (dict): {'hacked': setup, 'protected': setup, 'unstable': setup, 'score_only': setup} (any may
+            be absent). ``score_only`` is the protected recipe with the map term off: the claim that the map
+            itself protects (a lower artifact ratio, no lower PSNR).
         curve_std (dict | None): {setup: mean over iterations of the reward curves' std over seeds}.
     """
     out = []
@@ -87,6 +89,9 @@ def check_claims(table, claims, curve_std=None):
                                   and art <= PROTECTED_ARTIFACT_RATIO),
                     'evidence': f'reward gain {gain:+.3f}, judge gain {judge:+.3f}, PSNR {dpsnr:+.2f} dB, '
                                 f'artifact ratio {art:.2f}'})
+    score_only = claims.get('score_only')
+    if score_only in table and protected in table:
+        out.append(map_claim(table, protected, score_only))
     unstable = claims.get('unstable')
     if unstable in table and protected in table and curve_std:
         claim = f'without CCL ({unstable}) training is less stable than {protected}'
@@ -100,6 +105,27 @@ def check_claims(table, claims, curve_std=None):
                         'evidence': f'reward-curve std over seeds {a:.4f} vs {b:.4f}; final PSNR std {sa:.3f} vs '
                                     f'{sb:.3f}'})
     return out
+
+
+def map_claim(table, protected, score_only):
+    """The map term protects: ``protected`` has a lower artifact ratio than ``score_only`` at no lower PSNR.
+
+    Judged on the means; the evidence says when a difference is within the seeds' spread (the larger std).
+    """
+    cells, noise = [], []
+    for col, fmt in (('artifact_ratio', '.2f'), ('psnr_change', '+.2f')):
+        p, s = table[protected].get(col), table[score_only].get(col)
+        if p is None or s is None:
+            return {'claim': f'the map term protects ({protected} vs {score_only})', 'holds': None,
+                    'evidence': f'no {col}'}
+        cells.append(f'{col} {p["mean"]:{fmt}} ± {p["std"]:.2f} vs {s["mean"]:{fmt}} ± {s["std"]:.2f}')
+        if min(p['n'], s['n']) > 1 and abs(p['mean'] - s['mean']) < max(p['std'], s['std']):
+            noise.append(col)
+    holds = (table[protected]['artifact_ratio']['mean'] < table[score_only]['artifact_ratio']['mean']
+             and table[protected]['psnr_change']['mean'] >= table[score_only]['psnr_change']['mean'])
+    evidence = '; '.join(cells) + (f' ({" and ".join(noise)}: within the seeds\' spread)' if noise else '')
+    return {'claim': f'the map term protects beyond the score alone: {protected} has a lower artifact ratio '
+                     f'than {score_only} at no lower PSNR', 'holds': bool(holds), 'evidence': evidence}
 
 
 NEUTRAL = ('artifact_index', 'artifact_ratio', 'own_reward')  # no better direction (GT's detail = 1; rewards differ)

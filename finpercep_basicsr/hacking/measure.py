@@ -8,6 +8,8 @@ Beside the full-reference metrics of ``sr_evaluation`` every image gets:
   photos nor SR families with the optimised one);
 - ``artifact_index``: mean local Laplacian energy of the output over that of GT (1 = GT's amount of
   fine detail; hacked texture drives it up, blur down);
+- ``color_shift``: RMS over the channels of the difference between the output's and GT's mean colour
+  (in [0, 1] units): a global cast, which costs PSNR without any texture;
 - the no-reference metric (``piqe`` by default: classical, no weights).
 """
 import json
@@ -60,6 +62,12 @@ def artifact_index(sr, gt, window=7):
     return float(laplacian_energy(sr, window).mean() / max(float(laplacian_energy(gt, window).mean()), 1e-12))
 
 
+def color_shift(sr, gt):
+    """RMS over channels of mean(sr) - mean(gt) per channel (both (H, W, 3) float in [0, 1])."""
+    diff = sr.reshape(-1, sr.shape[-1]).mean(0) - gt.reshape(-1, gt.shape[-1]).mean(0)
+    return float(np.sqrt(np.mean(diff ** 2)))
+
+
 class HackingScorers:
     """The extra per-image scores of the benchmark, as ``{name: fn(sr, gt) -> float}`` for ``evaluate_run``.
 
@@ -89,7 +97,9 @@ class HackingScorers:
             out = self.judge(sr)
             row['judge_score'] = float(out['score'].mean())
             row['judge_pdm_rate'] = float((out['pdm'] > self.threshold).float().mean())
-        row['artifact_index'] = artifact_index(sr[0].permute(1, 2, 0).cpu().numpy(), gt[0].permute(1, 2, 0).cpu().numpy())
+        sr_np, gt_np = sr[0].permute(1, 2, 0).cpu().numpy(), gt[0].permute(1, 2, 0).cpu().numpy()
+        row['artifact_index'] = artifact_index(sr_np, gt_np)
+        row['color_shift'] = color_shift(sr_np, gt_np)
         if self.nr is not None:
             row[self.nr_name] = float(self.nr(sr).mean())
         return row
@@ -99,7 +109,7 @@ def lower_is_better(name, metrics):
     """Direction of a benchmark column: pyiqa's flag for metrics, fixed for the rest."""
     if name in metrics:
         return metrics[name][1]
-    return name in ('judge_pdm_rate', 'gmsd', 'piqe', 'niqe', 'brisque')
+    return name in ('judge_pdm_rate', 'color_shift', 'gmsd', 'piqe', 'niqe', 'brisque')
 
 
 def measure_generator(spec, pairs, metrics, scorers, param_key='params_ema', save_dir=None, desc='', cache=None):

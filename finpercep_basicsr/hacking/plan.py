@@ -15,7 +15,8 @@ Options (``scripts/bench_hacking.py -opt options/bench/hacking_realesrgan.yml``)
       metrics: [psnr, ssim, fsim, gmsd]                  # pyiqa full-reference metrics
       no_reference: piqe                                  # pyiqa no-reference metric that needs no weights
       param_key: params_ema                              # the weights evaluated (BasicSR tests the EMA)
-    claims: {hacked: global_only, protected: finpercep_ccl, unstable: finpercep}
+    claims: {hacked: global_only, protected: finpercep_ccl, unstable: finpercep,
+             score_only: global_only_lowpass}   # the same recipe without the map: what the map adds
 
 Every run is written to ``<out>/options/<setup>_s<seed>.yml`` (``name`` = ``<bench>_<setup>_s<seed>``,
 ``manual_seed`` = seed) and trained with ``python -m finpercep_basicsr.train -opt FILE --auto_resume``
@@ -33,7 +34,7 @@ from finpercep_basicsr.utils.options_io import derive_options
 TOP_KEYS = {'name', 'seeds', 'common', 'setups', 'evaluation', 'claims'}
 SETUP_KEYS = {'opt', 'overrides'}
 EVAL_KEYS = {'lq', 'gt', 'judge', 'metrics', 'no_reference', 'param_key', 'pdm_threshold', 'max_images'}
-CLAIM_KEYS = {'hacked', 'protected', 'unstable'}
+CLAIM_KEYS = {'hacked', 'protected', 'unstable', 'score_only'}
 EVAL_DEFAULTS = {'metrics': ['psnr', 'ssim', 'fsim', 'gmsd'], 'no_reference': 'piqe', 'param_key': 'params_ema',
                  'pdm_threshold': 0.5, 'max_images': 0}
 

@@ -9,7 +9,7 @@ from opt_fixture import FIXTURES
 from rlhf_fixture import TINY_RM, make_paired_folder, make_reward_checkpoint
 
 from finpercep_basicsr.hacking import aggregate, plan, plots
-from finpercep_basicsr.hacking.measure import artifact_index, final_reward_options
+from finpercep_basicsr.hacking.measure import artifact_index, color_shift, final_reward_options
 from finpercep_basicsr.utils.errors import UserInputError
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -51,6 +51,22 @@ def test_claims_follow_the_numbers():
     assert claims[0]['holds'] is False and '-0.50 dB' in claims[0]['evidence']
 
 
+
+def test_the_map_claim_compares_the_protected_run_with_its_score_only_ablation():
+    protected = [_run('c', s, 21.9 - 0.1 * s, 0.8, art=2.2 + 0.1 * s) for s in range(3)]  # x1.1-1.2, -0.1..-0.3 dB
+    clear = [_run('a', s, 21.0, 1.5, art=3.0 + 0.1 * s) for s in range(3)]  # x1.5-1.6, -1 dB
+    close = [_run('b', s, psnr, -0.5, art=art) for s, (psnr, art) in  # PSNR -0.6 ± 0.5, x1.35 ± 0.31
+             enumerate([(21.9, 2.2), (21.4, 3.4), (20.9, 2.5)])]
+    table = aggregate.aggregate(protected + clear + close)
+    claim = aggregate.check_claims(table, {'protected': 'c', 'score_only': 'a'})[-1]
+    assert claim['holds'] is True and 'spread' not in claim['evidence']
+    assert 'artifact_ratio 1.15 ± 0.05 vs 1.55 ± 0.05' in claim['evidence']
+    noisy = aggregate.check_claims(table, {'protected': 'c', 'score_only': 'b'})[-1]
+    assert noisy['holds'] is True and "artifact_ratio and psnr_change: within the seeds' spread" in noisy['evidence']
+    worse = aggregate.check_claims(table, {'protected': 'a', 'score_only': 'c'})[-1]
+    assert worse['holds'] is False
+
+
 def test_seed_band_and_curve_std():
     steps, mean, std = plots.seed_band([([5, 10, 15], [1.0, 2.0, 3.0]), ([5, 10], [3.0, 4.0])])
     assert list(steps) == [5, 10] and list(mean) == [2.0, 3.0] and list(std) == [1.0, 1.0]
@@ -65,6 +81,16 @@ def test_artifact_index_is_relative_laplacian_energy():
     assert artifact_index((gt - 0.5) * 2 + 0.5, gt) == pytest.approx(4.0, rel=1e-4)
     flat = np.full_like(gt, 0.5)
     assert artifact_index(flat, gt) == pytest.approx(0.0)
+
+
+def test_color_shift_is_the_rms_of_the_mean_colour_difference():
+    rng = np.random.default_rng(0)
+    gt = (0.25 + 0.5 * rng.random((32, 32, 3))).astype(np.float32)
+    assert color_shift(gt, gt) == pytest.approx(0.0, abs=1e-7)
+    texture = rng.standard_normal((32, 32, 3)).astype(np.float32) * 0.1
+    assert color_shift(gt + texture - texture.mean((0, 1)), gt) == pytest.approx(0.0, abs=1e-6)  # detail: no cast
+    cast = gt + np.array([0.0, -0.03, 0.04], np.float32)
+    assert color_shift(cast, gt) == pytest.approx(np.sqrt((0.03 ** 2 + 0.04 ** 2) / 3), rel=1e-4)
 
 
 def _bench_file(tmp_path, judge=True, **extra):
@@ -130,13 +156,13 @@ def test_tiny_bench_end_to_end_and_rerun_skips(tmp_path, monkeypatch, capsys):
     for setup in ('global_only', 'finpercep'):
         cols = results['setups'][setup]
         assert cols['psnr']['n'] == 2
-        for key in ('reward_gain', 'judge_score', 'judge_pdm_rate', 'artifact_index', 'piqe', 'ssim'):
+        for key in ('reward_gain', 'judge_score', 'judge_pdm_rate', 'artifact_index', 'color_shift', 'piqe', 'ssim'):
             assert np.isfinite(cols[key]['mean']), key
     runs = {r['run']: r for r in results['runs']}
     assert set(runs) == {'global_only_s0', 'global_only_s1', 'finpercep_s0', 'finpercep_s1'}
     # the two seeds are different runs
     assert runs['finpercep_s0']['mean'] != runs['finpercep_s1']['mean']
-    assert len(results['claims']) == 3
+    assert len(results['claims']) == 3  # score_only is not set in this bench file
     for name in ('gain_vs_psnr.png', 'reward_curves.png', 'results.md'):
         assert os.path.isfile(os.path.join('bench', name)), name
     assert len(results['grids']) == 1 and os.path.isfile(os.path.join('bench', results['grids'][0]))
