@@ -13,7 +13,6 @@ import os
 import sys
 import time
 
-
 from finpercep_basicsr.demo import pipeline, report, shipped
 from finpercep_basicsr.demo.steps import StepFailed, run_steps
 from finpercep_basicsr.utils.errors import UserInputError

@@ -16,7 +16,6 @@ import os
 import sys
 import threading
 
-
 from finpercep_basicsr.demo.steps import StepFailed, run_steps
 from finpercep_basicsr.hacking import aggregate, plan, plots
 from finpercep_basicsr.hacking.measure import HackingScorers, final_reward_options, lower_is_better, measure_generator

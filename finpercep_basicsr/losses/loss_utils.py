@@ -24,7 +24,6 @@ def reduce_batch(loss, reduction):
     return loss
 
 
-
 def gaussian_lowpass(x, sigma):
     """Separable Gaussian blur of (B, C, H, W) with reflected borders (radius 3 sigma, at most the image)."""
     radius = max(1, min(int(math.ceil(3 * sigma)), min(x.shape[-2:]) - 1))
@@ -52,7 +51,7 @@ def scored_image(sr, clamp_input=True, detach_lowpass=None):
     sigma) leaves the reward's value unchanged but removes the part of its gradient that changes the
     image's colour and tone, so the reward can only move detail. Measured on the hacking benchmark: most
     of the PSNR a reward-hacked RRDBNet loses is a colour cast the reward model barely values (the cast
-    alone moves its score by 0.003), because Adam, which steps by a gradient's sign more than by its
+    alone moves its score by 0.003). Our reading: Adam, which steps by a gradient's sign more than by its
     size, turns the small mean of the reward's pixel gradient into a cast of several percent. In SR the
     LQ input fixes the low frequencies; the fidelity terms then keep them.
     """
