@@ -162,14 +162,15 @@ def write_options(out, preset_name, rewrite=False):
             'datasets.train.num_worker_per_gpu': 0, 'datasets.val.num_worker_per_gpu': 0,
             'train.total_iter': iters, 'train.scheduler': {'type': 'MultiStepLR', 'milestones': [iters], 'gamma': 0.5},
             'val.val_freq': iters, 'logger.print_freq': max(1, iters // 10),
-            'logger.save_checkpoint_freq': max(1, iters // 2)})
+            'logger.save_checkpoint_freq': max(1, iters // 2), 'logger.keep_checkpoints': 1})
     n = p['rlhf_iters']
     for label, template in RLHF_RUNS.items():
         overrides = {
             'datasets.train.gt_size': p['rlhf_patch'], 'datasets.train.batch_size_per_gpu': p['rlhf_batch'],
             'datasets.val.gt_size': p['rlhf_patch'], 'train.total_iter': n, 'train.optim_g.lr': p['rlhf_lr'],
             'val.val_freq': max(1, n // 4),
-            'logger.print_freq': max(1, n // 20), 'logger.save_checkpoint_freq': max(1, n // 4)}
+            'logger.print_freq': max(1, n // 20), 'logger.save_checkpoint_freq': max(1, n // 4),
+            'logger.keep_checkpoints': 1}  # the demo reads *_latest.pth; each RRDBNet save is ~200 MB
         if label == 'finpercep_ccl':  # the four RM stages take equal shares of the run
             for i in range(len(RM_STAGES)):
                 overrides[f'train.ccl.stages.{i}.start_iter'] = i * n // len(RM_STAGES)

@@ -43,7 +43,8 @@ def write_options(out, repo, preset, rewrite=False):
     common.update({'train.total_iter': n, 'datasets.train.gt_size': preset['rlhf_patch'],
                    'datasets.val.gt_size': preset['rlhf_patch'],
                    'datasets.train.batch_size_per_gpu': preset['rlhf_batch'],
-                   'logger.print_freq': max(1, n // 16), 'logger.save_checkpoint_freq': max(1, n // 2)})
+                   'logger.print_freq': max(1, n // 16), 'logger.save_checkpoint_freq': max(1, n // 2),
+                   'logger.keep_checkpoints': 1})
     for spec in bench['setups'].values():
         spec['opt'] = os.path.join(repo, spec['opt'])
         stages = (spec.get('overrides') or {}).get('train.ccl.stages')

@@ -84,6 +84,7 @@ def derive_run(run, runs_dir):
     overrides['name'] = run['name']
     overrides.setdefault('train.total_iter', max(run['checkpoints']))
     overrides.setdefault('logger.save_checkpoint_freq', math.gcd(*run['checkpoints']))
+    overrides['logger.keep_checkpoints'] = None  # the FGR samples are made from every numbered checkpoint
     path = os.path.join(runs_dir, f'{run["name"]}.yml')
     opt = derive_options(run['opt'], path, overrides,
                          f'Written by scripts/build_hacked_fgr.py from {run["opt"]}: a generator hacking its reward.')

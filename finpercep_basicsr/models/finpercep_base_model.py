@@ -12,6 +12,7 @@ from tqdm import tqdm
 
 from finpercep_basicsr.utils.checkpoint import (  # noqa: F401  (the error types are part of this module's API)
     CheckpointMismatchError, atomic_torch_save, describe_state_dict_mismatch, load_state_dict_into)
+from finpercep_basicsr.utils.checkpoint_retention import check_keep_checkpoints, prune_checkpoints
 
 
 def _rng_state():
@@ -43,11 +44,13 @@ class FinPercepBaseModel(BaseModel):
       curriculum), restored by ``resume_training``.
     - ``load_network`` names the file and the mismatched keys instead of a bare torch error.
     - A tqdm bar follows the iterations (BasicSR's loop calls ``update_learning_rate`` each one).
+    - ``logger.keep_checkpoints: N`` keeps only the newest N numbered checkpoints and states.
     """
 
     def __init__(self, opt):
         super().__init__(opt)
         self._progress = None
+        self.keep_checkpoints = check_keep_checkpoints(opt)
 
     # ---- device -------------------------------------------------------------------------------
     def model_to_device(self, net):
@@ -130,6 +133,9 @@ class FinPercepBaseModel(BaseModel):
             'extra': self.extra_training_state(),
         }
         atomic_torch_save(state, os.path.join(self.opt['path']['training_states'], f'{current_iter}.state'))
+        for path in prune_checkpoints(self.opt['path']['models'], self.opt['path']['training_states'],
+                                      self.keep_checkpoints):
+            get_root_logger().info(f'logger.keep_checkpoints: deleted {path}')
 
     def resume_training(self, resume_state):
         for what, have in (('optimizers', self.optimizers), ('schedulers', self.schedulers)):

@@ -30,7 +30,8 @@ def _options(tmp_path, checkpoints=(1, 2), **run_extra):
     reward = make_reward_checkpoint(tmp_path / 'rm.pth', responsive=True)
     start = make_generator_checkpoint(tmp_path / 'g0.pth', tiny_network_g())
     rlhf = write_rlhf_options(tmp_path / 'rlhf.yml', data, reward, path__pretrain_network_g=start,
-                              path__param_key_g='params', val=None, logger__print_freq=1)
+                              path__param_key_g='params', val=None, logger__print_freq=1,
+                              logger__keep_checkpoints=1)  # the recipe must keep every checkpoint anyway
     return {
         'workdir': str(tmp_path / 'work'),
         'runs': [{'name': 'hack', 'opt': rlhf, 'checkpoints': list(checkpoints), **run_extra}],
@@ -59,6 +60,7 @@ def test_hacking_runs_become_fgr_samples_and_a_rerun_is_a_no_op(tmp_path):
         run_opt = yaml.safe_load(f)
     assert run_opt['name'] == 'hack' and run_opt['train']['total_iter'] == 2
     assert run_opt['logger']['save_checkpoint_freq'] == 1
+    assert run_opt['logger']['keep_checkpoints'] is None
     models = tmp_path / 'work' / 'experiments' / 'hack' / 'models'
     # the generator moved between the checkpoints: the samples come from different generators
     i1 = cv2.imread(str(root / 'sr' / next(m['name'] for m in meta if m['sr_model'] == 'hack_i1')) + '.png')

@@ -6,6 +6,7 @@ import torch
 
 from finpercep_basicsr.utils.checkpoint import CheckpointMismatchError, describe_state_dict_mismatch
 from finpercep_basicsr.utils.checkpoint import atomic_torch_save, load_checkpoint
+from finpercep_basicsr.utils.checkpoint_retention import check_keep_checkpoints, prune_checkpoints
 from finpercep_basicsr.utils.errors import UserInputError
 
 
@@ -38,3 +39,29 @@ def test_mismatch_lists_missing_unexpected_and_shape_keys():
     assert describe_state_dict_mismatch(net, loaded) == [
         'missing keys: c.bias', 'unexpected keys: d.bias', 'shape of a.weight: network (4, 3), checkpoint (4, 5)']
     assert issubclass(CheckpointMismatchError, UserInputError)
+
+
+def test_keep_checkpoints_prunes_only_old_numbered_files(tmp_path):
+    models, states = tmp_path / 'models', tmp_path / 'states'
+    models.mkdir()
+    states.mkdir()
+    for it in (10, 20, 30):
+        for name in (f'net_g_{it}.pth', f'net_d_{it}.pth'):
+            (models / name).write_bytes(b'x')
+        (states / f'{it}.state').write_bytes(b'x')
+    for name in ('net_g_latest.pth', 'net_reward_best_srcc.pth', 'net_g_ref.pth', 'notes.txt'):
+        (models / name).write_bytes(b'x')
+    assert prune_checkpoints(str(models), str(states), None) == []
+    deleted = prune_checkpoints(str(models), str(states), 2)
+    assert deleted == sorted(str(p) for p in (models / 'net_g_10.pth', models / 'net_d_10.pth', states / '10.state'))
+    assert sorted(os.listdir(models)) == ['net_d_20.pth', 'net_d_30.pth', 'net_g_20.pth', 'net_g_30.pth',
+                                          'net_g_latest.pth', 'net_g_ref.pth', 'net_reward_best_srcc.pth', 'notes.txt']
+    assert sorted(os.listdir(states)) == ['20.state', '30.state']
+
+
+@pytest.mark.parametrize('bad', [0, -1, 1.5, True, 'all'])
+def test_keep_checkpoints_rejects_bad_values_naming_the_key(bad):
+    with pytest.raises(UserInputError, match='logger.keep_checkpoints'):
+        check_keep_checkpoints({'logger': {'keep_checkpoints': bad}})
+    assert check_keep_checkpoints({'logger': {'keep_checkpoints': 3}}) == 3
+    assert check_keep_checkpoints({'logger': {}}) is None

@@ -200,3 +200,22 @@ def test_a_short_overfit_raises_triplet_accuracy_and_lowers_map_mae(tmp_path, fg
     acc1, mae1 = measure()
     assert mae1 < mae0
     assert acc1 > acc0
+
+
+def test_keep_checkpoints_keeps_the_newest_saves_and_they_resume(tmp_path, fgr_folder):
+    opt = _opt(tmp_path, fgr_folder)
+    opt['logger']['keep_checkpoints'] = 1
+    model = FinPercepRMModel(deepcopy(opt))  # BasicSR pops keys out of the option dict it is given
+    _, batch = _batch(fgr_folder)
+    for it in (1, 2, 3):
+        model.feed_data(batch)
+        model.optimize_parameters(it)
+        model.save(0, it)
+    model.save(0, -1)
+    assert sorted(os.listdir(tmp_path / 'models')) == ['net_reward_3.pth', 'net_reward_latest.pth']
+    assert os.listdir(tmp_path / 'states') == ['3.state']
+    state = torch.load(tmp_path / 'states' / '3.state', weights_only=False)
+    FinPercepRMModel(deepcopy(opt)).resume_training(state)  # the kept state loads into a fresh model
+    opt['logger']['keep_checkpoints'] = 0
+    with pytest.raises(UserInputError, match='logger.keep_checkpoints'):
+        FinPercepRMModel(opt)

@@ -28,6 +28,14 @@ def _run_demo(tmp_path, preset):
     return out, cmd
 
 
+def _numbered_saves(experiment):
+    """How many iterations of ``experiment`` still have a numbered generator checkpoint and training state."""
+    nets = {p.name[len('net_g_'):-len('.pth')] for p in (experiment / 'models').glob('net_g_*.pth')}
+    states = {p.name[:-len('.state')] for p in (experiment / 'training_states').glob('*.state')}
+    assert states <= nets
+    return len({n for n in nets if n.isdigit()})
+
+
 @pytest.mark.slow
 def test_tiny_demo_on_the_shipped_reward_model(tmp_path):
     out, cmd = _run_demo(tmp_path, 'tiny')
@@ -42,6 +50,7 @@ def test_tiny_demo_on_the_shipped_reward_model(tmp_path):
         ckpt = torch.load(out / 'experiments' / f'hacking_rrdb_{setup}_s0' / 'models' / 'net_g_latest.pth',
                           weights_only=True)
         assert any(k.startswith('body.') for k in ckpt['params'])
+        assert _numbered_saves(out / 'experiments' / f'hacking_rrdb_{setup}_s0') == 1  # logger.keep_checkpoints
     # the report's table is the bench's means, set-up by set-up, with the start generator first
     md = (out / 'report.md').read_text()
     cols = [c for c in ('psnr', 'ssim', 'fsim', 'gmsd', 'piqe', 'judge_score', 'judge_pdm_rate', 'artifact_index',
@@ -71,6 +80,7 @@ def test_tiny_demo_with_a_retrained_reward_model(tmp_path):
         ckpt = torch.load(out / 'experiments' / f'RLHF_RealESRGANx4_{name}' / 'models' / 'net_g_latest.pth',
                           weights_only=True)
         assert 'params' in ckpt and any(k.startswith('body.') for k in ckpt['params'])
+        assert _numbered_saves(out / 'experiments' / f'RLHF_RealESRGANx4_{name}') == 1  # logger.keep_checkpoints
     assert 'params_ema' in torch.load(out / 'weights' / 'RealESRGAN_x4plus.pth', weights_only=True)
 
     # the report's table is the evaluation JSON, run by run
