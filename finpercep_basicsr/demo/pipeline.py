@@ -170,7 +170,7 @@ def write_options(out, preset_name, rewrite=False):
             'datasets.val.gt_size': p['rlhf_patch'], 'train.total_iter': n, 'train.optim_g.lr': p['rlhf_lr'],
             'val.val_freq': max(1, n // 4),
             'logger.print_freq': max(1, n // 20), 'logger.save_checkpoint_freq': max(1, n // 4),
-            'logger.keep_checkpoints': 1}  # the demo reads *_latest.pth; each RRDBNet save is ~200 MB
+            'logger.keep_checkpoints': 1}  # the demo reads *_latest.pth; a full RRDBNet save is ~260 MB
         if label == 'finpercep_ccl':  # the four RM stages take equal shares of the run
             for i in range(len(RM_STAGES)):
                 overrides[f'train.ccl.stages.{i}.start_iter'] = i * n // len(RM_STAGES)
