@@ -1,7 +1,7 @@
 """``logger.keep_checkpoints``: keep the newest N numbered checkpoints of a run, delete the older ones.
 
 BasicSR writes ``models/<net>_<iter>.pth`` and ``training_states/<iter>.state`` at every
-``logger.save_checkpoint_freq`` and keeps them all; a full-size RRDBNet run writes ~200 MB per save.
+``logger.save_checkpoint_freq`` and keeps them all; a full RRDBNet fine-tune writes ~260 MB per save.
 ``*_latest.pth``, the ``best_*`` checkpoints and other files are never touched. Old files go only
 after the new state is written (atomically), so a crash at any point leaves a resumable run.
 """
