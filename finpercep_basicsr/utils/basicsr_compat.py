@@ -11,15 +11,13 @@ import torch.distributed as dist
 from basicsr.utils import check_resume
 
 from finpercep_basicsr.utils.checkpoint import load_checkpoint
+from finpercep_basicsr.utils.checkpoint_retention import numbered_training_states
 
 
 def latest_training_state(states_dir):
     """Path of the highest-iteration ``<iter>.state`` in ``states_dir``, or None."""
-    if not os.path.isdir(states_dir):
-        return None
-    iters = [int(name[:-len('.state')]) for name in os.listdir(states_dir)
-             if name.endswith('.state') and name[:-len('.state')].isdigit()]
-    return os.path.join(states_dir, f'{max(iters)}.state') if iters else None
+    states = numbered_training_states(states_dir)
+    return states[max(states)][0] if states else None
 
 
 def load_resume_state(opt):

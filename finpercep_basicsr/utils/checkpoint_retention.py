@@ -10,7 +10,7 @@ import re
 
 from finpercep_basicsr.utils.errors import UserInputError
 
-_NUMBERED_NET = re.compile(r'^(?P<label>.+)_(?P<iter>\d+)\.pth$')
+_NUMBERED_NET = re.compile(r'^.+_(?P<iter>\d+)\.pth$')
 _NUMBERED_STATE = re.compile(r'^(?P<iter>\d+)\.state$')
 
 
@@ -33,11 +33,16 @@ def _numbered(folder, pattern):
     return found
 
 
+def numbered_training_states(states_dir):
+    """``{iteration: [path]}`` of the ``<iter>.state`` files in ``states_dir`` (empty if it does not exist)."""
+    return _numbered(states_dir, _NUMBERED_STATE)
+
+
 def prune_checkpoints(models_dir, states_dir, keep):
     """Delete numbered checkpoints and states of all but the ``keep`` newest iterations; returns the deleted paths."""
     if keep is None:
         return []
-    nets, states = _numbered(models_dir, _NUMBERED_NET), _numbered(states_dir, _NUMBERED_STATE)
+    nets, states = _numbered(models_dir, _NUMBERED_NET), numbered_training_states(states_dir)
     newest = sorted(set(nets) | set(states), reverse=True)[:keep]
     deleted = []
     for found in (nets, states):
