@@ -21,7 +21,6 @@ import numpy as np
 
 from finpercep_basicsr.demo.steps import Step
 from finpercep_basicsr.utils.errors import UserInputError
-from finpercep_basicsr.utils.image_io import read_image, write_rgb8
 from finpercep_basicsr.utils.options_io import derive_options
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -75,8 +74,8 @@ def split_photos(out, preset):
     Held-out photos are spread over the sorted list (every k-th). Test pairs: the centre crop of
     each held-out photo (``eval_size``, a multiple of 4) and its LR by the Real-ESRGAN degradation.
     """
-    from finpercep_basicsr.fgr.degradation import degrade
     from finpercep_basicsr.fgr.photos import list_images
+    from finpercep_basicsr.fgr.test_pairs import cut_test_pairs
 
     photos = sorted(list_images(os.path.join(out, 'datasets', 'photos')))
     if preset['max_photos']:
@@ -93,7 +92,6 @@ def split_photos(out, preset):
         step = len(photos) // preset['heldout']
         heldout = photos[step // 2::step][:preset['heldout']]
     split = {'train': [p for p in photos if p not in heldout], 'heldout': heldout}
-    size = preset['eval_size']
     for part, folder in (('train', 'train_hr'), ('heldout', 'val_hr')):
         dest = os.path.join(out, 'datasets', 'rlhf', folder)
         os.makedirs(dest, exist_ok=True)
@@ -101,17 +99,7 @@ def split_photos(out, preset):
             link = os.path.join(dest, os.path.basename(path))
             if not os.path.lexists(link):
                 os.symlink(os.path.relpath(path, dest), link)
-    for sub in ('gt', 'lq'):
-        os.makedirs(os.path.join(out, 'datasets', 'test', sub), exist_ok=True)
-    for index, path in enumerate(heldout):
-        img = read_image(path)
-        h, w = img.shape[:2]
-        s = min(size, h, w) // 4 * 4
-        top, left = (h - s) // 2, (w - s) // 2
-        hr = img[top:top + s, left:left + s]
-        name = os.path.splitext(os.path.basename(path))[0] + '.png'
-        write_rgb8(os.path.join(out, 'datasets', 'test', 'gt', name), hr)
-        write_rgb8(os.path.join(out, 'datasets', 'test', 'lq', name), degrade(hr, {'scale': 4}, seed=index))
+    cut_test_pairs(heldout, os.path.join(out, 'datasets', 'test'), preset['eval_size'], shrink_to_fit=True)
     with open(os.path.join(out, 'datasets', 'split.json'), 'w') as f:
         json.dump({k: [os.path.basename(p) for p in v] for k, v in split.items()}, f, indent=1)
 
