@@ -24,10 +24,17 @@ from finpercep_basicsr.utils.errors import UserInputError
 START = 'start'
 
 
-def train_all(runs, out, jobs=1):
-    """Train the runs, ``jobs`` at a time (each with cores / jobs threads); returns {step: seconds}."""
-    plan.check_experiments_match(runs)
+def threads_per_job(jobs, environ=os.environ):
+    """cores / jobs, capped by an OMP_NUM_THREADS the caller set (e.g. two benches side by side)."""
     threads = max(1, (os.cpu_count() or 1) // jobs)
+    cap = environ.get('OMP_NUM_THREADS', '')
+    return min(threads, int(cap)) if cap.isdigit() and int(cap) > 0 else threads
+
+
+def train_all(runs, out, jobs=1):
+    """Train the runs, ``jobs`` at a time (each with ``threads_per_job`` threads); returns {step: seconds}."""
+    plan.check_experiments_match(runs)
+    threads = threads_per_job(jobs)
     steps = plan.training_steps(runs, threads)
     logs = os.path.join(out, 'logs')
     if jobs <= 1:

@@ -210,3 +210,12 @@ def test_a_setup_override_below_a_common_mapping_does_not_leak_into_other_setups
     runs = plan.write_run_options(plan.load_bench_options(str(path)), str(tmp_path / 'out'))
     maps = {setup: final_reward_options(file)['lambda_map'] for setup, _, file in runs}
     assert maps == {'a': 0.0, 'b': 1.0}
+
+
+def test_threads_per_job_split_the_cores_and_respect_the_callers_cap(monkeypatch):
+    from finpercep_basicsr.hacking.bench import threads_per_job
+    monkeypatch.setattr(os, 'cpu_count', lambda: 8)
+    assert threads_per_job(1, {}) == 8 and threads_per_job(2, {}) == 4 and threads_per_job(16, {}) == 1
+    assert threads_per_job(2, {'OMP_NUM_THREADS': '1'}) == 1  # another job already shares the machine
+    assert threads_per_job(1, {'OMP_NUM_THREADS': '32'}) == 8
+    assert threads_per_job(2, {'OMP_NUM_THREADS': 'auto'}) == 4 and threads_per_job(2, {'OMP_NUM_THREADS': '0'}) == 4
