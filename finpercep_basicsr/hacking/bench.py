@@ -92,7 +92,8 @@ def measure_all(opt, runs, out):
         folder = plan.experiment_dir(path)
         save = os.path.join(out, 'images', setup) if seed == opt['seeds'][0] else None
         rows = measure_generator(folder, pairs, metrics, scorers, ev['param_key'], save_dir=save, desc=name,
-                                 cache=os.path.join(out, 'measure', f'{name}.json'))
+                                 cache=os.path.join(out, 'measure', f'{name}.json'),
+                                 required=set(metrics) | scorers.columns([setup]))
         mean = aggregate.mean_rows(rows)
         results.append({'setup': setup, 'seed': seed, 'run': name, 'mean': mean,
                         'summary': aggregate.run_summary(setup, mean, start_mean)})

@@ -89,6 +89,14 @@ class HackingScorers:
             self.nr = build_pyiqa_metric(no_reference, device=device).eval()
             self.nr_lower = bool(self.nr.lower_better)
 
+    def columns(self, setups=None):
+        """The keys ``__call__`` writes; with ``setups``, of their rewards only."""
+        names = {f'reward/{setup}' for setup in (self.rewards if setups is None else setups)}
+        names |= {'artifact_index', 'color_shift'}
+        if self.judge is not None:
+            names |= {'judge_score', 'judge_pdm_rate'}
+        return names | ({self.nr_name} if self.nr is not None else set())
+
     @torch.no_grad()
     def __call__(self, sr, gt):
         """All extra scores of one image pair ((1, 3, H, W) tensors in [0, 1])."""
@@ -112,8 +120,12 @@ def lower_is_better(name, metrics):
     return name in ('judge_pdm_rate', 'color_shift', 'gmsd', 'piqe', 'niqe', 'brisque')
 
 
-def measure_generator(spec, pairs, metrics, scorers, param_key='params_ema', save_dir=None, desc='', cache=None):
+def measure_generator(spec, pairs, metrics, scorers, param_key='params_ema', save_dir=None, desc='', cache=None,
+                      required=None):
     """Per-image rows of one generator; cached in ``cache`` (a JSON file) so a rerun skips it.
+
+    A cache is reused only when it holds every image of ``pairs`` with every column of ``required``
+    (default: all of ``metrics`` and ``scorers``), so a set-up added to the bench gets measured.
 
     Args:
         spec (str): Run spec of ``sr_evaluation.load_generator`` (experiment folder or option file).
@@ -123,9 +135,12 @@ def measure_generator(spec, pairs, metrics, scorers, param_key='params_ema', sav
     """
     from finpercep_basicsr.sr_evaluation import evaluate_run, load_generator
 
+    required = set(metrics) | scorers.columns() if required is None else set(required)
     if cache and os.path.isfile(cache):
         with open(cache) as f:
-            return json.load(f)
+            cached = json.load(f)
+        if set(cached) == {name for name, _, _ in pairs} and all(required <= set(row) for row in cached.values()):
+            return cached
     policy, scale = load_generator(spec, param_key=param_key)
     rows = evaluate_run(policy, scale, pairs, metrics, save_dir=save_dir, desc=desc, scorers=scorers)
     for name, row in rows.items():

@@ -219,3 +219,25 @@ def test_threads_per_job_split_the_cores_and_respect_the_callers_cap(monkeypatch
     assert threads_per_job(2, {'OMP_NUM_THREADS': '1'}) == 1  # another job already shares the machine
     assert threads_per_job(1, {'OMP_NUM_THREADS': '32'}) == 8
     assert threads_per_job(2, {'OMP_NUM_THREADS': 'auto'}) == 4 and threads_per_job(2, {'OMP_NUM_THREADS': '0'}) == 4
+
+
+def test_a_cached_measurement_is_reused_only_when_it_holds_every_column(tmp_path):
+    from finpercep_basicsr.hacking.measure import measure_generator
+
+    class Scorers:
+        def columns(self, setups=None):
+            return {f'reward/{s}' for s in (setups or ['a', 'b'])} | {'artifact_index'}
+
+    pairs = [('x', 'lq/x.png', 'gt/x.png'), ('y', 'lq/y.png', 'gt/y.png')]
+    cache = tmp_path / 'run.json'
+    row = {'psnr': 20.0, 'reward/a': 0.1, 'artifact_index': 1.0}
+    cache.write_text(json.dumps({'x': row, 'y': row}))
+    missing = str(tmp_path / 'no_such_run')  # loading it fails: a reused cache never gets there
+    # the run's own reward is all a run needs; the start needs every set-up's
+    assert measure_generator(missing, pairs, {'psnr': None}, Scorers(), cache=str(cache),
+                             required={'psnr', 'reward/a', 'artifact_index'})['y'] == row
+    with pytest.raises((UserInputError, FileNotFoundError)):
+        measure_generator(missing, pairs, {'psnr': None}, Scorers(), cache=str(cache))  # reward/b was added
+    with pytest.raises((UserInputError, FileNotFoundError)):
+        measure_generator(missing, pairs + [('z', 'lq/z.png', 'gt/z.png')], {'psnr': None}, Scorers(),
+                          cache=str(cache), required={'psnr'})  # an image was added
