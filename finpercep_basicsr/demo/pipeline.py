@@ -36,7 +36,7 @@ PRESETS = {
     # tiny: the CI test of the default chain (seconds per step)
     'tiny': dict(rm='shipped', sources=['skimage'], heldout=2, rlhf_iters=2, rlhf_patch=32, rlhf_batch=1,
                  eval_size=64, max_photos=8),
-    # quick: `make demo`, under 20 minutes on 2 CPU cores: five RLHF set-ups, one seed
+    # quick: `make demo`, under 20 minutes on 2 CPU cores: the bench's six RLHF set-ups, one seed
     'quick': dict(rm='shipped', sources=['skimage', 'opencv-doc'], heldout=6, rlhf_iters=80, rlhf_patch=64,
                   rlhf_batch=2, eval_size=192, max_photos=0),
     # full: rebuild the FGR data and retrain the reward model, then three RLHF runs

@@ -1,7 +1,8 @@
 """``python scripts/demo.py [--quick | --full | --tiny | --tiny_train] --out DIR``: the FinPercep pipeline.
 
-Default (--quick, --tiny): photos -> RLHF of Real-ESRGAN x4plus against the shipped FinPercep-RM five
-ways (global-only with and without its colour gradient, FinPercep, FinPercep + CCL, + co-evolution) with ``scripts/bench_hacking.py`` ->
+Default (--quick, --tiny): photos -> RLHF of Real-ESRGAN x4plus against the shipped FinPercep-RM six
+ways (the naive global-only recipe, fidelity terms alone, the global score with the protected fidelity, FinPercep,
+FinPercep + CCL, + co-evolution) with ``scripts/bench_hacking.py`` ->
 held-out evaluation with the shipped judge -> report (``finpercep_basicsr.demo.shipped``).
 --full (and --tiny_train): photos -> FGR sets (real SR models) -> reward model stages 0..3 -> RLHF
 three ways -> evaluation on held-out photos -> report. Finished steps are skipped on a rerun;

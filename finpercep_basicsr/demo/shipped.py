@@ -1,8 +1,8 @@
 """The demo's default chain: RLHF of Real-ESRGAN x4plus against the SHIPPED FinPercep-RM, judged by the shipped judge.
 
 photos -> held-out split (the shipped RM's held-out photos) -> packaged ncnn x4plus converted to BasicSR
--> ``scripts/bench_hacking.py`` on ``options/bench/hacking_realesrgan.yml`` scaled to the preset (five
-set-ups, one seed) -> report. Every option file is written into OUT/options with absolute paths to the
+-> ``scripts/bench_hacking.py`` on ``options/bench/hacking_realesrgan.yml`` scaled to the preset (every
+set-up, one seed) -> report. Every option file is written into OUT/options with absolute paths to the
 repository's weights, so the demo folder can live anywhere.
 """
 import os
@@ -67,7 +67,7 @@ def build_steps(files):
              ['weights/RealESRGAN_x4plus.pth'], 'packaged ncnn Real-ESRGAN x4plus -> BasicSR RRDBNet checkpoint'),
         Step('bench', [sys.executable, repo_script('bench_hacking.py'), '-opt', files['bench'], '--out', 'eval',
                        '--jobs', '2'],
-             ['eval/results.json'], 'five RLHF set-ups against the shipped FinPercep-RM, judged on held-out photos'),
+             ['eval/results.json'], 'the RLHF set-ups of the bench against the shipped FinPercep-RM, judged on held-out photos'),
     ]
 
 
