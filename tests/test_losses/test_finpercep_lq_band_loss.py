@@ -1,4 +1,4 @@
-"""LQBandL1Loss: L1 plus the L1 of the images at the LQ's resolution, built from a BasicSR option dict."""
+"""FinPercepLQBandL1Loss: L1 plus the L1 of the images at the LQ's resolution, built from a BasicSR option dict."""
 import pytest
 import torch
 from basicsr.losses import build_loss
@@ -8,7 +8,7 @@ from finpercep_basicsr.utils.errors import UserInputError
 
 
 def _loss(**opt):
-    return build_loss({'type': 'LQBandL1Loss', **opt})
+    return build_loss({'type': 'FinPercepLQBandL1Loss', **opt})
 
 
 def test_value_is_l1_plus_the_weighted_l1_of_4x4_block_means():

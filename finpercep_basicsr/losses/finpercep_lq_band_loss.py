@@ -8,7 +8,7 @@ from finpercep_basicsr.utils.errors import UserInputError
 
 
 @LOSS_REGISTRY.register()
-class LQBandL1Loss(nn.Module):
+class FinPercepLQBandL1Loss(nn.Module):
     """``loss_weight * (L1(x, y) + lq_band_weight * L1(down(x), down(y)))``, down = ``scale`` x area pooling.
 
     An x``scale`` LQ input holds the frequencies up to about 1 / (2 * scale) cycles per pixel; its SR output
@@ -23,21 +23,21 @@ class LQBandL1Loss(nn.Module):
 
     def __init__(self, loss_weight=1.0, lq_band_weight=1.0, scale=4, reduction='mean'):
         super().__init__()
-        check_reduction('LQBandL1Loss', reduction)
+        check_reduction('FinPercepLQBandL1Loss', reduction)
         if not isinstance(scale, int) or isinstance(scale, bool) or scale < 1:
-            raise UserInputError(f'LQBandL1Loss: scale must be an integer >= 1, got {scale!r}')
+            raise UserInputError(f'FinPercepLQBandL1Loss: scale must be an integer >= 1, got {scale!r}')
         if lq_band_weight < 0:
-            raise UserInputError(f'LQBandL1Loss: lq_band_weight must be >= 0, got {lq_band_weight!r}')
+            raise UserInputError(f'FinPercepLQBandL1Loss: lq_band_weight must be >= 0, got {lq_band_weight!r}')
         self.loss_weight, self.lq_band_weight, self.scale, self.reduction = (
             loss_weight, lq_band_weight, scale, reduction)
 
     def forward(self, pred, target, weight=None, **kwargs):
         if weight is not None:
-            raise ValueError('LQBandL1Loss: a per-pixel weight is not supported')
+            raise ValueError('FinPercepLQBandL1Loss: a per-pixel weight is not supported')
         if pred.shape != target.shape:
-            raise ValueError(f'LQBandL1Loss: pred {tuple(pred.shape)} and target {tuple(target.shape)} differ')
+            raise ValueError(f'FinPercepLQBandL1Loss: pred {tuple(pred.shape)} and target {tuple(target.shape)} differ')
         if pred.shape[-1] % self.scale or pred.shape[-2] % self.scale:
-            raise ValueError(f'LQBandL1Loss: image size {tuple(pred.shape[-2:])} is not divisible by '
+            raise ValueError(f'FinPercepLQBandL1Loss: image size {tuple(pred.shape[-2:])} is not divisible by '
                              f'scale={self.scale}')
         full = F.l1_loss(pred, target, reduction='none')
         band = F.l1_loss(F.avg_pool2d(pred, self.scale), F.avg_pool2d(target, self.scale), reduction='none')
