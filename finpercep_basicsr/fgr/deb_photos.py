@@ -218,7 +218,7 @@ def plasma_wallpaper_photos(workdir, deb=None, max_width=PLASMA_MAX_WIDTH):
         list[dict]: path, name (``plasma_<wallpaper>``), source (package, file, size), licence (the
         wallpaper's metadata licence and the package's debian/copyright), author.
     """
-    deb, tree = unpack_deb(PLASMA_PACKAGE, workdir, deb, flag='--plasma-deb')
+    deb, tree = unpack_deb(PLASMA_PACKAGE, workdir, deb, flag='--plasma_deb')
     package_licence = debian_copyright(os.path.join(tree, PLASMA_COPYRIGHT))
     records = []
     for name in PLASMA_PHOTOS:
