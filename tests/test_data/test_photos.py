@@ -189,7 +189,7 @@ def test_plasma_wallpapers_from_a_deb(tmp_path, monkeypatch):
     assert [r['path'] for r in deb_photos.plasma_wallpaper_photos(cache, max_width=100)] == \
         [os.path.join(cache, 'tree', walls, 'Kite/contents/images/80x50.png'),
          os.path.join(cache, 'tree', walls, 'Path/contents/images/120x90.jpg')]
-    with pytest.raises(UserInputError, match='--plasma-deb: file not found: .*missing.deb'):
+    with pytest.raises(UserInputError, match='--plasma_deb: file not found: .*missing.deb'):
         deb_photos.plasma_wallpaper_photos(str(tmp_path / 'w2'), deb=str(tmp_path / 'missing.deb'))
     with pytest.raises(UserInputError, match='unknown photo source.*plasma-wallpapers'):
         gather_photos(out, sources=('plasma',))
