@@ -4,7 +4,8 @@ Layout of ``--out``::
 
     options/<setup>_s<seed>.yml    the derived RLHF option files (edit one and rerun to change a run)
     logs/<setup>_s<seed>.log       each training's output
-    measure/<run>.json             per-image measurements (cached: a rerun skips measured runs)
+    measure/<run>.json             per-image measurements (cached: a rerun skips measured runs; measure/inputs.json
+                                   holds the checkpoints' sha256, and a changed checkpoint empties the cache)
     images/<run>/                  held-out outputs of the start and of each set-up's first seed
     results.json, results.md       per run, per set-up mean +- std, the claims checked
     reward_curves.png, gain_vs_psnr.png, grid_<image>.png
@@ -20,6 +21,7 @@ from finpercep_basicsr.demo.steps import StepFailed, run_steps
 from finpercep_basicsr.hacking import aggregate, plan, plots
 from finpercep_basicsr.hacking.measure import HackingScorers, final_reward_options, lower_is_better, measure_generator
 from finpercep_basicsr.utils.errors import UserInputError
+from finpercep_basicsr.utils.option_check import load_option_file
 
 START = 'start'
 
@@ -70,6 +72,26 @@ def load_judge(judge_opt, device='cpu'):
     except FileNotFoundError as err:  # the checkpoint path is relative to the folder the bench runs in
         raise UserInputError(f'evaluation.judge {judge_opt}: {err} (run from the folder its paths are relative '
                              f'to, e.g. the repository root)') from err
+
+
+def drop_stale_measurements(folder, inputs):
+    """Empty the measurement cache when a checkpoint it was measured with (generator, reward, judge) changed.
+
+    The cache is keyed by run name only; ``<folder>/inputs.json`` records the checkpoints' sha256.
+    """
+    record = os.path.join(folder, 'inputs.json')
+    cached = [f for f in os.listdir(folder) if f.endswith('.json') and f != 'inputs.json'] if os.path.isdir(folder) else []
+    previous = None
+    if os.path.isfile(record):
+        with open(record) as f:
+            previous = json.load(f)
+    if cached and previous != inputs:
+        print(f'{folder}: checkpoints changed since the cached measurements, measuring again', file=sys.stderr)
+        for name in cached:
+            os.remove(os.path.join(folder, name))
+    os.makedirs(folder, exist_ok=True)
+    with open(record, 'w') as f:
+        json.dump(inputs, f, indent=1)
 
 
 def measure_all(opt, runs, out):
@@ -125,6 +147,10 @@ def run_bench(opt_path, out, seeds=None, setups=None, jobs=1, rewrite=False, gri
     opt = plan.load_bench_options(opt_path, seeds, setups)
     os.makedirs(out, exist_ok=True)
     runs = plan.write_run_options(opt, out, rewrite)
+    inputs = plan.stamp_checkpoints(runs)
+    if opt['evaluation'].get('judge'):
+        inputs.update(plan.checkpoint_fingerprint(load_option_file(opt['evaluation']['judge'])))
+    drop_stale_measurements(os.path.join(out, 'measure'), inputs)
     timings = train_all(runs, out, jobs)
     results, start_mean, notes, pairs, directions, judge = measure_all(opt, runs, out)
     table = aggregate.aggregate(results)

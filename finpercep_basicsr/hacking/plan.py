@@ -22,6 +22,8 @@ Every run is written to ``<out>/options/<setup>_s<seed>.yml`` (``name`` = ``<ben
 ``manual_seed`` = seed) and trained with ``python -m finpercep_basicsr.train -opt FILE --auto_resume``
 from the working folder, so a rerun skips finished runs and resumes a killed one.
 """
+import hashlib
+import itertools
 import os
 import sys
 
@@ -102,6 +104,71 @@ def write_run_options(opt, out, rewrite=False):
     return runs
 
 
+INPUTS_KEY = 'bench_inputs'
+CHECKPOINT_SUFFIXES = ('.pth', '.pt', '.ckpt', '.safetensors')
+
+
+def file_sha256(path, _memo={}):
+    """sha256 of a file, memoised on (path, size, mtime): every run of a bench names the same checkpoints."""
+    stat = os.stat(path)
+    key = (os.path.abspath(path), stat.st_size, stat.st_mtime_ns)
+    if key not in _memo:
+        digest = hashlib.sha256()
+        with open(path, 'rb') as f:
+            for block in iter(lambda: f.read(1 << 20), b''):
+                digest.update(block)
+        _memo[key] = digest.hexdigest()
+    return _memo[key]
+
+
+def checkpoint_fingerprint(opt):
+    """{path: sha256} of every existing checkpoint file an option tree names (any nested string value)."""
+    found = {}
+
+    def walk(value):
+        if isinstance(value, dict):
+            for k, v in value.items():
+                if k != INPUTS_KEY:
+                    walk(v)
+        elif isinstance(value, (list, tuple)):
+            for v in value:
+                walk(v)
+        elif isinstance(value, str):
+            path = value.split(':', 1)[1] if value.startswith('checkpoint:') else value
+            if path.endswith(CHECKPOINT_SUFFIXES) and os.path.isfile(path):
+                found[path] = file_sha256(path)
+
+    walk(opt)
+    return dict(sorted(found.items()))
+
+
+def stamp_checkpoints(runs):
+    """Record in each run's option file (``bench_inputs``) the sha256 of every checkpoint it names.
+
+    The key is copied with the options into the experiment folder, so ``check_experiments_match``
+    refuses a finished run whose generator or reward checkpoint has since changed under the same
+    path (a new shipped reward model, a reconverted generator): it would otherwise be skipped as done.
+
+    Returns:
+        dict: {path: sha256} over all runs.
+    """
+    union = {}
+    for _, _, path in runs:
+        with open(path) as f:
+            text = f.read()
+        opt = yaml.safe_load(text)
+        inputs = checkpoint_fingerprint(opt)
+        union.update(inputs)
+        if opt.get(INPUTS_KEY) != inputs:
+            header = ''.join(itertools.takewhile(lambda line: line.startswith('#'), text.splitlines(keepends=True)))
+            opt[INPUTS_KEY] = inputs
+            tmp = path + '.tmp'
+            with open(tmp, 'w') as f:
+                f.write(header + yaml.safe_dump(opt, sort_keys=False))
+            os.replace(tmp, path)
+    return union
+
+
 def experiment_dir(option_file):
     with open(option_file) as f:
         return os.path.join('experiments', yaml.safe_load(f)['name'])
@@ -124,6 +191,11 @@ def check_experiments_match(runs):
             new = yaml.safe_load(f)
         if old != new:
             changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+            if INPUTS_KEY in changed:
+                was, now = old.get(INPUTS_KEY) or {}, new.get(INPUTS_KEY) or {}
+                files = sorted(p for p in set(was) | set(now) if was.get(p) != now.get(p))
+                changed[changed.index(INPUTS_KEY)] = (f'{INPUTS_KEY}: checkpoints changed or not recorded: '
+                                                      f'{", ".join(files)}')
             raise UserInputError(f'{folder} was trained from other options than {path} (differs in: '
                                  f'{", ".join(changed)}); delete it, or give the bench another name')
 

@@ -190,6 +190,50 @@ def test_an_experiment_trained_from_other_options_is_not_reused(tmp_path, monkey
         plan.check_experiments_match([(setup, seed, path)])
 
 
+def test_a_finished_run_whose_reward_checkpoint_changed_is_not_reused(tmp_path, monkeypatch):
+    # a new shipped reward model under the same path: the options match, the checkpoint does not
+    monkeypatch.chdir(tmp_path)
+    opt = plan.load_bench_options(_bench_file(tmp_path), setups=['finpercep'], seeds=[0])
+    runs = plan.write_run_options(opt, 'out')
+    inputs = plan.stamp_checkpoints(runs)
+    (setup, seed, path), = runs
+    reward_ckpt = opt['common']['train.reward_opt.pretrain_path']
+    assert reward_ckpt in inputs and len(inputs[reward_ckpt]) == 64
+    with open(path) as f:
+        stamped = yaml.safe_load(f)
+    assert stamped[plan.INPUTS_KEY] == inputs and f.name == path
+    with open(path) as f:
+        assert f.readline().startswith('# Written by scripts/bench_hacking.py')  # the header survives the stamp
+    folder = tmp_path / plan.experiment_dir(path)
+    folder.mkdir(parents=True)
+    (folder / os.path.basename(path)).write_text(yaml.safe_dump(stamped))  # as the train entry copies it
+    plan.check_experiments_match(runs)
+    with open(reward_ckpt, 'ab') as f:  # retrained, exported again
+        f.write(b'\0')
+    plan.stamp_checkpoints(runs)
+    with pytest.raises(UserInputError, match=f'bench_inputs: checkpoints changed or not recorded: {reward_ckpt}'):
+        plan.check_experiments_match(runs)
+    # a folder of a bench that recorded no checkpoints cannot be trusted either
+    del stamped[plan.INPUTS_KEY]
+    (folder / os.path.basename(path)).write_text(yaml.safe_dump(stamped))
+    with pytest.raises(UserInputError, match='checkpoints changed or not recorded'):
+        plan.check_experiments_match(runs)
+
+
+def test_cached_measurements_are_dropped_when_a_checkpoint_changes(tmp_path, capsys):
+    from finpercep_basicsr.hacking.bench import drop_stale_measurements
+    folder = tmp_path / 'measure'
+    drop_stale_measurements(str(folder), {'rm.pth': 'a'})
+    (folder / 'start.json').write_text('{}')
+    drop_stale_measurements(str(folder), {'rm.pth': 'a'})
+    assert (folder / 'start.json').is_file()
+    drop_stale_measurements(str(folder), {'rm.pth': 'b'})
+    assert not (folder / 'start.json').exists()
+    assert 'checkpoints changed' in capsys.readouterr().err
+    with open(folder / 'inputs.json') as f:
+        assert json.load(f) == {'rm.pth': 'b'}
+
+
 def test_a_missing_judge_checkpoint_names_the_option_file(tmp_path):
     from finpercep_basicsr.hacking.bench import load_judge
     judge = tmp_path / 'judge.yml'
