@@ -108,17 +108,21 @@ INPUTS_KEY = 'bench_inputs'
 CHECKPOINT_SUFFIXES = ('.pth', '.pt', '.ckpt', '.safetensors')
 
 
-def file_sha256(path, _memo={}):
-    """sha256 of a file, memoised on (path, size, mtime): every run of a bench names the same checkpoints."""
+# (path, size, mtime) -> sha256: every run of a bench names the same checkpoints, some of 64 MB
+_SHA256_MEMO = {}
+
+
+def file_sha256(path):
+    """sha256 of a file (hex), hashed once per process while its size and mtime stay the same."""
     stat = os.stat(path)
     key = (os.path.abspath(path), stat.st_size, stat.st_mtime_ns)
-    if key not in _memo:
+    if key not in _SHA256_MEMO:
         digest = hashlib.sha256()
         with open(path, 'rb') as f:
             for block in iter(lambda: f.read(1 << 20), b''):
                 digest.update(block)
-        _memo[key] = digest.hexdigest()
-    return _memo[key]
+        _SHA256_MEMO[key] = digest.hexdigest()
+    return _SHA256_MEMO[key]
 
 
 def checkpoint_fingerprint(opt):
