@@ -10,7 +10,6 @@ and ``OUT.sha256`` is written beside (``sha256sum -c`` format). Prints the size 
 network unchanged in layout, rounded to 3 significant digits): for a model that is only scored.
 """
 import argparse
-import hashlib
 import os
 import sys
 
@@ -24,7 +23,7 @@ def export(ckpt, opt, out, param_key='params_ema', half=False):
     from basicsr.utils.registry import ARCH_REGISTRY
 
     import finpercep_basicsr  # noqa: F401  (registers the arch)
-    from finpercep_basicsr.utils.checkpoint import atomic_torch_save, load_state_dict_into
+    from finpercep_basicsr.utils.checkpoint import atomic_torch_save, file_sha256, load_state_dict_into
     from finpercep_basicsr.utils.option_check import load_option_file
     network = deepcopy(load_option_file(opt)['network_reward'])
     net = ARCH_REGISTRY.get(network.pop('type'))(**network)
@@ -33,8 +32,7 @@ def export(ckpt, opt, out, param_key='params_ema', half=False):
              for k, v in net.state_dict().items()}
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     atomic_torch_save({'params': state}, out)
-    with open(out, 'rb') as f:
-        digest = hashlib.sha256(f.read()).hexdigest()
+    digest = file_sha256(out)
     with open(out + '.sha256', 'w') as f:
         f.write(f'{digest}  {os.path.basename(out)}\n')
     return digest, os.path.getsize(out)

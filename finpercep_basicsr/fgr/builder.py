@@ -32,6 +32,7 @@ from finpercep_basicsr.fgr.crop_photos import (crop_scales, fitting_scales, list
 from finpercep_basicsr.fgr.labels import LabelMaker, quantize8
 from finpercep_basicsr.fgr.masks import choose_kind, kind_options, make_mask
 from finpercep_basicsr.fgr.photos import PhotoSkipped
+from finpercep_basicsr.utils.checkpoint import atomic_write_json
 from finpercep_basicsr.utils.errors import UserInputError
 
 # options that change how a build runs, not what it produces (left out of the plan fingerprint)
@@ -240,9 +241,7 @@ def check_plan(root, fingerprint, shard=None):
         record = {'fingerprint': fingerprint}
         if shard is not None:
             record['shard'] = str(shard)
-        with open(path + '.tmp', 'w') as f:
-            json.dump(record, f)
-        os.replace(path + '.tmp', path)
+        atomic_write_json(path, record)
 
 
 def read_summary(root):

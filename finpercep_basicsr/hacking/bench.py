@@ -20,6 +20,7 @@ import threading
 from finpercep_basicsr.demo.steps import StepFailed, run_steps
 from finpercep_basicsr.hacking import aggregate, plan, plots
 from finpercep_basicsr.hacking.measure import HackingScorers, final_reward_options, lower_is_better, measure_generator
+from finpercep_basicsr.utils.checkpoint import atomic_write_json
 from finpercep_basicsr.utils.errors import UserInputError
 from finpercep_basicsr.utils.option_check import load_option_file
 
@@ -90,8 +91,7 @@ def drop_stale_measurements(folder, inputs):
         for name in cached:
             os.remove(os.path.join(folder, name))
     os.makedirs(folder, exist_ok=True)
-    with open(record, 'w') as f:
-        json.dump(inputs, f, indent=1)
+    atomic_write_json(record, inputs, indent=1)
 
 
 def measure_all(opt, runs, out):

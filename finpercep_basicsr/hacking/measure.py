@@ -21,6 +21,7 @@ import torch
 
 from finpercep_basicsr.curriculum.schedule import parse_stages
 from finpercep_basicsr.metrics.trivial_detectors import laplacian_energy
+from finpercep_basicsr.utils.checkpoint import atomic_write_json
 from finpercep_basicsr.utils.errors import UserInputError
 
 
@@ -149,8 +150,5 @@ def measure_generator(spec, pairs, metrics, scorers, param_key='params_ema', sav
             raise UserInputError(f'{spec}: non-finite {", ".join(bad)} on {name} (a collapsed run?)')
     if cache:
         os.makedirs(os.path.dirname(os.path.abspath(cache)), exist_ok=True)
-        tmp = cache + '.tmp'
-        with open(tmp, 'w') as f:
-            json.dump(rows, f, indent=1)
-        os.replace(tmp, cache)
+        atomic_write_json(cache, rows, indent=1)
     return rows

@@ -22,7 +22,7 @@ Every run is written to ``<out>/options/<setup>_s<seed>.yml`` (``name`` = ``<ben
 ``manual_seed`` = seed) and trained with ``python -m finpercep_basicsr.train -opt FILE --auto_resume``
 from the working folder, so a rerun skips finished runs and resumes a killed one.
 """
-import hashlib
+import functools
 import itertools
 import os
 import sys
@@ -30,6 +30,7 @@ import sys
 import yaml
 
 from finpercep_basicsr.demo.steps import Step
+from finpercep_basicsr.utils.checkpoint import file_sha256
 from finpercep_basicsr.utils.errors import UserInputError
 from finpercep_basicsr.utils.options_io import derive_options
 
@@ -108,21 +109,16 @@ INPUTS_KEY = 'bench_inputs'
 CHECKPOINT_SUFFIXES = ('.pth', '.pt', '.ckpt', '.safetensors')
 
 
-# (path, size, mtime) -> sha256: every run of a bench names the same checkpoints, some of 64 MB
-_SHA256_MEMO = {}
+@functools.lru_cache(maxsize=None)
+def _sha256_of_version(path, size, mtime_ns):  # size and mtime only key the cache: a rewritten file is hashed again
+    return file_sha256(path)
 
 
-def file_sha256(path):
-    """sha256 of a file (hex), hashed once per process while its size and mtime stay the same."""
+def checkpoint_sha256(path):
+    """sha256 of a checkpoint, hashed once per process while its size and mtime stay the same: every run of a
+    bench names the same files, the generator's 64 MB among them."""
     stat = os.stat(path)
-    key = (os.path.abspath(path), stat.st_size, stat.st_mtime_ns)
-    if key not in _SHA256_MEMO:
-        digest = hashlib.sha256()
-        with open(path, 'rb') as f:
-            for block in iter(lambda: f.read(1 << 20), b''):
-                digest.update(block)
-        _SHA256_MEMO[key] = digest.hexdigest()
-    return _SHA256_MEMO[key]
+    return _sha256_of_version(os.path.abspath(path), stat.st_size, stat.st_mtime_ns)
 
 
 def checkpoint_fingerprint(opt):
@@ -140,7 +136,7 @@ def checkpoint_fingerprint(opt):
         elif isinstance(value, str):
             path = value.split(':', 1)[1] if value.startswith('checkpoint:') else value
             if path.endswith(CHECKPOINT_SUFFIXES) and os.path.isfile(path):
-                found[path] = file_sha256(path)
+                found[path] = checkpoint_sha256(path)
 
     walk(opt)
     return dict(sorted(found.items()))

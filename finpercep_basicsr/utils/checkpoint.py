@@ -1,4 +1,6 @@
 """Crash-safe checkpoint files: a save is written beside the target, then renamed over it."""
+import hashlib
+import json
 import os
 import tempfile
 
@@ -11,6 +13,23 @@ def _umask():
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def file_sha256(path):
+    """sha256 (hex) of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(1 << 20), b''):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def atomic_write_json(path, obj, indent=None):
+    """``json.dump`` to ``path`` through a temporary name, so a killed run never leaves a truncated file."""
+    tmp = path + '.tmp'
+    with open(tmp, 'w') as f:
+        json.dump(obj, f, indent=indent)
+    os.replace(tmp, path)
 
 
 def atomic_torch_save(obj, path):
