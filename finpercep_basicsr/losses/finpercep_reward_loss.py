@@ -121,18 +121,25 @@ class FinPercepRewardLoss(nn.Module):
         detach_lowpass (str | float | None): ``'mean'`` or a Gaussian sigma (pixels): that low-pass of the
             image is detached before scoring, so the reward's value is the same but its gradient cannot
             move colour and tone, only detail (``loss_utils.scored_image``). None: the full gradient.
+        reference_margin (float | None): A ceiling on each image's reward, relative to the frozen reference
+            generator's output for the same input: the loss uses min(R(sr), R(ref) + margin), so an image
+            that is already ``margin`` above its reference gets no reward gradient (the clamp against
+            over-optimisation; the fidelity terms keep acting). It applies when ``forward`` gets ``reference``
+            (the RLHF model passes it); scoring without one measures the uncapped reward. None: no ceiling.
         seed (int): Seed of the random initialisation when ``pretrain_path`` is None.
         loss_weight (float): Multiplier of the loss.
         reduction (str): ``mean`` | ``sum`` | ``none`` over the batch.
 
     Input: ``sr`` (B, 3, H, W) in [0, 1]. Output: the loss (scalar, or (B,) for ``none``); with
-    ``return_terms=True`` also a dict of detached per-image terms: ``reward``, ``score``,
-    ``map_peak`` (B,) and ``pdm`` (B, 1, H, W).
+    ``return_terms=True`` also a dict of detached per-image terms: ``reward`` (before the ceiling),
+    ``score``, ``map_peak`` (B,), ``pdm`` (B, 1, H, W), and with ``reference_margin`` ``capped`` (B,):
+    1 where the ceiling holds the reward.
     """
 
     def __init__(self, network_opt, pretrain_path=None, param_key='params_ema', strict_load=True,
                  lambda_score=1.0, lambda_map=1.0, map_reduce='max', topk_ratio=0.01, temperature=0.05,
-                 clamp_input=True, detach_lowpass=None, seed=0, loss_weight=1.0, reduction='mean'):
+                 clamp_input=True, detach_lowpass=None, reference_margin=None, seed=0, loss_weight=1.0,
+                 reduction='mean'):
         super().__init__()
         if map_reduce not in MAP_REDUCTIONS:
             raise UserInputError(f'FinPercepRewardLoss: map_reduce must be one of {", ".join(MAP_REDUCTIONS)}, '
@@ -141,6 +148,11 @@ class FinPercepRewardLoss(nn.Module):
             raise UserInputError('FinPercepRewardLoss: temperature must be > 0 and topk_ratio in (0, 1]')
         reduce_batch(torch.zeros(1), reduction)  # validates the name early
         check_detach_lowpass('FinPercepRewardLoss', detach_lowpass)
+        if reference_margin is not None and (isinstance(reference_margin, bool)
+                                             or not isinstance(reference_margin, (int, float))):
+            raise UserInputError(f'FinPercepRewardLoss: reference_margin must be a number or null, '
+                                 f'got {reference_margin!r}')
+        self.reference_margin = None if reference_margin is None else float(reference_margin)
         self.net = build_frozen_reward_net(network_opt, pretrain_path, param_key, strict_load, seed)
         self.pretrain_path = pretrain_path
         self.map_reduce, self.topk_ratio, self.temperature = map_reduce, topk_ratio, temperature
@@ -170,10 +182,18 @@ class FinPercepRewardLoss(nn.Module):
         reward = self.lambda_score * out['score'] + self.lambda_map * (1 - peak)
         return {'reward': reward, 'score': out['score'], 'map_peak': peak, 'pdm': out['pdm']}
 
-    def forward(self, sr, gt=None, return_terms=False):
-        """Loss of ``sr``; ``gt`` is accepted for a common reward-loss signature and ignored."""
+    def forward(self, sr, gt=None, return_terms=False, reference=None):
+        """Loss of ``sr``; ``gt`` is accepted for a common reward-loss signature and ignored; ``reference``
+        (the frozen reference generator's output for the same inputs) sets the ``reference_margin`` ceiling."""
         terms = self.rewards(sr)
-        loss = -self.loss_weight * reduce_batch(terms['reward'], self.reduction)
+        reward = terms['reward']
+        if self.reference_margin is not None and reference is not None:
+            with torch.no_grad():
+                ceiling = self.rewards(reference)['reward'] + self.reference_margin
+            capped = reward >= ceiling
+            terms['capped'] = capped.float()
+            reward = torch.where(capped, ceiling, reward)  # no gradient at the ceiling (minimum would pass half)
+        loss = -self.loss_weight * reduce_batch(reward, self.reduction)
         if return_terms:
             return loss, {k: v.detach() for k, v in terms.items()}
         return loss

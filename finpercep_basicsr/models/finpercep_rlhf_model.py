@@ -99,9 +99,13 @@ class FinPercepRLHFModel(FinPercepBaseModel):
         self.cri_pix, self.cri_ref, self.cri_perceptual, self.cri_gan = (
             build_loss(deepcopy(train_opt[k])).to(self.device) if train_opt.get(k) else None
             for k in ('pixel_opt', 'ref_opt', 'perceptual_opt', 'gan_opt'))
-        needs_ref = self.cri_ref is not None or self.rl_algorithm.needs_reference
-        self.net_ref = self._build_reference(policy) if needs_ref else None
         self.curriculum = RewardCurriculum(train_opt, self.device, seed=self.opt.get('manual_seed') or 0)
+        capped = any(stage['reward'].get('reference_margin') is not None for stage in self.curriculum.stages)
+        if capped and self.rl_algorithm.name != 'refl':
+            raise UserInputError(f'reference_margin (train.reward_opt or train.ccl.stages) applies to rlhf.algorithm '
+                                 f'refl; {self.rl_algorithm.name} ranks its samples by the uncapped reward')
+        needs_ref = self.cri_ref is not None or self.rl_algorithm.needs_reference or capped
+        self.net_ref = self._build_reference(policy) if needs_ref else None
         self.coevolution = RewardCoEvolution((train_opt.get('ccl') or {}).get('coevolve'), self.device)
         self.grad_clip_norm = train_opt.get('grad_clip_norm')
         self.nonfinite_skips = 0
@@ -140,14 +144,24 @@ class FinPercepRLHFModel(FinPercepBaseModel):
     def feed_data(self, data):
         self.lq = data['lq'].to(self.device)
         self.gt = data['gt'].to(self.device) if 'gt' in data else None
+        self._ref_out = None  # the reference generator's output for this LQ, when a term needs it
+
+    def _reference_output(self):
+        """The frozen reference generator's output for this step's LQ (computed once per step)."""
+        if self._ref_out is None:
+            with torch.no_grad():
+                self._ref_out = self.net_ref(self.lq, grad_steps=0)
+        return self._ref_out
 
     def _reward_terms(self, sr, current_iter):
         """Blended reward loss of the scheduled stages, plus the mean of each reward term."""
         total, terms = 0, {}
         for module, weight in self.curriculum.step(current_iter):
-            loss, t = module(sr, self.gt, return_terms=True)
+            # a reward with a ceiling relative to the reference (reference_margin) scores the reference too
+            kwargs = {'reference': self._reference_output()} if getattr(module, 'reference_margin', None) is not None else {}
+            loss, t = module(sr, self.gt, return_terms=True, **kwargs)
             total = total + weight * loss
-            for name in ('reward', 'score', 'map_peak'):
+            for name in ('reward', 'score', 'map_peak', 'capped'):
                 if name in t:
                     terms[name] = terms.get(name, 0) + weight * t[name].mean()
         return total, terms
@@ -161,9 +175,7 @@ class FinPercepRLHFModel(FinPercepBaseModel):
             loss_dict['l_pix'] = self.cri_pix(sr, self.gt)
             total = total + loss_dict['l_pix']
         if self.cri_ref is not None:
-            with torch.no_grad():
-                ref_out = self.net_ref(self.lq, grad_steps=0)
-            loss_dict['l_ref'] = self.cri_ref(sr, ref_out)
+            loss_dict['l_ref'] = self.cri_ref(sr, self._reference_output())
             total = total + loss_dict['l_ref']
         if self.cri_perceptual is not None:
             l_percep, l_style = self.cri_perceptual(sr, self.gt)

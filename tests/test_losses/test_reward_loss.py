@@ -195,3 +195,34 @@ def test_gaussian_lowpass_keeps_constants_and_smooths():
 def test_bad_detach_lowpass_is_named(rm_ckpt, bad):
     with pytest.raises(UserInputError, match='detach_lowpass'):
         _loss(rm_ckpt, detach_lowpass=bad)
+
+
+def test_reference_margin_caps_each_image_at_its_reference_plus_margin(rm_ckpt):
+    """Images at or above R(reference) + margin get neither reward nor gradient; the others keep both."""
+    torch.manual_seed(0)
+    reference = torch.rand(2, 3, 32, 32)
+    plain = _loss(rm_ckpt, lambda_map=0.5, reduction='none')
+    capped = _loss(rm_ckpt, lambda_map=0.5, reduction='none', reference_margin=0.0)
+    r_ref = plain.rewards(reference)['reward']
+    # image 0 is the reference itself (at its ceiling), image 1 a different image scored below or above it
+    sr = torch.stack([reference[0], torch.rand(3, 32, 32)]).requires_grad_(True)
+    loss, terms = capped(sr, return_terms=True, reference=reference)
+    r_sr = plain.rewards(sr)['reward'].detach()
+    below = bool(r_sr[1] < r_ref[1])
+    assert terms['capped'].tolist() == [1.0, 0.0 if below else 1.0]
+    assert torch.allclose(loss, -torch.where(r_sr < r_ref, r_sr, r_ref), atol=1e-6)
+    assert torch.allclose(terms['reward'], r_sr, atol=1e-6)  # logged before the ceiling
+    loss.sum().backward()
+    assert sr.grad[0].abs().max() == 0  # at the ceiling: no gradient
+    assert (sr.grad[1].abs().max() > 0) == below
+    # a margin no image reaches changes nothing
+    far = _loss(rm_ckpt, lambda_map=0.5, reference_margin=100.0)
+    assert torch.allclose(far(sr, reference=reference), _loss(rm_ckpt, lambda_map=0.5)(sr), atol=1e-6)
+
+
+def test_reference_margin_is_a_number_and_scoring_without_a_reference_is_uncapped(rm_ckpt):
+    sr = torch.rand(1, 3, 32, 32)
+    assert torch.equal(_loss(rm_ckpt, reference_margin=-1.0)(sr), _loss(rm_ckpt)(sr))
+    for bad in ('0.1x', True):
+        with pytest.raises(UserInputError, match='reference_margin must be a number'):
+            _loss(rm_ckpt, reference_margin=bad)

@@ -10,6 +10,7 @@ from rlhf_fixture import (build_rlhf_model, make_generator_checkpoint, make_pair
 
 import finpercep_basicsr  # noqa: F401
 from finpercep_basicsr.models.rl_algorithms import reward_per_sample
+from finpercep_basicsr.utils.errors import UserInputError
 
 STEPS = 6
 
@@ -66,3 +67,27 @@ def test_a_blended_ccl_step_raises_the_blended_reward(setup):
     before, after = _train_on_fixed_batch(model, 2)
     assert model.log_dict['ccl_stage'] == 1.0 and model.log_dict['ccl_blend'] == 0.5
     assert after > before + 1e-3, (before, after)
+
+
+def test_a_reference_ceiling_of_zero_margin_holds_the_reward_at_the_start(setup):
+    """reference_margin 0: the generator starts at its reference, so the reward cannot pay it to move;
+    a margin it never reaches trains exactly as no ceiling does."""
+    tmp_path, data, rms, gen = setup
+    held = build_rlhf_model(tmp_path, data, rms[0], **_reward_only(gen, train__reward_opt__reference_margin=0.0))
+    assert held.net_ref is not None  # the ceiling needs the reference even with ref_opt off
+    before, after = _train_on_fixed_batch(held, 1)
+    assert held.log_dict['capped'] == 1.0
+    assert abs(after - before) < 1e-6, (before, after)
+    runs = {}
+    for margin in (None, 100.0):
+        model = build_rlhf_model(tmp_path, data, rms[0], **_reward_only(gen, train__reward_opt__reference_margin=margin))
+        runs[margin] = _train_on_fixed_batch(model, 1)
+    assert runs[100.0][1] > runs[100.0][0] + 1e-3
+    assert runs[100.0] == pytest.approx(runs[None], abs=1e-6)
+
+
+def test_a_reference_ceiling_with_a_sampling_algorithm_is_refused(setup):
+    tmp_path, data, rms, gen = setup
+    with pytest.raises(UserInputError, match='reference_margin .* applies to rlhf.algorithm refl; dpo'):
+        build_rlhf_model(tmp_path, data, rms[0], **_reward_only(gen, rlhf__algorithm='dpo',
+                                                                train__reward_opt__reference_margin=0.1))
