@@ -128,7 +128,9 @@ def map_claim(table, protected, score_only):
                      f'than {score_only} at no lower PSNR', 'holds': bool(holds), 'evidence': evidence}
 
 
-NEUTRAL = ('artifact_index', 'artifact_ratio', 'own_reward')  # no better direction (GT's detail = 1; rewards differ)
+# no better direction: GT's detail = 1; rewards differ; how often the judge ranks GT above an output is a
+# property of the judge (read on the start generator), not of the run
+NEUTRAL = ('artifact_index', 'artifact_ratio', 'own_reward', 'judge_prefers_gt')
 
 
 def markdown(table, columns, lower_better=()):

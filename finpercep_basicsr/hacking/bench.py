@@ -123,6 +123,15 @@ def measure_all(opt, runs, out):
     return results, start_mean, notes, pairs, directions, scorers.judge
 
 
+def judge_check_note(prefers_gt, images):
+    """The judge's sanity check in words: how often it ranks GT above the start generator's output."""
+    verdict = ('it ranks GT above this generator\'s output more often than not' if prefers_gt > 0.5 else
+               'it prefers this generator\'s output to GT as often as not or more, so its score gains cannot be '
+               'read as moving toward GT')
+    return (f'judge check: it scores GT above the start generator\'s output on {round(prefers_gt * images)} of '
+            f'{images} held-out images; {verdict}')
+
+
 def reward_curves(opt, runs):
     """{setup: [(steps, values) per seed]} of the training tag ``reward`` from TensorBoard."""
     from finpercep_basicsr.demo.report import tb_scalars
@@ -153,6 +162,8 @@ def run_bench(opt_path, out, seeds=None, setups=None, jobs=1, rewrite=False, gri
     drop_stale_measurements(os.path.join(out, 'measure'), inputs)
     timings = train_all(runs, out, jobs)
     results, start_mean, notes, pairs, directions, judge = measure_all(opt, runs, out)
+    if 'judge_prefers_gt' in start_mean:
+        notes = notes + [judge_check_note(start_mean['judge_prefers_gt'], len(pairs))]
     table = aggregate.aggregate(results)
     curves = reward_curves(opt, runs)
     stds = plots.curve_std(curves)

@@ -95,7 +95,7 @@ class HackingScorers:
         names = {f'reward/{setup}' for setup in (self.rewards if setups is None else setups)}
         names |= {'artifact_index', 'color_shift'}
         if self.judge is not None:
-            names |= {'judge_score', 'judge_pdm_rate'}
+            names |= {'judge_score', 'judge_pdm_rate', 'judge_prefers_gt'}
         return names | ({self.nr_name} if self.nr is not None else set())
 
     @torch.no_grad()
@@ -106,6 +106,9 @@ class HackingScorers:
             out = self.judge(sr)
             row['judge_score'] = float(out['score'].mean())
             row['judge_pdm_rate'] = float((out['pdm'] > self.threshold).float().mean())
+            # the judge's own sanity check: does it rank GT above this output? (its mean over the start
+            # generator's outputs says whether its score gains can be read as quality at all)
+            row['judge_prefers_gt'] = float(float(self.judge(gt)['score'].mean()) > row['judge_score'])
         sr_np, gt_np = sr[0].permute(1, 2, 0).cpu().numpy(), gt[0].permute(1, 2, 0).cpu().numpy()
         row['artifact_index'] = artifact_index(sr_np, gt_np)
         row['color_shift'] = color_shift(sr_np, gt_np)

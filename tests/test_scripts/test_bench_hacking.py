@@ -93,6 +93,23 @@ def test_color_shift_is_the_rms_of_the_mean_colour_difference():
     assert color_shift(cast, gt) == pytest.approx(np.sqrt((0.03 ** 2 + 0.04 ** 2) / 3), rel=1e-4)
 
 
+def test_judge_prefers_gt_is_whether_the_judge_ranks_gt_above_the_output():
+    import torch
+    from finpercep_basicsr.hacking.bench import judge_check_note
+    from finpercep_basicsr.hacking.measure import HackingScorers
+
+    def brightness_judge(img):  # a judge that likes bright images
+        return {'score': img.mean(dim=(1, 2, 3)), 'pdm': torch.zeros_like(img[:, :1])}
+
+    scorers = HackingScorers({}, brightness_judge, no_reference=None)
+    dark, bright = torch.full((1, 3, 8, 8), 0.3), torch.full((1, 3, 8, 8), 0.6)
+    assert scorers(dark, bright)['judge_prefers_gt'] == 1.0
+    assert scorers(bright, dark)['judge_prefers_gt'] == 0.0
+    assert 'judge_prefers_gt' in scorers.columns()
+    assert '9 of 24' in judge_check_note(9 / 24, 24) and 'cannot be read' in judge_check_note(9 / 24, 24)
+    assert 'more often than not' in judge_check_note(17 / 24, 24)
+
+
 def _bench_file(tmp_path, judge=True, **extra):
     data = make_paired_folder(tmp_path / 'pairs', num=2, size=32, identical=False)
     ckpt = make_reward_checkpoint(tmp_path / 'rm.pth', responsive=True)
@@ -158,6 +175,9 @@ def test_tiny_bench_end_to_end_and_rerun_skips(tmp_path, monkeypatch, capsys):
         assert cols['psnr']['n'] == 2
         for key in ('reward_gain', 'judge_score', 'judge_pdm_rate', 'artifact_index', 'color_shift', 'piqe', 'ssim'):
             assert np.isfinite(cols[key]['mean']), key
+        assert cols['judge_prefers_gt']['mean'] in (0.0, 0.5, 1.0)  # a rate over the 2 images
+    assert results['start']['judge_prefers_gt'] in (0.0, 0.5, 1.0)
+    assert any(n.startswith('judge check: it scores GT above the start generator') for n in results['notes'])
     runs = {r['run']: r for r in results['runs']}
     assert set(runs) == {'global_only_s0', 'global_only_s1', 'finpercep_s0', 'finpercep_s1'}
     # the two seeds are different runs
