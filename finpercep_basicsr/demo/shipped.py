@@ -102,6 +102,8 @@ def findings(results):
     """Plain sentences from the numbers: the claims checked, then each set-up against the start."""
     from finpercep_basicsr.hacking.aggregate import verdict
     lines = [f'{verdict(c).capitalize()}: {c["claim"]} ({c["evidence"]}).' for c in results['claims']]
+    # whether the judge's gains mean anything on this generator belongs next to the claims that use them
+    lines += [f'{n[0].upper()}{n[1:]}.' for n in results.get('notes', []) if n.startswith('judge check')]
     for setup, table in results['setups'].items():
         mean = {c: table[c]['mean'] if c in table else float('nan')
                 for c in ('reward_gain', 'judge_gain', 'psnr_change', 'artifact_ratio', 'color_shift')}
@@ -109,5 +111,5 @@ def findings(results):
                      f'{mean["judge_gain"]:+.3f}, PSNR {mean["psnr_change"]:+.2f} dB, artifact index '
                      f'{mean["artifact_ratio"]:.2f}x the start\'s, colour shift {mean["color_shift"]:.3f} '
                      f'(start {results["start"].get("color_shift", float("nan")):.3f}).')
-    lines.append('One seed: the demo shows one draw; scripts/bench_hacking.py with its 3 seeds gives the spread.')
+    lines.append('One seed: the demo shows one draw; scripts/bench_hacking.py with its 5 seeds gives the spread.')
     return lines

@@ -60,6 +60,8 @@ def test_tiny_demo_on_the_shipped_reward_model(tmp_path):
         assert _row_cells(md, setup) == pytest.approx([table[c]['mean'] for c in cols], abs=1e-4)
     assert _row_cells(md, 'start')[0] == pytest.approx(results['start']['psnr'], abs=1e-4)
     assert 'Holds' in md or 'Does not hold' in md
+    findings = md.split('## What the numbers say')[1]
+    assert '- Judge check: it scores GT above the start generator' in findings  # beside the claims it qualifies
     html = (out / 'report.html').read_text()
     assert html.count('data:image/png;base64,') >= 4  # two plots + a judge grid per held-out image
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
