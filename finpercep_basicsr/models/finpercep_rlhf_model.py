@@ -144,13 +144,13 @@ class FinPercepRLHFModel(FinPercepBaseModel):
     def feed_data(self, data):
         self.lq = data['lq'].to(self.device)
         self.gt = data['gt'].to(self.device) if 'gt' in data else None
-        self._ref_out = None  # the reference generator's output for this LQ, when a term needs it
 
     def _reference_output(self):
-        """The frozen reference generator's output for this step's LQ (computed once per step)."""
-        if self._ref_out is None:
+        """The frozen reference generator's output for the current LQ, computed once per LQ tensor."""
+        if getattr(self, '_ref_input', None) is not self.lq:
             with torch.no_grad():
                 self._ref_out = self.net_ref(self.lq, grad_steps=0)
+            self._ref_input = self.lq
         return self._ref_out
 
     def _reward_terms(self, sr, current_iter):
@@ -158,7 +158,8 @@ class FinPercepRLHFModel(FinPercepBaseModel):
         total, terms = 0, {}
         for module, weight in self.curriculum.step(current_iter):
             # a reward with a ceiling relative to the reference (reference_margin) scores the reference too
-            kwargs = {'reference': self._reference_output()} if getattr(module, 'reference_margin', None) is not None else {}
+            capped = getattr(module, 'reference_margin', None) is not None
+            kwargs = {'reference': self._reference_output()} if capped else {}
             loss, t = module(sr, self.gt, return_terms=True, **kwargs)
             total = total + weight * loss
             for name in ('reward', 'score', 'map_peak', 'capped'):

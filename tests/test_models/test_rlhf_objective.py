@@ -80,7 +80,8 @@ def test_a_reference_ceiling_of_zero_margin_holds_the_reward_at_the_start(setup)
     assert abs(after - before) < 1e-6, (before, after)
     runs = {}
     for margin in (None, 100.0):
-        model = build_rlhf_model(tmp_path, data, rms[0], **_reward_only(gen, train__reward_opt__reference_margin=margin))
+        overrides = _reward_only(gen, train__reward_opt__reference_margin=margin)
+        model = build_rlhf_model(tmp_path, data, rms[0], **overrides)
         runs[margin] = _train_on_fixed_batch(model, 1)
     assert runs[100.0][1] > runs[100.0][0] + 1e-3
     assert runs[100.0] == pytest.approx(runs[None], abs=1e-6)
