@@ -23,7 +23,6 @@ Every run is written to ``<out>/options/<setup>_s<seed>.yml`` (``name`` = ``<ben
 from the working folder, so a rerun skips finished runs and resumes a killed one.
 """
 import functools
-import itertools
 import os
 import sys
 
@@ -32,7 +31,7 @@ import yaml
 from finpercep_basicsr.demo.steps import Step
 from finpercep_basicsr.utils.checkpoint import file_sha256
 from finpercep_basicsr.utils.errors import UserInputError
-from finpercep_basicsr.utils.options_io import derive_options
+from finpercep_basicsr.utils.options_io import derive_options, read_header
 
 TOP_KEYS = {'name', 'seeds', 'common', 'setups', 'evaluation', 'claims'}
 SETUP_KEYS = {'opt', 'overrides'}
@@ -155,17 +154,11 @@ def stamp_checkpoints(runs):
     union = {}
     for _, _, path in runs:
         with open(path) as f:
-            text = f.read()
-        opt = yaml.safe_load(text)
+            opt = yaml.safe_load(f)
         inputs = checkpoint_fingerprint(opt)
         union.update(inputs)
         if opt.get(INPUTS_KEY) != inputs:
-            header = ''.join(itertools.takewhile(lambda line: line.startswith('#'), text.splitlines(keepends=True)))
-            opt[INPUTS_KEY] = inputs
-            tmp = path + '.tmp'
-            with open(tmp, 'w') as f:
-                f.write(header + yaml.safe_dump(opt, sort_keys=False))
-            os.replace(tmp, path)
+            derive_options(opt, path, {INPUTS_KEY: inputs}, read_header(path))
     return union
 
 

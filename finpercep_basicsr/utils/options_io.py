@@ -1,4 +1,5 @@
 """Derive option files from templates: load YAML, set dotted keys, write with a header comment."""
+import itertools
 import os
 from copy import deepcopy
 
@@ -49,7 +50,16 @@ def derive_options(template, out_path, overrides, header=''):
     for dotted, value in overrides.items():
         set_dotted(opt, dotted, value)
     os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
-    with open(out_path, 'w') as f:
+    tmp = out_path + '.tmp'  # written beside, then renamed: a killed run never leaves half an option file
+    with open(tmp, 'w') as f:
         f.write(''.join(f'# {line}\n' for line in header.splitlines()))
         yaml.safe_dump(opt, f, sort_keys=False)
+    os.replace(tmp, out_path)
     return opt
+
+
+def read_header(path):
+    """The comment lines at the top of an option file written by ``derive_options``, as its ``header``."""
+    with open(path) as f:
+        lines = itertools.takewhile(lambda line: line.startswith('#'), f.read().splitlines())
+        return '\n'.join(line[2:] if line.startswith('# ') else line[1:] for line in lines)
