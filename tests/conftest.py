@@ -1,19 +1,11 @@
-"""Shared test set-up: the repository root and tests/ on sys.path, CPU-only, quiet threads."""
-import os
-import sys
-
+"""Shared test fixtures (the repository root is on sys.path through pytest.ini's ``pythonpath``)."""
 import pytest
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-for path in (ROOT, os.path.join(ROOT, 'tests')):
-    if path not in sys.path:
-        sys.path.insert(0, path)
 
 
 @pytest.fixture
 def fgr_folder(tmp_path):
     """A tiny FGR folder (4 samples of 32x32) in a temporary directory."""
-    from fgr_fixture import make_fgr_folder
+    from tests.helpers.fgr import make_fgr_folder
     return make_fgr_folder(str(tmp_path / 'fgr'))
 
 

@@ -3,7 +3,7 @@ import os
 
 import pytest
 import torch
-from diffusion_fixture import make_sd_folder, make_seesr_folder
+from tests.helpers.diffusion import make_sd_folder, make_seesr_folder
 
 import finpercep_basicsr  # noqa: F401
 from finpercep_basicsr.archs.osediff_arch import FinPercepOSEDiffGenerator, osediff_lora_targets

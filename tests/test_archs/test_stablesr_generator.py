@@ -4,7 +4,7 @@ import os
 import pytest
 import torch
 import yaml
-from stablesr_fixture import ENCODER_OPT, make_stablesr_sd, write_released_checkpoints
+from tests.helpers.stablesr import ENCODER_OPT, make_stablesr_sd, write_released_checkpoints
 
 import finpercep_basicsr  # noqa: F401
 from finpercep_basicsr.archs.latent_diffusion import vae_decode
@@ -110,7 +110,7 @@ def test_conversion_round_trip_and_unknown_keys(sd, tmp_path):
 
 @pytest.mark.slow
 def test_rlhf_refl_iterations_through_the_model(sd, tmp_path):
-    from rlhf_fixture import make_paired_folder, make_reward_checkpoint, write_rlhf_options
+    from tests.helpers.rlhf import make_paired_folder, make_reward_checkpoint, write_rlhf_options
 
     from finpercep_basicsr.models.finpercep_rlhf_model import FinPercepRLHFModel
     network = {'type': 'FinPercepStableSRGenerator', 'sd_path': sd, 'scale': 4, 'num_steps': 2, 'prompt': 'a photo',

@@ -1,7 +1,7 @@
 """CCL schedule: hand-over iterations and weights, shared networks, option errors, state round trip."""
 import pytest
 import torch
-from rlhf_fixture import TINY_RM, make_reward_checkpoint
+from tests.helpers.rlhf import TINY_RM, make_reward_checkpoint
 
 import finpercep_basicsr  # noqa: F401
 from finpercep_basicsr.curriculum.coevolution import RewardCoEvolution

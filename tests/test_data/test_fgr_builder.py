@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 import yaml
-from opt_fixture import load_script
+from tests.helpers.opt import load_script
 from skimage import data
 
 from finpercep_basicsr.data.finpercep_fgr_dataset import FinPercepFGRDataset

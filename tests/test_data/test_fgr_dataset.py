@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from fgr_fixture import make_fgr_folder
+from tests.helpers.fgr import make_fgr_folder
 
 from finpercep_basicsr.data.finpercep_fgr_dataset import FinPercepFGRDataset
 from finpercep_basicsr.fgr import store

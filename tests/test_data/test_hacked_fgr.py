@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 import pytest
 import yaml
-from opt_fixture import load_script
-from rlhf_fixture import make_generator_checkpoint, make_paired_folder, make_reward_checkpoint, tiny_network_g, \
+from tests.helpers.opt import load_script
+from tests.helpers.rlhf import make_generator_checkpoint, make_paired_folder, make_reward_checkpoint, tiny_network_g, \
     write_rlhf_options
 
 from finpercep_basicsr.fgr.hacked import build_hacked_fgr

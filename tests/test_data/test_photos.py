@@ -6,7 +6,7 @@ import subprocess
 import cv2
 import numpy as np
 import pytest
-from opt_fixture import load_script
+from tests.helpers.opt import load_script
 from skimage import data
 
 from finpercep_basicsr.fgr.photos import (OPENCV_DOC_DATA, PhotoSkipped, crop_starts, cut_crops, gather_photos,

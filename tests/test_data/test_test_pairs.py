@@ -3,7 +3,7 @@ import json
 
 import numpy as np
 import pytest
-from opt_fixture import load_script
+from tests.helpers.opt import load_script
 
 from finpercep_basicsr.fgr.degradation import degrade
 from finpercep_basicsr.fgr.test_pairs import cut_test_pairs

@@ -5,7 +5,7 @@ import pytest
 import torch
 from basicsr.archs.rrdbnet_arch import RRDBNet
 from basicsr.losses import build_loss
-from rlhf_fixture import TINY_RM, make_reward_checkpoint
+from tests.helpers.rlhf import TINY_RM, make_reward_checkpoint
 
 import finpercep_basicsr  # noqa: F401
 from finpercep_basicsr.losses import finpercep_global_iqa_loss as global_iqa

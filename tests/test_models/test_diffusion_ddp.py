@@ -4,9 +4,9 @@ import socket
 
 import pytest
 import torch
-from diffusion_fixture import make_sd_folder
-from opt_fixture import run_module
-from rlhf_fixture import make_paired_folder, make_reward_checkpoint, write_rlhf_options
+from tests.helpers.diffusion import make_sd_folder
+from tests.helpers.opt import run_module
+from tests.helpers.rlhf import make_paired_folder, make_reward_checkpoint, write_rlhf_options
 
 from finpercep_basicsr.models.rl_algorithms import build_rl_algorithm, group_advantages
 from finpercep_basicsr.utils.errors import UserInputError

@@ -2,9 +2,9 @@
 
 import pytest
 import torch
-from diffusion_fixture import make_sd_folder, make_seesr_folder
-from rlhf_fixture import make_paired_folder, make_reward_checkpoint, model_from_option_file, write_rlhf_options
-from stablesr_fixture import ENCODER_OPT, make_stablesr_sd
+from tests.helpers.diffusion import make_sd_folder, make_seesr_folder
+from tests.helpers.rlhf import make_paired_folder, make_reward_checkpoint, model_from_option_file, write_rlhf_options
+from tests.helpers.stablesr import ENCODER_OPT, make_stablesr_sd
 
 import finpercep_basicsr  # noqa: F401
 from finpercep_basicsr.archs.diffusion_memory import configure_policy_memory

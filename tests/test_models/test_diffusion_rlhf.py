@@ -3,8 +3,8 @@ import os
 
 import pytest
 import torch
-from diffusion_fixture import make_sd_folder, make_seesr_folder
-from rlhf_fixture import make_paired_folder, make_reward_checkpoint, model_from_option_file, write_rlhf_options
+from tests.helpers.diffusion import make_sd_folder, make_seesr_folder
+from tests.helpers.rlhf import make_paired_folder, make_reward_checkpoint, model_from_option_file, write_rlhf_options
 
 import finpercep_basicsr  # noqa: F401
 

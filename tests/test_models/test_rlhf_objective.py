@@ -5,7 +5,7 @@ these tests fail: the generator would then lower the reward.
 """
 import pytest
 import torch
-from rlhf_fixture import (build_rlhf_model, make_generator_checkpoint, make_paired_folder, make_reward_checkpoint,
+from tests.helpers.rlhf import (build_rlhf_model, make_generator_checkpoint, make_paired_folder, make_reward_checkpoint,
                           random_batch, tiny_network_g)
 
 import finpercep_basicsr  # noqa: F401

@@ -3,7 +3,7 @@ from copy import deepcopy
 
 import pytest
 import torch
-from rlhf_fixture import build_rlhf_model, make_paired_folder, make_reward_checkpoint, random_batch
+from tests.helpers.rlhf import build_rlhf_model, make_paired_folder, make_reward_checkpoint, random_batch
 
 import finpercep_basicsr  # noqa: F401
 from finpercep_basicsr.utils.checkpoint import CheckpointMismatchError

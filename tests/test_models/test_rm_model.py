@@ -6,7 +6,7 @@ from copy import deepcopy
 import pytest
 import torch
 import yaml
-from opt_fixture import FIXTURES, run_module, write_options
+from tests.helpers.opt import FIXTURES, run_module, write_options
 from torch.utils.data import DataLoader
 
 import finpercep_basicsr  # noqa: F401

@@ -5,7 +5,7 @@ import subprocess
 import sys
 
 import pytest
-from opt_fixture import REPO
+from tests.helpers.opt import REPO
 
 pytestmark = pytest.mark.slow
 

@@ -5,8 +5,8 @@ import os
 import numpy as np
 import pytest
 import yaml
-from opt_fixture import FIXTURES
-from rlhf_fixture import TINY_RM, make_paired_folder, make_reward_checkpoint
+from tests.helpers.opt import FIXTURES
+from tests.helpers.rlhf import TINY_RM, make_paired_folder, make_reward_checkpoint
 
 from finpercep_basicsr.hacking import aggregate, plan, plots
 from finpercep_basicsr.hacking.measure import artifact_index, color_shift, final_reward_options

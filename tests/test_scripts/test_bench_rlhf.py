@@ -1,8 +1,8 @@
 """scripts/bench_rlhf.py prints full and partial fine-tuning side by side for both generators (no timing asserts)."""
 import pytest
 import yaml
-from opt_fixture import load_script
-from rlhf_fixture import TINY_RM
+from tests.helpers.opt import load_script
+from tests.helpers.rlhf import TINY_RM
 
 # the default generators' layouts at a tiny width: the partial patterns select the same layers
 TINY_ARCHS = {

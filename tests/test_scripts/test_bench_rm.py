@@ -1,7 +1,7 @@
 """scripts/bench_rm.py runs end to end on small images and prints one row per model and size (no timing asserts)."""
 import pytest
 import yaml
-from opt_fixture import load_script
+from tests.helpers.opt import load_script
 
 TINY = dict(type='FinPercepRewardNet', encoder='conv', channels=[8, 8, 16, 16], stage=3, decoder_width=8, refine_ch=4,
             mlp_hidden=16)

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from opt_fixture import load_script
+from tests.helpers.opt import load_script
 from skimage import data
 
 from finpercep_basicsr.fgr.ncnn_convert import (TAG_FP16, _load_tagged, ncnn_to_basicsr, ncnn_to_rrdbnet, parity,

@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 import yaml
-from opt_fixture import REPO
+from tests.helpers.opt import REPO
 
 
 def _row_cells(md, label):

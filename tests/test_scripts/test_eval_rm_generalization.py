@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from opt_fixture import load_script
+from tests.helpers.opt import load_script
 from scipy.stats import spearmanr
 
 from finpercep_basicsr.archs.finpercep_rm_arch import FinPercepRewardNet

@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 import yaml
-from rlhf_fixture import TINY_RM, make_paired_folder, make_reward_checkpoint, write_rlhf_options
+from tests.helpers.rlhf import TINY_RM, make_paired_folder, make_reward_checkpoint, write_rlhf_options
 
 import finpercep_basicsr  # noqa: F401
 

@@ -4,9 +4,9 @@ import os
 import pytest
 import torch
 import yaml
-from diffusion_fixture import make_sd_folder, make_seesr_folder
-from opt_fixture import load_script
-from stablesr_fixture import ENCODER_OPT, make_stablesr_sd
+from tests.helpers.diffusion import make_sd_folder, make_seesr_folder
+from tests.helpers.opt import load_script
+from tests.helpers.stablesr import ENCODER_OPT, make_stablesr_sd
 
 import finpercep_basicsr  # noqa: F401
 from finpercep_basicsr.archs.generator_policy import build_policy

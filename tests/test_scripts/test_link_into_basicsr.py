@@ -7,7 +7,7 @@ import sys
 import basicsr
 import pytest
 import torch
-from opt_fixture import REPO, write_options
+from tests.helpers.opt import REPO, write_options
 
 sys.path.insert(0, os.path.join(REPO, 'scripts'))
 from link_into_basicsr import drop_in_files, link_into  # noqa: E402

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from opt_fixture import REPO
+from tests.helpers.opt import REPO
 from skimage import data as skdata
 
 from finpercep_basicsr.score import load_reward_net
@@ -74,7 +74,7 @@ def test_a_checkpoint_of_another_architecture_exits_2(tmp_path, monkeypatch, cap
 
 
 def test_export_keeps_the_ema_weights_checked_against_the_option_file(tmp_path, capsys):
-    from opt_fixture import load_script
+    from tests.helpers.opt import load_script
 
     from finpercep_basicsr.archs.finpercep_rm_arch import FinPercepRewardNet
     tiny = dict(encoder='conv', channels=[8, 8, 16, 16], stage=3, decoder_width=8, refine_ch=4, mlp_hidden=16)
@@ -98,7 +98,7 @@ def test_export_keeps_the_ema_weights_checked_against_the_option_file(tmp_path, 
 
 
 def test_half_export_stores_float16_and_scores_like_the_fp32_weights(tmp_path):
-    from opt_fixture import load_script
+    from tests.helpers.opt import load_script
 
     from finpercep_basicsr.archs.finpercep_rm_arch import FinPercepRewardNet
     tiny = dict(encoder='conv', channels=[8, 8, 16, 16], stage=3, decoder_width=8, refine_ch=4, mlp_hidden=16)

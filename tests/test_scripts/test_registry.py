@@ -4,7 +4,7 @@ import subprocess
 import sys
 
 from basicsr.utils.registry import ARCH_REGISTRY, DATASET_REGISTRY, LOSS_REGISTRY, METRIC_REGISTRY, MODEL_REGISTRY
-from opt_fixture import REPO
+from tests.helpers.opt import REPO
 
 import finpercep_basicsr  # noqa: F401
 

@@ -5,7 +5,7 @@ import socket
 
 import pytest
 import torch
-from opt_fixture import run_module, write_options
+from tests.helpers.opt import run_module, write_options
 
 from finpercep_basicsr.train import main as train_main
 
@@ -111,7 +111,7 @@ def test_missing_pretrained_checkpoint_is_named(tmp_path, fgr_folder, capsys, mo
     ({'train__optim_g__type': 'Adamm'}, "train.optim_g.type: 'Adamm' is not one of BasicSR's optimizers"),
 ])
 def test_unknown_nested_type_is_one_line_with_close_matches(tmp_path, capsys, override, message):
-    from rlhf_fixture import make_paired_folder, make_reward_checkpoint, write_rlhf_options
+    from tests.helpers.rlhf import make_paired_folder, make_reward_checkpoint, write_rlhf_options
     data = make_paired_folder(tmp_path / 'data')
     opt = write_rlhf_options(tmp_path / 'opt.yml', data, make_reward_checkpoint(tmp_path / 'rm.pth'), **override)
     assert train_main(['-opt', opt]) == 2
@@ -121,7 +121,7 @@ def test_unknown_nested_type_is_one_line_with_close_matches(tmp_path, capsys, ov
 
 @pytest.mark.slow
 def test_unknown_nested_type_exits_2_from_the_command_line(tmp_path):
-    from rlhf_fixture import make_paired_folder, make_reward_checkpoint, write_rlhf_options
+    from tests.helpers.rlhf import make_paired_folder, make_reward_checkpoint, write_rlhf_options
     data = make_paired_folder(tmp_path / 'data')
     opt = write_rlhf_options(tmp_path / 'opt.yml', data, make_reward_checkpoint(tmp_path / 'rm.pth'),
                              train__scheduler__type='CosineAnnealing')
@@ -131,7 +131,7 @@ def test_unknown_nested_type_exits_2_from_the_command_line(tmp_path):
 
 
 def test_trainable_pattern_matching_nothing_exits_2(tmp_path, capsys, monkeypatch):
-    from rlhf_fixture import make_paired_folder, make_reward_checkpoint, write_rlhf_options
+    from tests.helpers.rlhf import make_paired_folder, make_reward_checkpoint, write_rlhf_options
     monkeypatch.chdir(tmp_path)
     data = make_paired_folder(tmp_path / 'data')
     opt = write_rlhf_options(tmp_path / 'opt.yml', data, make_reward_checkpoint(tmp_path / 'rm.pth'),

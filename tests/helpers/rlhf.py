@@ -4,7 +4,7 @@ import os
 import cv2
 import numpy as np
 import torch
-from opt_fixture import FIXTURES, write_options
+from tests.helpers.opt import FIXTURES, write_options
 
 from finpercep_basicsr.utils.image_io import write_rgb8
 

@@ -7,7 +7,7 @@ import sys
 from finpercep_basicsr.utils.options_io import derive_options
 
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'fixtures')
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def write_options(path, fixture='train_rm_tiny.yml', dataroot=None, **overrides):

@@ -9,7 +9,7 @@ the round trip checks the exporter's names against diffusers'.
 import os
 
 import torch
-from diffusion_fixture import make_sd_folder
+from tests.helpers.diffusion import make_sd_folder
 
 from finpercep_basicsr.archs.stablesr_export import released_state_dicts
 
