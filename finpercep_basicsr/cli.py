@@ -24,7 +24,8 @@ def run_pipeline(pipeline, is_train, argv=None):
     """
     argv = sys.argv[1:] if argv is None else list(argv)
     sys.argv = [sys.argv[0]] + argv  # BasicSR's parse_options reads sys.argv
-    import finpercep_basicsr  # noqa: F401  (registers every component)
+    # every component into BasicSR's registries before its pipeline reads the option file
+    from finpercep_basicsr import archs, data, losses, metrics, models  # noqa: F401
     from finpercep_basicsr.utils import basicsr_compat
     from finpercep_basicsr.utils.errors import EXIT_BAD_INPUT, UserInputError, exit_code_for_user_errors
     from finpercep_basicsr.utils.option_check import check_options

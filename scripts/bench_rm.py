@@ -59,7 +59,7 @@ def reward_net_from_options(path):
 
     from basicsr.utils.registry import ARCH_REGISTRY
 
-    import finpercep_basicsr  # noqa: F401  (registers the arch)
+    import finpercep_basicsr.archs  # noqa: F401  (registers the arch)
     from finpercep_basicsr.utils.errors import UserInputError
     from finpercep_basicsr.utils.option_check import load_option_file
     network = deepcopy(load_option_file(path).get('network_reward') or {})

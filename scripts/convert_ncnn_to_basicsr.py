@@ -44,7 +44,7 @@ def check_parity(out_path, ncnn_net, arch):
     import numpy as np
     from skimage import data
 
-    from finpercep_basicsr.fgr.ncnn_convert import parity
+    from finpercep_basicsr.convert.ncnn_convert import parity
     from finpercep_basicsr.utils.checkpoint import load_checkpoint
     crop = data.astronaut()[100:132, 200:232].astype(np.float32) / 255.0
     state = load_checkpoint(out_path, 'converted checkpoint')['params_ema']
@@ -53,8 +53,8 @@ def check_parity(out_path, ncnn_net, arch):
 
 def main(argv=None):
     args = parse_args(argv)
-    from finpercep_basicsr.fgr.ncnn_convert import convert_ncnn_checkpoint, default_out_path
-    from finpercep_basicsr.fgr.ncnn_models import NcnnNet, packaged_ncnn_model
+    from finpercep_basicsr.convert.ncnn_convert import convert_ncnn_checkpoint, default_out_path
+    from finpercep_basicsr.fgr.sources.ncnn_models import NcnnNet, packaged_ncnn_model
     from finpercep_basicsr.utils.errors import UserInputError, exit_code_for_user_errors
 
     def run():

@@ -7,7 +7,7 @@ Usage:
 
 Then set ``network_g.stablesr_path: weights/stablesr_diffusers`` (``sd_path`` stays the SD base for
 the text encoder, tokenizer and scheduler). Checkpoints are read with ``weights_only=True`` (or as
-safetensors); the key table and what is ignored are in ``finpercep_basicsr/archs/stablesr_convert.py``.
+safetensors); the key table and what is ignored are in ``finpercep_basicsr/convert/stablesr_convert.py``.
 Prints the inferred encoder/SPADE/CFW sizes as JSON; exit 2 with the list of keys on a mismatch.
 """
 import argparse
@@ -27,7 +27,7 @@ def main(argv=None):
     parser.add_argument('--num-heads', type=int, default=4, help='attention heads of the time-aware encoder')
     parser.add_argument('--norm-groups', type=int, default=32, help='GroupNorm groups of the StableSR modules')
     args = parser.parse_args(argv)
-    from finpercep_basicsr.archs.stablesr_convert import convert_stablesr
+    from finpercep_basicsr.convert.stablesr_convert import convert_stablesr
     from finpercep_basicsr.utils.errors import exit_code_for_user_errors
 
     def run():

@@ -5,7 +5,7 @@
 
 Prints per family: map pixel AUC, triplet accuracy and SRCC of the reward model, a constant map, the
 Laplacian-energy detector and the blur detector, and whether the model beats the best of them; see
-``finpercep_basicsr.rm_generalization_report`` for all options and the JSON layout.
+``finpercep_basicsr.evaluation.rm_generalization_report`` for all options and the JSON layout.
 """
 import os
 import sys
@@ -14,7 +14,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def main(argv=None):
-    from finpercep_basicsr.rm_generalization_report import main as evaluate
+    from finpercep_basicsr.evaluation.rm_generalization_report import main as evaluate
     return evaluate(argv)
 
 

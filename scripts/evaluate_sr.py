@@ -7,7 +7,7 @@ global FinPercep-RM score and the PDM artifact rate, per image and on average, s
         --reward-opt options/test/reward_eval.yml --out results/eval
 
 Writes OUT/results.json (every value) and OUT/results.md (the table). See
-``finpercep_basicsr.sr_evaluation`` for the run specs.
+``finpercep_basicsr.evaluation.sr_evaluation`` for the run specs.
 """
 import os
 import sys
@@ -18,7 +18,7 @@ from finpercep_basicsr.utils.errors import exit_code_for_user_errors  # noqa: E4
 
 
 def main(argv=None):
-    from finpercep_basicsr.sr_evaluation import main as evaluate
+    from finpercep_basicsr.evaluation.sr_evaluation import main as evaluate
     return exit_code_for_user_errors(evaluate, argv)
 
 

@@ -126,7 +126,7 @@ def _extras(policy):
 
 
 def export_stablesr_ckpt(policy, out):
-    from finpercep_basicsr.archs.stablesr_export import save_released
+    from finpercep_basicsr.convert.stablesr_export import save_released
     _check_type(policy, 'stablesr_ckpt', 'FinPercepStableSRGenerator')
     os.makedirs(out, exist_ok=True)
     paths = [os.path.join(out, 'stablesr.ckpt'), os.path.join(out, 'vqgan_cfw.ckpt')]

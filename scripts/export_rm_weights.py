@@ -22,7 +22,7 @@ def export(ckpt, opt, out, param_key='params_ema', half=False):
 
     from basicsr.utils.registry import ARCH_REGISTRY
 
-    import finpercep_basicsr  # noqa: F401  (registers the arch)
+    import finpercep_basicsr.archs  # noqa: F401  (registers the arch)
     from finpercep_basicsr.utils.checkpoint import atomic_torch_save, file_sha256, load_state_dict_into
     from finpercep_basicsr.utils.option_check import load_option_file
     network = deepcopy(load_option_file(opt)['network_reward'])

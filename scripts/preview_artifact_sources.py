@@ -59,15 +59,15 @@ def variants(cls):
 
 def main(argv=None):
     args = parse_args(argv)
-    from finpercep_basicsr.fgr.artifact_sources import ARTIFACT_BUILDERS
     from finpercep_basicsr.fgr.contact_sheet import _caption
-    from finpercep_basicsr.fgr.sr_sources import build_sr_source
+    from finpercep_basicsr.fgr.sources import SR_SOURCE_TYPES, build_sr_source
+    from finpercep_basicsr.fgr.sources.artifact_sources import artifact_types
     from finpercep_basicsr.utils.errors import UserInputError, exit_code_for_user_errors
 
     def run():
         if args.size % 4 or args.size < 32:
             raise UserInputError(f'--size must be a multiple of 4 and >= 32, got {args.size}')
-        types = args.types or list(ARTIFACT_BUILDERS)
+        types = args.types or artifact_types()
         gt = astronaut_crop(args.size)
         lq = cv2.resize(gt, (args.size // 4, args.size // 4), interpolation=cv2.INTER_AREA)
         base = build_sr_source({'type': args.base})(lq)  # every type defaults to x4
@@ -75,10 +75,10 @@ def main(argv=None):
         print(f'base {args.base}: lap {laplacian_energy(base) / ref:.2f}x GT')
         rows = []
         for kind in types:
-            if kind not in ARTIFACT_BUILDERS:
+            if kind not in artifact_types():
                 raise UserInputError(f'--types: unknown artifact type {kind!r}; '
-                                     f'choose from {", ".join(ARTIFACT_BUILDERS)}')
-            for extra in variants(ARTIFACT_BUILDERS[kind][0]):
+                                     f'choose from {", ".join(artifact_types())}')
+            for extra in variants(SR_SOURCE_TYPES[kind][0]):
                 label = kind + ''.join(f' {v[0]}' for v in extra.values())
                 cells, notes = [gt, base], []
                 for strength in (args.low, args.high):

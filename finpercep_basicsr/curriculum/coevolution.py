@@ -33,7 +33,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from basicsr.utils import get_root_logger
 
-from finpercep_basicsr.curriculum.schedule import deep_merge
+from finpercep_basicsr.utils.options_io import deep_merge
 from finpercep_basicsr.fgr.labels import LabelMaker, normalize_distance
 from finpercep_basicsr.utils.errors import UserInputError
 

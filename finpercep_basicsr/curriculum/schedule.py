@@ -32,19 +32,9 @@ from basicsr.losses import build_loss
 from basicsr.utils import get_root_logger
 
 from finpercep_basicsr.utils.errors import UserInputError
+from finpercep_basicsr.utils.options_io import deep_merge
 
 WEIGHT_KEYS = ('lambda_score', 'lambda_map')
-
-
-def deep_merge(base, override):
-    """``base`` updated by ``override``, recursing into nested dicts (neither input is modified)."""
-    out = deepcopy(base)
-    for key, value in (override or {}).items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = deep_merge(out[key], value)
-        else:
-            out[key] = deepcopy(value)
-    return out
 
 
 def parse_stages(train_opt):

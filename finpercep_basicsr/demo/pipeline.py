@@ -17,9 +17,8 @@ import json
 import os
 import sys
 
-import numpy as np
 
-from finpercep_basicsr.demo.steps import Step
+from finpercep_basicsr.utils.steps import Step
 from finpercep_basicsr.utils.errors import UserInputError
 from finpercep_basicsr.utils.options_io import derive_options
 
@@ -236,9 +235,3 @@ def write_commands(out, steps):
 def heldout_names(out):
     with open(os.path.join(out, 'datasets', 'split.json')) as f:
         return [os.path.splitext(n)[0] for n in json.load(f)['heldout']]
-
-
-def lr_preview(lq, size):
-    """Nearest-neighbour enlargement of an LR image to ``size`` (what the network was given)."""
-    reps = max(1, size // lq.shape[0])
-    return np.kron(lq, np.ones((reps, reps, 1), np.float32))

@@ -14,8 +14,9 @@ import os
 import sys
 import time
 
-from finpercep_basicsr.demo import pipeline, report, shipped
-from finpercep_basicsr.demo.steps import StepFailed, run_steps
+from finpercep_basicsr.demo import pipeline, shipped
+from finpercep_basicsr.evaluation import report
+from finpercep_basicsr.utils.steps import StepFailed, run_steps
 from finpercep_basicsr.utils.errors import UserInputError
 from finpercep_basicsr.utils.image_io import read_image
 
@@ -38,7 +39,7 @@ def parse_args(argv=None):
 
 def make_grids(out, files, num):
     """One PNG per held-out image: LR | start | global-only | FinPercep+CCL | GT, with PDM overlays."""
-    from finpercep_basicsr.sr_evaluation import load_reward
+    from finpercep_basicsr.evaluation.sr_evaluation import load_reward
     cwd = os.getcwd()
     os.chdir(out)  # the reward options use paths relative to the demo folder, like every step
     try:
@@ -51,7 +52,7 @@ def make_grids(out, files, num):
         lq = read_image(os.path.join(out, 'datasets', 'test', 'lq', f'{name}.png'))
         outputs = [read_image(os.path.join(out, 'eval', run, f'{name}.png')) for run in GRID_RUNS]
         h, w = outputs[0].shape[:2]
-        images = [pipeline.lr_preview(lq, h)[:h, :w]] + outputs + [gt[:h, :w]]
+        images = [report.lr_preview(lq, h)[:h, :w]] + outputs + [gt[:h, :w]]
         titles = ['LR input', 'start', 'global-only', 'FinPercep+CCL', 'GT']
         columns = report.pdm_columns(titles, images, net)
         path = os.path.join(out, 'report_files', f'grid_{name}.png')

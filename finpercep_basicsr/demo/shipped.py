@@ -10,7 +10,7 @@ import sys
 
 import yaml
 
-from finpercep_basicsr.demo.steps import Step
+from finpercep_basicsr.utils.steps import Step
 from finpercep_basicsr.utils.options_io import derive_options
 
 BENCH = os.path.join('options', 'bench', 'hacking_realesrgan.yml')
@@ -73,15 +73,14 @@ def build_steps(files):
 
 def bench_table(results):
     """The report table of a bench results.json: one row per set-up and the start, means."""
-    from finpercep_basicsr.demo.report import _fmt
-    from finpercep_basicsr.hacking.aggregate import NEUTRAL
-    from finpercep_basicsr.hacking.measure import lower_is_better
+    from finpercep_basicsr.evaluation.report import fmt_value
+    from finpercep_basicsr.metrics.directions import NEUTRAL, lower_is_better
     cols = [c for c in ('psnr', 'ssim', 'fsim', 'gmsd', 'piqe', 'judge_score', 'judge_pdm_rate', 'artifact_index',
                         'color_shift', 'own_reward', 'reward_gain') if c in next(iter(results['setups'].values()))]
-    lower = {c for c in cols if lower_is_better(c, {})}
+    lower = {c for c in cols if lower_is_better(c)}
     header = ['run'] + [c if c in NEUTRAL else f'{c} {"↓" if c in lower else "↑"}' for c in cols]
-    rows = [['start'] + [_fmt(results['start'][c]) if c in results['start'] else '-' for c in cols]]
-    rows += [[setup] + [_fmt(table[c]['mean']) for c in cols] for setup, table in results['setups'].items()]
+    rows = [['start'] + [fmt_value(results['start'][c]) if c in results['start'] else '-' for c in cols]]
+    rows += [[setup] + [fmt_value(table[c]['mean']) for c in cols] for setup, table in results['setups'].items()]
     best = {}
     for i, c in enumerate(cols, 1):
         if c in NEUTRAL or c == 'reward_gain':
@@ -100,8 +99,8 @@ def bench_table(results):
 
 def findings(results):
     """Plain sentences from the numbers: the claims checked, then each set-up against the start."""
-    from finpercep_basicsr.hacking.aggregate import verdict
-    lines = [f'{verdict(c).capitalize()}: {c["claim"]} ({c["evidence"]}).' for c in results['claims']]
+    from finpercep_basicsr.evaluation.report import claim_verdict
+    lines = [f'{claim_verdict(c).capitalize()}: {c["claim"]} ({c["evidence"]}).' for c in results['claims']]
     # whether the judge's gains mean anything on this generator belongs next to the claims that use them
     lines += [f'{n[0].upper()}{n[1:]}.' for n in results.get('notes', []) if n.startswith('judge check')]
     for setup, table in results['setups'].items():

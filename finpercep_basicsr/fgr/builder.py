@@ -105,7 +105,7 @@ class CropWorker:
 
     def __init__(self, opt, photos):
         from finpercep_basicsr.fgr.degradation import DegradationMix
-        from finpercep_basicsr.fgr.sr_sources import build_sr_source
+        from finpercep_basicsr.fgr.sources import build_sr_source
         self.opt, self.plan = opt, BuildPlan(opt, photos)
         self.root = opt['dataroot']
         self.labels = LabelMaker(opt.get('labels'))

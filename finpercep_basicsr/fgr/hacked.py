@@ -38,9 +38,8 @@ from copy import deepcopy
 
 import yaml
 
-from finpercep_basicsr.curriculum.schedule import deep_merge
 from finpercep_basicsr.utils.errors import UserInputError
-from finpercep_basicsr.utils.options_io import derive_options
+from finpercep_basicsr.utils.options_io import deep_merge, derive_options
 
 RUN_KEYS = {'name', 'opt', 'overrides', 'checkpoints', 'param_key', 'include_start'}
 

@@ -13,6 +13,8 @@ one seed).
 """
 import numpy as np
 
+from finpercep_basicsr.metrics.directions import NEUTRAL
+
 DERIVED = ('own_reward', 'reward_gain', 'judge_gain', 'psnr_change', 'artifact_ratio')
 # the thresholds of the claims (issue text; the paper's protected run stays within 0.3 dB)
 HACK_PSNR_DROP = 1.0
@@ -130,9 +132,6 @@ def map_claim(table, protected, score_only):
 
 # no better direction: GT's detail = 1; rewards differ; how often the judge ranks GT above an output is a
 # property of the judge (read on the start generator), not of the run
-NEUTRAL = ('artifact_index', 'artifact_ratio', 'own_reward', 'judge_prefers_gt')
-
-
 def markdown(table, columns, lower_better=()):
     """One row per set-up, ``mean ± std`` per column (arrow: the better direction, none when neither)."""
     arrow = lambda c: '' if c in NEUTRAL else ' ↓' if c in lower_better else ' ↑'  # noqa: E731
@@ -142,8 +141,3 @@ def markdown(table, columns, lower_better=()):
         cells = [f'{cols[c]["mean"]:.4f} ± {cols[c]["std"]:.4f}' if c in cols else '-' for c in columns]
         lines.append(f'| {setup} (n={next(iter(cols.values()))["n"]}) | ' + ' | '.join(cells) + ' |')
     return '\n'.join(lines)
-
-
-def verdict(claim):
-    """'holds' / 'does NOT hold' / 'not tested' of a checked claim."""
-    return {True: 'holds', False: 'does NOT hold', None: 'not tested'}[claim['holds']]

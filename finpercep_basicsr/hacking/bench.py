@@ -17,9 +17,11 @@ import os
 import sys
 import threading
 
-from finpercep_basicsr.demo.steps import StepFailed, run_steps
+from finpercep_basicsr.utils.steps import StepFailed, run_steps
+from finpercep_basicsr.evaluation.report import claim_verdict
 from finpercep_basicsr.hacking import aggregate, plan, plots
-from finpercep_basicsr.hacking.measure import HackingScorers, final_reward_options, lower_is_better, measure_generator
+from finpercep_basicsr.hacking.measure import HackingScorers, final_reward_options, measure_generator
+from finpercep_basicsr.metrics.directions import lower_is_better
 from finpercep_basicsr.utils.checkpoint import atomic_write_json
 from finpercep_basicsr.utils.errors import UserInputError
 from finpercep_basicsr.utils.option_check import load_option_file
@@ -65,7 +67,7 @@ def train_all(runs, out, jobs=1):
 
 def load_judge(judge_opt, device='cpu'):
     """The judge's network from its RM option file (None when the bench has no judge)."""
-    from finpercep_basicsr.score import load_reward_net
+    from finpercep_basicsr.evaluation.score import load_reward_net
     if not judge_opt:
         return None
     try:
@@ -97,7 +99,7 @@ def drop_stale_measurements(folder, inputs):
 def measure_all(opt, runs, out):
     """Per-run summaries [{'setup', 'seed', 'run', 'summary'}], the start's means, notes, pairs, column
     directions, and the judge network (reused for the grids)."""
-    from finpercep_basicsr.sr_evaluation import build_metrics, pair_folders
+    from finpercep_basicsr.evaluation.sr_evaluation import build_metrics, pair_folders
 
     ev = opt['evaluation']
     pairs = pair_folders(ev['lq'], ev['gt'])[:ev['max_images'] or None]
@@ -134,7 +136,7 @@ def judge_check_note(prefers_gt, images):
 
 def reward_curves(opt, runs):
     """{setup: [(steps, values) per seed]} of the training tag ``reward`` from TensorBoard."""
-    from finpercep_basicsr.demo.report import tb_scalars
+    from finpercep_basicsr.evaluation.report import tb_scalars
     curves = {}
     for setup, seed, path in runs:
         scalars = tb_scalars(os.path.join('tb_logger', os.path.basename(plan.experiment_dir(path))))
@@ -187,7 +189,7 @@ def run_bench(opt_path, out, seeds=None, setups=None, jobs=1, rewrite=False, gri
     md = [f'# Hacking benchmark {opt["name"]}: {len(opt["seeds"])} seed(s), {len(pairs)} held-out images', '',
           aggregate.markdown(table, columns, lower), '', 'start: ' + ', '.join(
               f'{c} {v:.4f}' for c, v in start_mean.items()), '', '## Claims', '']
-    md += [f'- {aggregate.verdict(c)}: {c["claim"]} ({c["evidence"]})' for c in claims]
+    md += [f'- {claim_verdict(c)}: {c["claim"]} ({c["evidence"]})' for c in claims]
     md += [f'- {n}' for n in notes]
     with open(os.path.join(out, 'results.md'), 'w') as f:
         f.write('\n'.join(md) + '\n')
@@ -196,8 +198,7 @@ def run_bench(opt_path, out, seeds=None, setups=None, jobs=1, rewrite=False, gri
 
 def image_grids(out, pairs, setups, num, judge=None):
     """LR | start | each listed set-up | GT, each with the judge's PDM overlay below (red = degraded)."""
-    from finpercep_basicsr.demo.pipeline import lr_preview
-    from finpercep_basicsr.demo.report import image_grid, pdm_columns
+    from finpercep_basicsr.evaluation.report import image_grid, lr_preview, pdm_columns
     from finpercep_basicsr.utils.image_io import read_image
 
     grids = []

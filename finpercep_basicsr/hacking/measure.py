@@ -45,7 +45,7 @@ class RewardBank:
     def get(self, reward_opt):
         from basicsr.losses import build_loss
 
-        import finpercep_basicsr  # noqa: F401  (registers the losses)
+        import finpercep_basicsr.losses  # noqa: F401  (registers the losses)
         key = json.dumps(reward_opt, sort_keys=True, default=str)
         if key not in self._losses:
             opt = dict(deepcopy(reward_opt), reduction='none', loss_weight=1.0)
@@ -117,13 +117,6 @@ class HackingScorers:
         return row
 
 
-def lower_is_better(name, metrics):
-    """Direction of a benchmark column: pyiqa's flag for metrics, fixed for the rest."""
-    if name in metrics:
-        return metrics[name][1]
-    return name in ('judge_pdm_rate', 'color_shift', 'gmsd', 'piqe', 'niqe', 'brisque')
-
-
 def measure_generator(spec, pairs, metrics, scorers, param_key='params_ema', save_dir=None, desc='', cache=None,
                       required=None):
     """Per-image rows of one generator; cached in ``cache`` (a JSON file) so a rerun skips it.
@@ -137,7 +130,7 @@ def measure_generator(spec, pairs, metrics, scorers, param_key='params_ema', sav
         metrics (dict): pyiqa full-reference metrics (``build_metrics``).
         scorers (HackingScorers): The extra scores.
     """
-    from finpercep_basicsr.sr_evaluation import evaluate_run, load_generator
+    from finpercep_basicsr.evaluation.sr_evaluation import evaluate_run, load_generator
 
     required = set(metrics) | scorers.columns() if required is None else set(required)
     if cache and os.path.isfile(cache):

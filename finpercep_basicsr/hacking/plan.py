@@ -28,7 +28,7 @@ import sys
 
 import yaml
 
-from finpercep_basicsr.demo.steps import Step
+from finpercep_basicsr.utils.steps import Step
 from finpercep_basicsr.utils.checkpoint import file_sha256
 from finpercep_basicsr.utils.errors import UserInputError
 from finpercep_basicsr.utils.options_io import derive_options, read_header

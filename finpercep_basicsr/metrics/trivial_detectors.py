@@ -1,7 +1,7 @@
 """Trivial artifact detectors: the floor a reward model's map and score must clear.
 
 Each detector maps RGB float images (H, W, 3) in [0, 1] to ``(score, map)`` pairs, the same shape
-of answer ``finpercep_basicsr.score.score_images`` gives for a reward network (higher score = better
+of answer ``finpercep_basicsr.evaluation.score.score_images`` gives for a reward network (higher score = better
 quality, higher map value = more degraded), so one evaluation loop runs all of them.
 
 - ``constant``: map 0 and score 0 everywhere (pixel AUC 0.5, no ordering at all);

@@ -8,6 +8,17 @@ import yaml
 from finpercep_basicsr.utils.errors import UserInputError
 
 
+def deep_merge(base, override):
+    """``base`` updated by ``override``, recursing into nested dicts (neither input is modified)."""
+    out = deepcopy(base)
+    for key, value in (override or {}).items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = deepcopy(value)
+    return out
+
+
 def set_dotted(opt, dotted, value):
     """Set ``opt['a']['b']['c'] = value`` for ``dotted='a.b.c'``, creating missing mappings.
 

@@ -11,7 +11,7 @@ import os
 import torch
 from tests.helpers.diffusion import make_sd_folder
 
-from finpercep_basicsr.archs.stablesr_export import released_state_dicts
+from finpercep_basicsr.convert.stablesr_export import released_state_dicts
 
 # tiny encoder/SPADE/CFW sizes (StableSR: model_channels 256, out_channels 256, hidden 128, ...)
 ENCODER_OPT = {'model_channels': 8, 'channel_mult': [1, 2], 'num_res_blocks': 1, 'attention_levels': [1],

@@ -101,7 +101,7 @@ def test_conversion_round_trip_and_unknown_keys(sd, tmp_path):
     state['state_dict']['extra_head.weight'] = torch.zeros(1)
     torch.save(state, tmp_path / 'bad.ckpt')
     with pytest.raises(UserInputError, match=r'input_blocks\.99.*extra_head'):
-        from finpercep_basicsr.archs.stablesr_convert import convert_stablesr
+        from finpercep_basicsr.convert.stablesr_convert import convert_stablesr
         convert_stablesr(str(tmp_path / 'bad.ckpt'), cfw, sd, str(tmp_path / 'bad'))
     assert main(['--ckpt', str(tmp_path / 'missing.ckpt'), *args[2:]]) == 2
     with pytest.raises(UserInputError, match='stablesr.safetensors'):

@@ -5,7 +5,8 @@ from tests.helpers.rlhf import TINY_RM, make_reward_checkpoint
 
 import finpercep_basicsr  # noqa: F401
 from finpercep_basicsr.curriculum.coevolution import RewardCoEvolution
-from finpercep_basicsr.curriculum.schedule import RewardCurriculum, deep_merge, parse_stages
+from finpercep_basicsr.curriculum.schedule import RewardCurriculum, parse_stages
+from finpercep_basicsr.utils.options_io import deep_merge
 from finpercep_basicsr.utils.errors import UserInputError
 
 CPU = torch.device('cpu')

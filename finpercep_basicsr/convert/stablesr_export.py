@@ -17,7 +17,7 @@ LDM), ``conv_shortcut`` -> ``nin_shortcut``, mid attention 1x1 convs.
 """
 import re
 
-from finpercep_basicsr.archs.stablesr_convert import spade_table
+from finpercep_basicsr.convert.stablesr_convert import spade_table
 
 RES = {'norm1': 'in_layers.0', 'conv1': 'in_layers.2', 'time_emb_proj': 'emb_layers.1', 'norm2': 'out_layers.0',
        'conv2': 'out_layers.3', 'conv_shortcut': 'skip_connection'}

@@ -69,7 +69,7 @@ def test_pdm_rate_follows_the_threshold(runs):
 
 
 def test_tiled_inference_matches_whole_image(runs):
-    from finpercep_basicsr.sr_evaluation import load_generator, super_resolve
+    from finpercep_basicsr.evaluation.sr_evaluation import load_generator, super_resolve
     *_, opt_path, _ = runs
     policy, scale = load_generator(str(runs[3]), opt_path)
     torch.manual_seed(0)

@@ -8,6 +8,7 @@ import yaml
 from tests.helpers.opt import FIXTURES
 from tests.helpers.rlhf import TINY_RM, make_paired_folder, make_reward_checkpoint
 
+from finpercep_basicsr.evaluation.report import claim_verdict
 from finpercep_basicsr.hacking import aggregate, plan, plots
 from finpercep_basicsr.hacking.measure import artifact_index, color_shift, final_reward_options
 from finpercep_basicsr.utils.errors import UserInputError
@@ -45,7 +46,7 @@ def test_claims_follow_the_numbers():
     assert [c['holds'] for c in claims] == [True, True, True]
     one_seed = aggregate.aggregate([hacked[0], safe[0]])
     stability = aggregate.check_claims(one_seed, {'protected': 'c', 'unstable': 'g'}, {'g': 0.0, 'c': 0.0})[-1]
-    assert stability['holds'] is None and aggregate.verdict(stability) == 'not tested'
+    assert stability['holds'] is None and claim_verdict(stability) == 'not tested'
     bad = [_run('c', s, 21.5, 0.8, judge=0.3, art=2.2) for s in range(2)]  # -0.5 dB: not protected
     claims = aggregate.check_claims(aggregate.aggregate(bad), {'protected': 'c'})
     assert claims[0]['holds'] is False and '-0.50 dB' in claims[0]['evidence']

@@ -1,7 +1,7 @@
 """Score images with a trained FinPercep-RM: global scores (CSV + JSON) and PDM heatmap overlays (PNG).
 
-    python -m finpercep_basicsr.score --opt options/train/FinPercepRM/stage3.yml photos/ --out scored/
-    python -m finpercep_basicsr.score --ckpt net_reward_best_map_auc.pth --network-yml net.yml a.png b.jpg --out scored/
+    python -m finpercep_basicsr.evaluation.score --opt options/train/FinPercepRM/stage3.yml photos/ --out scored/
+    python -m finpercep_basicsr.evaluation.score --ckpt net_reward_best_map_auc.pth --network-yml net.yml a.png b.jpg --out scored/
 
 ``--opt`` takes ``network_reward`` (and, without ``--ckpt``, ``path.pretrain_network_reward``) from an
 option file; ``--network-yml`` is a YAML file holding ``network_reward`` or the network options.
@@ -39,7 +39,7 @@ def load_reward_net(opt=None, ckpt=None, network_yml=None, param_key=None, devic
     import yaml
     from basicsr.utils.registry import ARCH_REGISTRY
 
-    import finpercep_basicsr  # noqa: F401  (registers the arch)
+    import finpercep_basicsr.archs  # noqa: F401  (registers the arch)
     from finpercep_basicsr.utils.checkpoint import load_state_dict_into
     from finpercep_basicsr.utils.option_check import load_option_file
     network = None
@@ -206,7 +206,7 @@ def run(args):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog='python -m finpercep_basicsr.score', description=__doc__.split('\n')[0])
+    parser = argparse.ArgumentParser(prog='python -m finpercep_basicsr.evaluation.score', description=__doc__.split('\n')[0])
     parser.add_argument('inputs', nargs='+', help='image files and/or folders')
     parser.add_argument('--opt', help='option file with network_reward (and path.pretrain_network_reward)')
     parser.add_argument('--ckpt', help='reward checkpoint (net_reward_*.pth)')

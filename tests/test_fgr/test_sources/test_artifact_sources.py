@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from skimage import data
 
-from finpercep_basicsr.fgr.artifact_sources import ARTIFACT_BUILDERS
-from finpercep_basicsr.fgr.sr_sources import build_sr_source
+from finpercep_basicsr.fgr.sources import build_sr_source
+from finpercep_basicsr.fgr.sources.artifact_sources import artifact_types
 from finpercep_basicsr.utils.errors import UserInputError
 
 # every family, and every mode/style of the families that draw one per call
@@ -66,7 +66,7 @@ def _laplacian_energy(img):
 
 
 def test_every_family_is_registered_and_covered():
-    assert {kind for kind, _ in CASES} == set(ARTIFACT_BUILDERS)
+    assert {kind for kind, _ in CASES} == set(artifact_types())
 
 
 @pytest.mark.parametrize('kind, extra', CASES, ids=IDS)

@@ -50,8 +50,8 @@ import hashlib
 
 import numpy as np
 
-from finpercep_basicsr.fgr import artifact_ops as ops
-from finpercep_basicsr.fgr.sr_sources import SRSource, build_sr_source
+from finpercep_basicsr.fgr.sources import artifact_ops as ops
+from finpercep_basicsr.fgr.sources.registry import SR_SOURCE_TYPES, SRSource, build_sr_source, register_sr_source
 from finpercep_basicsr.utils.errors import UserInputError
 
 
@@ -121,6 +121,7 @@ def _log_uniform(rng, lo, hi, size=None):
     return np.exp(rng.uniform(np.log(lo), np.log(hi), size))
 
 
+@register_sr_source('artifact_oversharpen')
 class OversharpenSource(ArtifactSource):
     """Unsharp masking at high amounts on several radii."""
 
@@ -138,6 +139,7 @@ class OversharpenSource(ArtifactSource):
         return ops.unsharp(sr, self.AMOUNT * strength, sigmas)
 
 
+@register_sr_source('artifact_ringing')
 class RingingSource(ArtifactSource):
     """Halos (wide high boost) or Gibbs ringing (hard-edged frequency band boost) around edges."""
 
@@ -159,6 +161,7 @@ class RingingSource(ArtifactSource):
         return ops.hard_band_boost(sr, self.GIBBS_GAIN * strength, rng.uniform(*self.cutoff))
 
 
+@register_sr_source('artifact_noise')
 class NoiseSource(ArtifactSource):
     """Band-pass grain, modulated by the local edges/texture, partly per channel."""
 
@@ -182,6 +185,7 @@ class NoiseSource(ArtifactSource):
         return sr + self.STD * strength * weight[..., None] * grain
 
 
+@register_sr_source('artifact_texture')
 class TextureSource(ArtifactSource):
     """Hallucinated fine texture synthesised from noise: fibers, maze or up-sampler grid."""
 
@@ -208,6 +212,7 @@ class TextureSource(ArtifactSource):
         return ops.keep_low_frequencies(out, sr, sigma=4.0)
 
 
+@register_sr_source('artifact_blocking')
 class BlockingSource(ArtifactSource):
     """Low-quality JPEG or block-DCT quantisation of the SR output."""
 
@@ -227,6 +232,7 @@ class BlockingSource(ArtifactSource):
         return ops.block_quantize(sr, block, self.STEP * strength)
 
 
+@register_sr_source('artifact_color')
 class ColorSource(ArtifactSource):
     """Low-frequency hue/chroma blotches plus colour fringes near edges."""
 
@@ -241,6 +247,7 @@ class ColorSource(ArtifactSource):
         return ops.color_fringe(out, shift, angle)
 
 
+@register_sr_source('artifact_painterly')
 class PainterlySource(ArtifactSource):
     """Etched, painterly texture of a hacked GAN: edge-enhancing and stylising filters with outline boosts."""
 
@@ -268,12 +275,6 @@ class PainterlySource(ArtifactSource):
         return ops.keep_low_frequencies(out, sr, sigma=8.0)
 
 
-ARTIFACT_BUILDERS = {
-    'artifact_oversharpen': (OversharpenSource, {}),
-    'artifact_ringing': (RingingSource, {}),
-    'artifact_noise': (NoiseSource, {}),
-    'artifact_texture': (TextureSource, {}),
-    'artifact_blocking': (BlockingSource, {}),
-    'artifact_color': (ColorSource, {}),
-    'artifact_painterly': (PainterlySource, {}),
-}
+def artifact_types():
+    """The registered ``sr_sources`` types that are artifact families, in registration order."""
+    return [name for name, (cls, _) in SR_SOURCE_TYPES.items() if issubclass(cls, ArtifactSource)]

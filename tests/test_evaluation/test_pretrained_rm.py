@@ -13,8 +13,8 @@ import yaml
 from tests.helpers.opt import REPO
 from skimage import data as skdata
 
-from finpercep_basicsr.score import load_reward_net
-from finpercep_basicsr.score import main as score_main
+from finpercep_basicsr.evaluation.score import load_reward_net
+from finpercep_basicsr.evaluation.score import main as score_main
 
 OPTION_FILE = os.path.join('options', 'pretrained', 'finpercep_rm.yml')
 JUDGE_FILE = os.path.join('options', 'pretrained', 'finpercep_rm_judge.yml')

@@ -1,5 +1,6 @@
-"""The demo report: metrics table, reward/metric curves and image grids, as report.md and a
-self-contained report.html (images embedded), from the evaluation JSON and TensorBoard logs."""
+"""Reports of RLHF runs: metrics table, reward/metric curves and image grids with PDM overlays, as report.md and a
+self-contained report.html (images embedded), from evaluation JSON and TensorBoard logs (the demo and the hacking
+benchmark write theirs with it)."""
 import base64
 import html
 import json
@@ -8,7 +9,8 @@ import os
 import cv2
 import numpy as np
 
-LOWER_IS_BETTER = {'gmsd', 'pdm_rate', 'lpips', 'dists'}
+from finpercep_basicsr.metrics.directions import lower_is_better
+
 # training reward (each run's own reward), then held-out validation metrics, then fidelity losses
 CURVE_TAGS = ('reward', 'psnr', 'ssim', 'pdm_rate', 'l_pix', 'l_ref')
 RELATIVE_TIE = 1e-3  # differences below this fraction are reported as equal (noise, rounding)
@@ -69,6 +71,12 @@ def curves_png(runs, path, max_panels=6):
     return tags
 
 
+def lr_preview(lq, size):
+    """Nearest-neighbour enlargement of an LR image to ``size`` (what the network was given)."""
+    reps = max(1, size // lq.shape[0])
+    return np.kron(lq, np.ones((reps, reps, 1), np.float32))
+
+
 def _label(img, text):
     """8-bit BGR image with ``text`` on a dark band above it."""
     band = np.full((22, img.shape[1], 3), 30, np.uint8)
@@ -78,7 +86,7 @@ def _label(img, text):
 
 def pdm_columns(titles, images, net=None):
     """Grid columns (title, 8-bit BGR image, its PDM overlay from ``net`` or None) of same-size RGB images."""
-    from finpercep_basicsr.score import overlay
+    from finpercep_basicsr.evaluation.score import overlay
     pdms = [None] * len(images)
     if net is not None:
         import torch
@@ -113,7 +121,8 @@ def image_grid(columns, path, gap=4):
     cv2.imwrite(path, np.concatenate(tiles, axis=1))
 
 
-def _fmt(value):
+def fmt_value(value):
+    """A table cell: 4 decimals, 2 for values of 100 and more."""
     return f'{value:.4f}' if abs(value) < 100 else f'{value:.2f}'
 
 
@@ -122,10 +131,10 @@ def metrics_table(runs):
     cols = list(next(iter(runs.values()))['mean'])
     best = {}
     for c in cols:
-        pick = min if c in LOWER_IS_BETTER else max
+        pick = min if lower_is_better(c) else max
         best[c] = pick(runs, key=lambda r: runs[r]['mean'][c])
-    header = ['run'] + [f'{c} {"↓" if c in LOWER_IS_BETTER else "↑"}' for c in cols]
-    rows = [[r] + [_fmt(runs[r]['mean'][c]) for c in cols] for r in runs]
+    header = ['run'] + [f'{c} {"↓" if lower_is_better(c) else "↑"}' for c in cols]
+    rows = [[r] + [fmt_value(runs[r]['mean'][c]) for c in cols] for r in runs]
     return header, rows, {cols.index(c) + 1: best[c] for c in cols}
 
 
@@ -133,7 +142,7 @@ def better_than(metric, a, b):
     """+1 if value ``a`` is better than ``b`` on ``metric``, -1 if worse, 0 if within RELATIVE_TIE."""
     if abs(a - b) <= RELATIVE_TIE * max(abs(a), abs(b), 1e-12):
         return 0
-    return 1 if (a < b) == (metric in LOWER_IS_BETTER) else -1
+    return 1 if (a < b) == lower_is_better(metric) else -1
 
 
 def compare(runs, a, b):
@@ -142,7 +151,7 @@ def compare(runs, a, b):
     for c, va in runs[a]['mean'].items():
         vb = runs[b]['mean'][c]
         verdict = {1: f'{a} is better', -1: f'{b} is better', 0: 'equal within 0.1%'}[better_than(c, va, vb)]
-        lines.append(f'{c}: {a} {_fmt(va)} vs {b} {_fmt(vb)} -> {verdict}')
+        lines.append(f'{c}: {a} {fmt_value(va)} vs {b} {fmt_value(vb)} -> {verdict}')
     return lines
 
 
@@ -217,3 +226,8 @@ def write_report(out_dir, title, intro, table, curves, grids, timings, findings,
     with open(os.path.join(out_dir, 'report.html'), 'w') as f:
         f.write(f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>{e(title)}</title>'
                 f'<style>{style}</style></head><body>{"".join(body)}</body></html>\n')
+
+
+def claim_verdict(claim):
+    """'holds' / 'does NOT hold' / 'not tested' of a checked claim (a dict with ``holds``: True, False or None)."""
+    return {True: 'holds', False: 'does NOT hold', None: 'not tested'}[claim['holds']]

@@ -12,7 +12,7 @@ from scipy.stats import spearmanr
 
 from finpercep_basicsr.archs.finpercep_rm_arch import FinPercepRewardNet
 from finpercep_basicsr.metrics.trivial_detectors import laplacian_energy, trivial_detector
-from finpercep_basicsr.rm_generalization import (build_detectors, evaluate_fgr, evaluate_hacking, family_of,
+from finpercep_basicsr.evaluation.rm_generalization import (build_detectors, evaluate_fgr, evaluate_hacking, family_of,
                                                  fgr_samples, hack_triplets, parse_family_map)
 from finpercep_basicsr.utils.errors import UserInputError
 

@@ -12,8 +12,8 @@ from skimage import data as skdata
 
 import finpercep_basicsr  # noqa: F401
 from finpercep_basicsr.archs.finpercep_rm_arch import FinPercepRewardNet
-from finpercep_basicsr.score import main as score_main
-from finpercep_basicsr.score import ramp, score_images, tiles_of
+from finpercep_basicsr.evaluation.score import main as score_main
+from finpercep_basicsr.evaluation.score import ramp, score_images, tiles_of
 
 TINY = dict(encoder='conv', channels=[8, 8, 16, 16], decoder_width=8, refine_ch=4, mlp_hidden=16)
 

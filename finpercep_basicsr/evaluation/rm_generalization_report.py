@@ -4,7 +4,7 @@
         --fgr datasets/fgr_heldout [MORE_FGR ...] [--family-map 'realesr-animevideov3.*=animevideo'] \
         [--hack-start START_DIR --hack-out HACKED_DIR --hack-gt GT_DIR] --out results/rm_generalization.json
 
-The metrics are described in ``finpercep_basicsr.rm_generalization``. The JSON file holds::
+The metrics are described in ``finpercep_basicsr.evaluation.rm_generalization``. The JSON file holds::
 
     {"reward": {"opt", "checkpoint", "stage", "has_map"},
      "settings": {"window", "label_thr", "hack_error_thr", "max_size", "tile", "tile_overlap", ...},
@@ -26,7 +26,7 @@ import math
 import os
 
 from finpercep_basicsr.metrics.trivial_detectors import TRIVIAL_DETECTORS
-from finpercep_basicsr.rm_generalization import (FGR_METRICS, HACK_METRICS, POOLED, RM, build_detectors, compare,
+from finpercep_basicsr.evaluation.rm_generalization import (FGR_METRICS, HACK_METRICS, POOLED, RM, build_detectors, compare,
                                                  evaluate_fgr, evaluate_hacking, fgr_samples, hack_triplets,
                                                  parse_family_map, reward_detector)
 
@@ -149,7 +149,7 @@ def run(args):
     """Load the reward model, evaluate, print the tables, write the JSON; returns the result dict."""
     import torch
 
-    from finpercep_basicsr.score import load_reward_net
+    from finpercep_basicsr.evaluation.score import load_reward_net
     if args.threads:
         torch.set_num_threads(args.threads)
     net, ckpt = load_reward_net(args.reward_opt, args.ckpt, param_key=args.param_key, device=args.device)

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from skimage import data
 
-from finpercep_basicsr.fgr import ncnn_models
-from finpercep_basicsr.fgr.ncnn_models import PACKAGED_MODELS, packaged_ncnn_model
-from finpercep_basicsr.fgr.sr_sources import build_sr_source
+from finpercep_basicsr.fgr.sources import ncnn_models
+from finpercep_basicsr.fgr.sources.ncnn_models import PACKAGED_MODELS, packaged_ncnn_model
+from finpercep_basicsr.fgr.sources import build_sr_source
 from finpercep_basicsr.utils.errors import UserInputError
 
 # how each packaged model reaches the FGR scale 4 (x2 models twice, the x3 graph then a bicubic x4/3)

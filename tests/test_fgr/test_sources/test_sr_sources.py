@@ -4,8 +4,8 @@ import pytest
 import torch
 from skimage import data
 
-from finpercep_basicsr.fgr.ncnn_models import packaged_ncnn_model
-from finpercep_basicsr.fgr.sr_sources import build_sr_source
+from finpercep_basicsr.fgr.sources.ncnn_models import packaged_ncnn_model
+from finpercep_basicsr.fgr.sources import build_sr_source
 from finpercep_basicsr.utils.tiling import tiled_upscale
 from finpercep_basicsr.utils.errors import UserInputError
 

@@ -29,7 +29,7 @@ import os
 import numpy as np
 import torch
 
-from finpercep_basicsr.fgr.ncnn_models import check_model_file
+from finpercep_basicsr.fgr.sources.ncnn_models import check_model_file
 from finpercep_basicsr.utils.errors import UserInputError
 
 TAG_FP16, TAG_FP32_SCALED, TAG_INT8 = 0x01306B47, 0x0002C056, 0x000D4B38

@@ -118,7 +118,7 @@ def test_export_diffusers_lora_for_seesr_loads_with_diffusers(assets, tmp_path):
 
 def test_export_stablesr_ckpt_converts_back_to_the_same_policy(assets, tmp_path):
     from finpercep_basicsr.archs.stablesr_arch import FinPercepStableSRGenerator
-    from finpercep_basicsr.archs.stablesr_convert import convert_stablesr
+    from finpercep_basicsr.convert.stablesr_convert import convert_stablesr
     policy = _tuned('stablesr', assets, tmp_path)
     _export(tmp_path, 'stablesr_ckpt', tmp_path / 'released')
     main = torch.load(tmp_path / 'released' / 'stablesr.ckpt', weights_only=True)['state_dict']

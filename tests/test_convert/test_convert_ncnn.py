@@ -9,9 +9,9 @@ import torch
 from tests.helpers.opt import load_script
 from skimage import data
 
-from finpercep_basicsr.fgr.ncnn_convert import (TAG_FP16, _load_tagged, ncnn_to_basicsr, ncnn_to_rrdbnet, parity,
+from finpercep_basicsr.convert.ncnn_convert import (TAG_FP16, _load_tagged, ncnn_to_basicsr, ncnn_to_rrdbnet, parity,
                                                 parse_ncnn_param, read_conv_weights, read_layer_weights)
-from finpercep_basicsr.fgr.ncnn_models import PACKAGED_MODELS, NcnnNet, packaged_ncnn_model
+from finpercep_basicsr.fgr.sources.ncnn_models import PACKAGED_MODELS, NcnnNet, packaged_ncnn_model
 from finpercep_basicsr.utils.errors import UserInputError
 
 X4PLUS = {'type': 'RRDBNet', 'num_in_ch': 3, 'num_out_ch': 3, 'num_feat': 64, 'num_block': 23, 'num_grow_ch': 32,
@@ -112,8 +112,8 @@ def test_converted_srvggnetcompact_matches_ncnn_on_a_real_photo(tmp_path, capsys
 
 
 def test_converted_srvggnetcompact_as_a_basicsr_sr_source(tmp_path):
-    from finpercep_basicsr.fgr.ncnn_convert import convert_ncnn_checkpoint
-    from finpercep_basicsr.fgr.sr_sources import build_sr_source
+    from finpercep_basicsr.convert.ncnn_convert import convert_ncnn_checkpoint
+    from finpercep_basicsr.fgr.sources import build_sr_source
     param, weights, _ = packaged_ncnn_model('realesr-animevideov3-x4')
     path = str(tmp_path / 'av3.pth')
     arch = convert_ncnn_checkpoint(path, param, weights)

