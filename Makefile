@@ -20,7 +20,10 @@ $(STAMP): setup.py requirements.txt requirements-dev.txt
 	$(PY) -m pip check
 	@touch $(STAMP)
 
+# the contracts first (seconds): lint rules (ruff.toml), then the rooms' import layers (.importlinter)
 test: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports --no-logo --no-cache
 	$(PY) -m pytest -q -rs --durations=20
 
 demo: $(STAMP)

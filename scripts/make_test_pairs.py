@@ -30,12 +30,12 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    from finpercep_basicsr.fgr.photos import list_images
+    from finpercep_basicsr.utils.image_io import list_images
     from finpercep_basicsr.fgr.test_pairs import cut_test_pairs
     from finpercep_basicsr.utils.errors import UserInputError
 
     def run():
-        available = {os.path.basename(p): p for p in list_images(args.photos)}
+        available = {os.path.basename(p): p for p in list_images(args.photos, recursive=True)}
         missing = [n for n in args.name if n not in available]
         if missing:
             raise UserInputError(f'not in {args.photos}: {", ".join(missing)}')

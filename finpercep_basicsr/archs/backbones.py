@@ -94,7 +94,8 @@ class EfficientNetLiteFeatures(nn.Module):
             state = torch.load(path, map_location='cpu', weights_only=True)
             missing, unexpected = net.load_state_dict(state, strict=False)
             if missing or unexpected:
-                raise UserInputError(f'{path} does not fit {variant}: missing {missing[:5]}, unexpected {unexpected[:5]}')
+                raise UserInputError(f'{path} does not fit {variant}: missing {missing[:5]}, '
+                                     f'unexpected {unexpected[:5]}')
         if any(b.has_se for b in net._blocks) or not isinstance(net._swish, nn.ReLU6):
             raise UserInputError(f'{variant}: expected the Lite layout (ReLU6, no squeeze-excitation)')
         self.normalize = _ImageNetNormalize()

@@ -44,7 +44,8 @@ def osediff_lora_targets(unet, vae):
             continue
         if any(p in name for p in UNET_PATTERNS):
             module = name.replace('.weight', '')
-            (enc if ('down_blocks' in name or 'conv_in' in name) else dec if 'up_blocks' in name else others).append(module)
+            part = enc if ('down_blocks' in name or 'conv_in' in name) else dec if 'up_blocks' in name else others
+            part.append(module)
     vae_enc = []
     for name in dict.fromkeys(n.replace('.base_layer', '') for n, _ in vae.named_parameters()):
         if 'bias' in name or 'norm' in name or 'lora' in name:

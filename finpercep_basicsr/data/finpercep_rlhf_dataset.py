@@ -9,9 +9,8 @@ from basicsr.utils.registry import DATASET_REGISTRY
 from torch.utils import data
 
 from finpercep_basicsr.utils.errors import UserInputError
-from finpercep_basicsr.utils.image_io import BadImageError, read_image
+from finpercep_basicsr.utils.image_io import IMAGE_EXTENSIONS, BadImageError, list_images, read_image
 
-IMAGE_EXTS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
 
 
 def degrade(gt, scale, rng, opt):
@@ -64,9 +63,9 @@ class FinPercepRLHFDataset(data.Dataset):
         root = opt['dataroot_gt']
         if not os.path.isdir(root):
             raise UserInputError(f'datasets.{opt.get("phase", "?")}.dataroot_gt: {root} is not a folder')
-        self.paths = sorted(os.path.join(root, n) for n in os.listdir(root) if n.lower().endswith(IMAGE_EXTS))
+        self.paths = list_images(root)
         if not self.paths:
-            raise UserInputError(f'{root}: no images ({", ".join(IMAGE_EXTS)})')
+            raise UserInputError(f'{root}: no images ({", ".join(IMAGE_EXTENSIONS)})')
         self.scale, self.gt_size = int(opt['scale']), int(opt.get('gt_size', 128))
         if self.gt_size % self.scale:
             raise UserInputError(f'gt_size {self.gt_size} must be a multiple of scale {self.scale}')

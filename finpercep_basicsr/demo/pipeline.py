@@ -48,7 +48,8 @@ PRESETS = {
                        rlhf_lr=1e-4, eval_size=96, max_photos=8),
 }
 SR_SOURCES = {
-    'classical': [{'type': 'bicubic', 'name': 'bicubic', 'scale': 4}, {'type': 'lanczos', 'name': 'lanczos', 'scale': 4}],
+    'classical': [{'type': 'bicubic', 'name': 'bicubic', 'scale': 4},
+                  {'type': 'lanczos', 'name': 'lanczos', 'scale': 4}],
     'real': [{'type': 'realesrgan_ncnn', 'name': 'realesrgan_x4plus', 'scale': 4},
              {'type': 'realsr_ncnn', 'name': 'realsr_df2k', 'scale': 4},
              {'type': 'bicubic', 'name': 'bicubic', 'scale': 4}],
@@ -73,10 +74,10 @@ def split_photos(out, preset):
     Held-out photos are spread over the sorted list (every k-th). Test pairs: the centre crop of
     each held-out photo (``eval_size``, a multiple of 4) and its LR by the Real-ESRGAN degradation.
     """
-    from finpercep_basicsr.fgr.photos import list_images
+    from finpercep_basicsr.utils.image_io import list_images
     from finpercep_basicsr.fgr.test_pairs import cut_test_pairs
 
-    photos = sorted(list_images(os.path.join(out, 'datasets', 'photos')))
+    photos = sorted(list_images(os.path.join(out, 'datasets', 'photos'), recursive=True))
     if preset['max_photos']:
         photos = photos[:preset['max_photos']]
     if len(photos) < preset['heldout'] + 2:
@@ -191,7 +192,8 @@ def build_steps(out, preset_name, files):
     train = ['-m', 'finpercep_basicsr.train', '-opt']
     steps = [
         Step('fgr_train', _python(_script('build_fgr.py'), '-opt', files['fgr_train']),
-             ['datasets/FGR/train/build_summary.json'], 'FGR set from the training photos (real SR models, region swaps)'),
+             ['datasets/FGR/train/build_summary.json'],
+             'FGR set from the training photos (real SR models, region swaps)'),
         Step('fgr_val', _python(_script('build_fgr.py'), '-opt', files['fgr_val']),
              ['datasets/FGR/val/build_summary.json'], 'FGR set from the held-out photos (reward-model validation)'),
         Step('convert', _python(_script('convert_ncnn_to_basicsr.py'), '--out', 'weights/RealESRGAN_x4plus.pth'),
@@ -213,7 +215,8 @@ def build_steps(out, preset_name, files):
     steps.append(Step('evaluate', _python(_script('evaluate_sr.py'), '--lq', 'datasets/test/lq', '--gt',
                                           'datasets/test/gt', *runs, '--reward-opt', files['reward_eval'],
                                           '--save-images', '--out', 'eval'),
-                      ['eval/results.json'], 'full-reference metrics, RM score and PDM artifact rate on held-out photos'))
+                      ['eval/results.json'],
+                      'full-reference metrics, RM score and PDM artifact rate on held-out photos'))
     return steps
 
 
@@ -226,7 +229,8 @@ def photo_step(preset_name):
 def write_commands(out, steps):
     """OUT/commands.sh: every step's command, to rerun or edit one by hand."""
     with open(os.path.join(out, 'commands.sh'), 'w') as f:
-        f.write('#!/usr/bin/env bash\n# The demo\'s steps, run from this folder (scripts/demo.py skips finished ones).\n')
+        f.write('#!/usr/bin/env bash\n'
+                '# The demo\'s steps, run from this folder (scripts/demo.py skips finished ones).\n')
         f.write('set -e\ncd "$(dirname "$0")"\n')
         for step in steps:
             f.write(f'\n# {step.name}: {step.what}\n{" ".join(step.cmd)}\n')

@@ -132,7 +132,8 @@ def write_shipped_report(out, args, timings):
     grids = [os.path.join(out, 'eval', g) for g in results['grids']]
     intro = [f'Preset --{args.preset}: Real-ESRGAN x4plus (converted from its packaged ncnn weights) fine-tuned '
              f'with RLHF (ReFL, {preset["rlhf_iters"]} iterations) against the shipped FinPercep-RM '
-             f'(weights/finpercep_rm.pth, docs/finpercep_rm.md) in {len(results["setups"])} set-ups: {", ".join(results["setups"])}. '
+             f'(weights/finpercep_rm.pth, docs/finpercep_rm.md) in {len(results["setups"])} set-ups: '
+             f'{", ".join(results["setups"])}. '
              f'Held-out photos ({", ".join(pipeline.heldout_names(out))}) were seen by neither the reward model '
              f'nor the generator; the judge (weights/finpercep_rm_judge.pth) was trained on other photos and '
              f'other SR families. --full retrains the reward model from FGR data instead.',
@@ -150,7 +151,8 @@ def write_demo_report(out, args, files, timings):
     os.makedirs(os.path.join(out, 'report_files'), exist_ok=True)
     with open(os.path.join(out, 'eval', 'results.json')) as f:
         evaluation = json.load(f)
-    tb = {label: report.tb_scalars(os.path.join(out, 'tb_logger', pipeline.experiment_name(out, files[f'rlhf_{label}'])))
+    tb = {label: report.tb_scalars(os.path.join(out, 'tb_logger',
+                                                pipeline.experiment_name(out, files[f'rlhf_{label}'])))
           for label in pipeline.RLHF_RUNS}
     curves_path = os.path.join(out, 'report_files', 'curves.png')
     curves = report.curves_png(tb, curves_path)
@@ -163,5 +165,6 @@ def write_demo_report(out, args, files, timings):
              f'({", ".join(pipeline.heldout_names(out))}) were used by neither the reward model nor the generator.',
              'Every step is a command in commands.sh using the option files in options/; rerun scripts/demo.py '
              'with the same --out to resume.']
-    report.write_report(out, 'FinPercep-RM demo report', intro, report.eval_table(os.path.join(out, 'eval', 'results.json')),
-                        [curves_path] if curves else [], grids, timings, findings(evaluation, curves))
+    table = report.eval_table(os.path.join(out, 'eval', 'results.json'))
+    report.write_report(out, 'FinPercep-RM demo report', intro, table, [curves_path] if curves else [], grids, timings,
+                        findings(evaluation, curves))

@@ -67,7 +67,8 @@ def build_steps(files):
              ['weights/RealESRGAN_x4plus.pth'], 'packaged ncnn Real-ESRGAN x4plus -> BasicSR RRDBNet checkpoint'),
         Step('bench', [sys.executable, repo_script('bench_hacking.py'), '-opt', files['bench'], '--out', 'eval',
                        '--jobs', '2'],
-             ['eval/results.json'], 'the RLHF set-ups of the bench against the shipped FinPercep-RM, judged on held-out photos'),
+             ['eval/results.json'],
+             'the RLHF set-ups of the bench against the shipped FinPercep-RM, judged on held-out photos'),
     ]
 
 

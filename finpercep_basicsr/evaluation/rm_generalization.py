@@ -35,7 +35,7 @@ from finpercep_basicsr.fgr.store import read_meta
 from finpercep_basicsr.metrics.finpercep_rm_metric import map_auc, srcc, triplet_accuracy
 from finpercep_basicsr.metrics.trivial_detectors import TRIVIAL_DETECTORS, trivial_detector
 from finpercep_basicsr.utils.errors import UserInputError
-from finpercep_basicsr.utils.image_io import decode_map, read_image
+from finpercep_basicsr.utils.image_io import decode_map, list_images, read_image
 
 FGR_METRICS = ('map_auc', 'map_auc_label', 'triplet', 'srcc')
 HACK_METRICS = ('start_above_hacked', 'image_auc', 'pixel_auc')
@@ -200,11 +200,10 @@ def hack_triplets(start_dir, hacked_dir, gt_dir):
     Raises:
         UserInputError: A folder without images, or an image missing from the start or GT folder.
     """
-    from finpercep_basicsr.evaluation.score import list_images
     for folder in (start_dir, hacked_dir, gt_dir):
         if not os.path.isdir(folder):
             raise UserInputError(f'no such folder: {folder}')
-    hacked = list_images([hacked_dir])
+    hacked = list_images(hacked_dir)
     if not hacked:
         raise UserInputError(f'no images in {hacked_dir}')
     triplets = []

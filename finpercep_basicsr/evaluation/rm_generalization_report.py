@@ -25,10 +25,10 @@ import json
 import math
 import os
 
+from finpercep_basicsr.evaluation.rm_generalization import (FGR_METRICS, HACK_METRICS, POOLED, RM, build_detectors,
+                                                            compare, evaluate_fgr, evaluate_hacking, fgr_samples,
+                                                            hack_triplets, parse_family_map, reward_detector)
 from finpercep_basicsr.metrics.trivial_detectors import TRIVIAL_DETECTORS
-from finpercep_basicsr.evaluation.rm_generalization import (FGR_METRICS, HACK_METRICS, POOLED, RM, build_detectors, compare,
-                                                 evaluate_fgr, evaluate_hacking, fgr_samples, hack_triplets,
-                                                 parse_family_map, reward_detector)
 
 DETECTORS = (RM,) + TRIVIAL_DETECTORS
 _METRIC_TITLES = {

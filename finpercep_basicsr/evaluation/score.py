@@ -1,7 +1,8 @@
 """Score images with a trained FinPercep-RM: global scores (CSV + JSON) and PDM heatmap overlays (PNG).
 
     python -m finpercep_basicsr.evaluation.score --opt options/train/FinPercepRM/stage3.yml photos/ --out scored/
-    python -m finpercep_basicsr.evaluation.score --ckpt net_reward_best_map_auc.pth --network-yml net.yml a.png b.jpg --out scored/
+    python -m finpercep_basicsr.evaluation.score --ckpt net_reward_best_map_auc.pth --network-yml net.yml \
+        a.png b.jpg --out scored/
 
 ``--opt`` takes ``network_reward`` (and, without ``--ckpt``, ``path.pretrain_network_reward``) from an
 option file; ``--network-yml`` is a YAML file holding ``network_reward`` or the network options.
@@ -22,8 +23,8 @@ import numpy as np
 import torch
 
 from finpercep_basicsr.utils.errors import UserInputError, exit_code_for_user_errors
+from finpercep_basicsr.utils.image_io import list_images
 
-IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
 
 
 def load_reward_net(opt=None, ckpt=None, network_yml=None, param_key=None, device='cpu'):
@@ -63,12 +64,12 @@ def load_reward_net(opt=None, ckpt=None, network_yml=None, param_key=None, devic
     return net.to(device).eval(), ckpt
 
 
-def list_images(inputs):
+def images_of(inputs):
     """Image files of the given files and folders (folders: sorted, non-recursive)."""
     files = []
     for item in inputs:
         if os.path.isdir(item):
-            files += sorted(os.path.join(item, n) for n in os.listdir(item) if n.lower().endswith(IMAGE_EXTENSIONS))
+            files += list_images(item)
         elif os.path.exists(item):
             files.append(item)
         else:
@@ -161,7 +162,7 @@ def run(args):
     device = torch.device('cuda' if args.device == 'auto' and torch.cuda.is_available() else
                           ('cpu' if args.device == 'auto' else args.device))
     net, ckpt = load_reward_net(args.opt, args.ckpt, args.network_yml, args.param_key, device)
-    files = list_images(args.inputs)
+    files = images_of(args.inputs)
     if not files:
         raise UserInputError(f'no images found in {", ".join(args.inputs)}')
     for sub in ('overlays', 'maps'):
@@ -206,7 +207,8 @@ def run(args):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog='python -m finpercep_basicsr.evaluation.score', description=__doc__.split('\n')[0])
+    parser = argparse.ArgumentParser(prog='python -m finpercep_basicsr.evaluation.score',
+                                     description=__doc__.split('\n')[0])
     parser.add_argument('inputs', nargs='+', help='image files and/or folders')
     parser.add_argument('--opt', help='option file with network_reward (and path.pretrain_network_reward)')
     parser.add_argument('--ckpt', help='reward checkpoint (net_reward_*.pth)')

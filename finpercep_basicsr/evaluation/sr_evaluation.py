@@ -24,12 +24,11 @@ from tqdm import tqdm
 
 from finpercep_basicsr.utils.checkpoint import load_state_dict_into
 from finpercep_basicsr.utils.errors import UserInputError
-from finpercep_basicsr.utils.image_io import read_image, write_rgb8
+from finpercep_basicsr.utils.image_io import list_images, read_image, write_rgb8
 from finpercep_basicsr.utils.tiling import tiled_upscale
 
 DEFAULT_METRICS = ('psnr', 'ssim', 'fsim', 'vif', 'gmsd')
 OPTIONAL_METRICS = ('lpips', 'dists')  # learned: only when their weights are on the machine
-IMAGE_EXTS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
 
 
 def _yaml(path):
@@ -49,7 +48,8 @@ def load_generator(spec, network_opt_path=None, param_key='params_ema', device='
         ymls = sorted(glob.glob(os.path.join(spec, '*.yml')))
         ckpt = os.path.join(spec, 'models', 'net_g_latest.pth')
         if not ymls or not os.path.isfile(ckpt):
-            raise UserInputError(f'{spec}: an experiment folder needs an option file (*.yml) and models/net_g_latest.pth')
+            raise UserInputError(f'{spec}: an experiment folder needs an option file (*.yml) and '
+                                 'models/net_g_latest.pth')
         opt, ckpt_path = _yaml(ymls[0]), ckpt
     elif spec.endswith(('.yml', '.yaml')):
         opt = _yaml(spec)
@@ -77,10 +77,7 @@ def load_reward(reward_opt_path):
 def pair_folders(lq_dir, gt_dir):
     """(name, lq_path, gt_path) for every LQ image with a GT image of the same stem."""
     def index(folder):
-        if not os.path.isdir(folder):
-            raise UserInputError(f'folder not found: {folder}')
-        return {os.path.splitext(n)[0]: os.path.join(folder, n) for n in sorted(os.listdir(folder))
-                if n.lower().endswith(IMAGE_EXTS)}
+        return {os.path.splitext(os.path.basename(p))[0]: p for p in list_images(folder)}
     lq, gt = index(lq_dir), index(gt_dir)
     pairs = [(name, lq[name], gt[name]) for name in sorted(lq) if name in gt]
     if not pairs:

@@ -10,17 +10,19 @@ import os
 import cv2
 import numpy as np
 
-from finpercep_basicsr.fgr.photos import IMAGE_EXTS, PhotoSkipped, list_images, load_photo_checked
+from finpercep_basicsr.fgr.photos import PhotoSkipped, load_photo_checked
 from finpercep_basicsr.utils.errors import UserInputError
+from finpercep_basicsr.utils.image_io import IMAGE_EXTENSIONS, list_images
 
 
 def list_photos(folders):
     """Image files under the given folders (recursive), sorted, as absolute paths."""
     if isinstance(folders, str):
         folders = [folders]
-    photos = sorted(os.path.abspath(p) for folder in folders or [] for p in list_images(os.path.expanduser(folder)))
+    photos = sorted(os.path.abspath(p) for folder in folders or []
+                    for p in list_images(os.path.expanduser(folder), recursive=True))
     if not photos:
-        raise UserInputError(f'photos.folders: no images ({", ".join(IMAGE_EXTS)}) in {folders}')
+        raise UserInputError(f'photos.folders: no images ({", ".join(IMAGE_EXTENSIONS)}) in {folders}')
     return photos
 
 

@@ -34,9 +34,8 @@ from finpercep_basicsr.fgr.deb_photos import (OPENCV_DOC_DATA, OPENCV_DOC_LICENC
                                               LOMIRI_MAX_WIDTH, PLASMA_MAX_WIDTH, lomiri_wallpaper_photos,
                                               opencv_doc_photos, plasma_wallpaper_photos)
 from finpercep_basicsr.utils.errors import UserInputError
-from finpercep_basicsr.utils.image_io import BadImageError, decode_image, write_rgb8
+from finpercep_basicsr.utils.image_io import BadImageError, decode_image, list_images, write_rgb8
 
-IMAGE_EXTS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp', '.ppm')
 
 # scikit-image's natural colour photographs; licences from the docstrings of skimage.data
 # (microscopy, medical, synthetic, grayscale and RGBA images are left out on purpose)
@@ -52,16 +51,6 @@ SKIMAGE_PHOTOS = {
 
 class PhotoSkipped(UserInputError):
     """A photo that cannot be used; the message names the file and the reason."""
-
-
-def list_images(folder):
-    """Image files under ``folder`` (recursive), sorted."""
-    if not os.path.isdir(folder):
-        raise UserInputError(f'input folder not found: {folder}')
-    found = []
-    for dirpath, _, files in os.walk(folder):
-        found += [os.path.join(dirpath, f) for f in files if f.lower().endswith(IMAGE_EXTS)]
-    return sorted(found)
 
 
 def load_photo_checked(path):
@@ -115,7 +104,8 @@ def folder_photos(folder, licence='user supplied (see the dataset licence)'):
     """Records of every image under a user folder (DIV2K, LSDIR, ...)."""
     prefix = os.path.basename(os.path.normpath(folder)) or 'input'
     return [dict(path=p, name=f'{prefix}_{os.path.splitext(os.path.relpath(p, folder))[0].replace(os.sep, "_")}',
-                 source=f'user folder {os.path.abspath(folder)}', licence=licence) for p in list_images(folder)]
+                 source=f'user folder {os.path.abspath(folder)}', licence=licence)
+            for p in list_images(folder, recursive=True)]
 
 
 def _write_png(path, img):
@@ -262,7 +252,7 @@ def cut_crops(inputs, out_dir, crop_size=256, stride=128, min_size=0):
         raise UserInputError(f'crop_size and stride must be >= 1, got {crop_size}, {stride}')
     paths = []
     for item in [inputs] if isinstance(inputs, str) else inputs:
-        paths += list_images(item) if os.path.isdir(item) else [item]
+        paths += list_images(item, recursive=True) if os.path.isdir(item) else [item]
     os.makedirs(out_dir, exist_ok=True)
     rows, skipped, notes, used = [], {}, {}, set()
     for path in paths:

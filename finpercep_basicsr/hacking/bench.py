@@ -83,7 +83,8 @@ def drop_stale_measurements(folder, inputs):
     The cache is keyed by run name only; ``<folder>/inputs.json`` records the checkpoints' sha256.
     """
     record = os.path.join(folder, 'inputs.json')
-    cached = [f for f in os.listdir(folder) if f.endswith('.json') and f != 'inputs.json'] if os.path.isdir(folder) else []
+    files = os.listdir(folder) if os.path.isdir(folder) else []
+    cached = [f for f in files if f.endswith('.json') and f != 'inputs.json']
     previous = None
     if os.path.isfile(record):
         with open(record) as f:
@@ -147,7 +148,7 @@ def reward_curves(opt, runs):
 
 def columns_of(table, evaluation):
     """The table's columns: metrics, no-reference, judge, artifact index, then the derived ones."""
-    first = evaluation['metrics'] + [evaluation['no_reference']] if evaluation['no_reference'] else evaluation['metrics']
+    first = evaluation['metrics'] + ([evaluation['no_reference']] if evaluation['no_reference'] else [])
     order = list(first) + ['judge_score', 'judge_pdm_rate', 'artifact_index'] + list(aggregate.DERIVED)
     present = set.union(*(set(cols) for cols in table.values()))
     return [c for c in order if c in present]

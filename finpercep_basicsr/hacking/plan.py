@@ -44,7 +44,8 @@ EVAL_DEFAULTS = {'metrics': ['psnr', 'ssim', 'fsim', 'gmsd'], 'no_reference': 'p
 def _unknown(keys, allowed, where):
     extra = set(keys) - allowed
     if extra:
-        raise UserInputError(f'{where}: unknown key(s) {", ".join(sorted(extra))}; allowed: {", ".join(sorted(allowed))}')
+        raise UserInputError(f'{where}: unknown key(s) {", ".join(sorted(extra))}; '
+                             f'allowed: {", ".join(sorted(allowed))}')
 
 
 def load_bench_options(path, seeds=None, setups=None):

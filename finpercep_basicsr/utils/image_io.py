@@ -1,8 +1,33 @@
 """Image reading that accepts what users really have: grayscale, RGBA, 16-bit, and says which file is bad."""
+import os
+
 import cv2
 import numpy as np
 
 from finpercep_basicsr.utils.errors import UserInputError
+
+# what OpenCV decodes, any case
+IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp', '.ppm')
+
+
+def is_image_file(name):
+    """Whether a file name has one of ``IMAGE_EXTENSIONS``."""
+    return name.lower().endswith(IMAGE_EXTENSIONS)
+
+
+def list_images(folder, recursive=False):
+    """Image files (``IMAGE_EXTENSIONS``) in ``folder``, sorted; with ``recursive`` in its subfolders too.
+
+    Raises:
+        UserInputError: ``folder`` is not a folder.
+    """
+    if not os.path.isdir(folder):
+        raise UserInputError(f'image folder not found: {folder}')
+    if recursive:
+        found = [os.path.join(d, n) for d, _, names in os.walk(folder) for n in names if is_image_file(n)]
+    else:
+        found = [os.path.join(folder, n) for n in os.listdir(folder) if is_image_file(n)]
+    return sorted(found)
 
 
 class BadImageError(UserInputError):

@@ -109,7 +109,8 @@ def check_options(path, is_train=True):
             raise OptionError(f'{path}: {_unknown_type_message(key_path, type_name, registry_name, registry)}')
     for phase, dataset in opt['datasets'].items():
         for key, value in (dataset or {}).items():
-            if (key.startswith('dataroot') or key == 'meta_info_file') and key != 'dataroot_repeat' and value is not None:
+            is_path = (key.startswith('dataroot') or key == 'meta_info_file') and key != 'dataroot_repeat'
+            if is_path and value is not None:
                 for folder in value if isinstance(value, (list, tuple)) else [value]:  # a list of FGR roots
                     folder = os.path.expanduser(str(folder))
                     if not os.path.exists(folder):

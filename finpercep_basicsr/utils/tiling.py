@@ -24,7 +24,8 @@ def tiled_upscale(fn, lq, scale, tile=0, tile_pad=10, channels_last=True):
         return fn(lq)
 
     def window(top, bottom, left, right):
-        return (slice(top, bottom), slice(left, right)) if channels_last else (..., slice(top, bottom), slice(left, right))
+        rows, cols = slice(top, bottom), slice(left, right)
+        return (rows, cols) if channels_last else (..., rows, cols)
 
     out = None
     for top in range(0, h, tile):
@@ -34,7 +35,8 @@ def tiled_upscale(fn, lq, scale, tile=0, tile_pad=10, channels_last=True):
             part = lq[window(t0, min(bottom + tile_pad, h), l0, min(right + tile_pad, w))]
             part = fn(np.ascontiguousarray(part) if isinstance(part, np.ndarray) else part)
             if out is None:
-                shape = (h * scale, w * scale) + part.shape[2:] if channels_last else part.shape[:-2] + (h * scale, w * scale)
+                size = (h * scale, w * scale)
+                shape = size + part.shape[2:] if channels_last else part.shape[:-2] + size
                 out = np.zeros(shape, part.dtype) if isinstance(part, np.ndarray) else part.new_zeros(shape)
             ot, ol = (top - t0) * scale, (left - l0) * scale
             out[window(top * scale, bottom * scale, left * scale, right * scale)] = \

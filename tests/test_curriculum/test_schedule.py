@@ -114,7 +114,8 @@ def test_coevolved_network_survives_a_state_round_trip(ckpts):
     assert all(not p.requires_grad for p in cur.active_module(3).net.parameters())
     state, coevo_state = cur.state_dict(), coevo.state_dict()
 
-    fresh, fresh_coevo = RewardCurriculum(opt, CPU), RewardCoEvolution({'every': 1, 'optim': {'type': 'Adam', 'lr': 1e-2}}, CPU)
+    fresh = RewardCurriculum(opt, CPU)
+    fresh_coevo = RewardCoEvolution({'every': 1, 'optim': {'type': 'Adam', 'lr': 1e-2}}, CPU)
     fresh.load_state_dict(state)  # the module is built lazily; the refreshed weights wait for it
     fresh_coevo.load_state_dict(coevo_state)
     fresh.step(4)

@@ -91,7 +91,7 @@ def test_bad_inputs_are_named(runs, capsys):
     tmp_path, data, exp, ckpt, *_ = runs
     assert main(['--lq', str(tmp_path / 'nope'), '--gt', f'{data}/gt', '--run', 'b=bicubic',
                  '--out', str(tmp_path / 'o')]) == 2
-    assert f'folder not found: {tmp_path / "nope"}' in capsys.readouterr().err
+    assert f'image folder not found: {tmp_path / "nope"}' in capsys.readouterr().err
     assert main(['--lq', f'{data}/lq', '--gt', f'{data}/gt', '--run', f'x={ckpt}', '--out', str(tmp_path / 'o')]) == 2
     assert 'needs --network-opt' in capsys.readouterr().err
     assert main(['--lq', f'{data}/lq', '--gt', f'{data}/gt', '--run', 'nospec', '--out', str(tmp_path / 'o')]) == 2

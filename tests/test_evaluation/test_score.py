@@ -73,7 +73,8 @@ def test_tiled_maps_blend_without_seams():
     assert n_tiles == 3 * 5  # rows 0, 88, 172; columns 0, 88, 176, 264, 282
     np.testing.assert_allclose(pdm, img[..., 0], atol=1e-5)
     boxes = tiles_of(300, 410, 128, 40)
-    expected = sum(img[t:t + th, left:left + tw].mean() * th * tw for t, left, th, tw in boxes) / (len(boxes) * 128 ** 2)
+    weighted = sum(img[t:t + th, left:left + tw].mean() * th * tw for t, left, th, tw in boxes)
+    expected = weighted / (len(boxes) * 128 ** 2)
     assert score == pytest.approx(float(expected), rel=1e-5)  # pixel-weighted mean of the tile scores
     # weights ramp linearly inside the image and stay 1 at its borders
     assert ramp(128, 0, 300, 40)[0] == 1 and ramp(128, 0, 300, 40)[-1] == pytest.approx(0.5 / 40)

@@ -74,8 +74,8 @@ def unsharp(img, amount, sigmas):
 def hard_band_boost(img, gain, cutoff, pad=16):
     """Gibbs ringing: add ``gain`` x the frequencies in the ring [cutoff/2, cutoff) of Nyquist, hard-edged.
 
-    The hard edges of the ring in frequency make a ripple (a difference of two jinc functions) in space, so every edge gets
-    oscillating overshoots. The image is reflect-padded first so the FFT's periodic wrap adds no seams.
+    The hard edges of the ring in frequency make a ripple (a difference of two jinc functions) in space, so every edge
+    gets oscillating overshoots. The image is reflect-padded first so the FFT's periodic wrap adds no seams.
     """
     padded = cv2.copyMakeBorder(img, pad, pad, pad, pad, _BORDER)
     h, w = padded.shape[:2]
