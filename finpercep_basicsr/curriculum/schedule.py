@@ -11,8 +11,8 @@ Options (``train.ccl``)::
           reward: {pretrain_path: rm1.pth, network_opt: {stage: 1}, lambda_map: 1.0}
 
 Each stage's ``reward`` is deep-merged over ``train.reward_opt`` (the options of a reward loss:
-``FinPercepRewardLoss`` or ``FinPercepGlobalIQALoss``), so stages only state what changes. Without
-``train.ccl`` the schedule has one stage: ``train.reward_opt`` from iteration 0.
+``FinPercepRewardLoss`` or ``FinPercepGlobalIQALoss``, any ``FrozenRewardLoss``), so stages only state
+what changes. Without ``train.ccl`` the schedule has one stage: ``train.reward_opt`` from iteration 0.
 
 Hand-over: stage k with ``start_iter`` s and ``ramp_iters`` R > 0 has the blend weight
 a(it) = min(1, (it - s + 1) / R) for it >= s; the loss is (1 - a) * L_{k-1} + a * L_k, so iteration
@@ -35,13 +35,15 @@ from finpercep_basicsr.utils.errors import UserInputError
 from finpercep_basicsr.utils.options_io import deep_merge
 
 WEIGHT_KEYS = ('lambda_score', 'lambda_map')
+LOG_TERMS = ('reward', 'score', 'map_peak', 'capped')  # per-image terms of the rewards that are logged
 
 
 def parse_stages(train_opt):
     """Stage list from ``train.ccl.stages`` (or a single stage from ``train.reward_opt``).
 
     Returns:
-        list[dict]: ``{'start_iter', 'ramp_iters', 'reward'}`` with full reward-loss options.
+        list[dict]: ``{'start_iter', 'ramp_iters', 'reward', 'where'}``: full reward-loss options and
+        the option key they come from (for error messages).
 
     Raises:
         UserInputError: Empty list, first stage after iteration 1, start iterations not increasing,
@@ -68,7 +70,8 @@ def parse_stages(train_opt):
         if stages and start < stages[-1]['start_iter'] + max(stages[-1]['ramp_iters'], 1):
             raise UserInputError(f'{where}.start_iter {start} must come after the previous stage '
                                  f'(start {stages[-1]["start_iter"]}, ramp {stages[-1]["ramp_iters"]})')
-        stages.append({'start_iter': start, 'ramp_iters': ramp if i else 0, 'reward': reward})
+        stages.append({'start_iter': start, 'ramp_iters': ramp if i else 0, 'reward': reward,
+                       'where': f'{where}.reward' if ccl else where})
     return stages
 
 
@@ -127,7 +130,10 @@ class RewardCurriculum:
             opt.setdefault('seed', self.seed + self.keys.index(key))  # equal networks, equal seed
             get_root_logger().info(f'CCL: building the reward of stage {index}: {opt.get("type")} '
                                    f'{opt.get("pretrain_path", "")}')
-            self.modules[key] = build_loss(opt).to(self.device)
+            try:
+                self.modules[key] = build_loss(opt).to(self.device)
+            except UserInputError as err:  # the loss cannot know which option key it was built from
+                raise type(err)(f'{self.stages[index]["where"]}: {err}') from err
             if key in self._pending:
                 self.modules[key].net.load_state_dict(self._pending.pop(key))
                 self.refreshed.add(key)
@@ -156,6 +162,36 @@ class RewardCurriculum:
             if key not in groups and key not in self.refreshed:
                 del self.modules[key]
         return active
+
+    def has_ceiling(self, current_iter=None):
+        """Whether a reward of the stages blended at ``current_iter`` (of any stage: None) has a
+        ``reference_margin``, i.e. needs the frozen reference generator's output."""
+        indices = range(len(self.stages)) if current_iter is None else [i for i, _ in self.blend(current_iter)]
+        return any(self.stages[i]['reward'].get('reference_margin') is not None for i in indices)
+
+    def rewards(self, sr, current_iter, gt=None, reference=None):
+        """Per-image reward of the stages blended at ``current_iter``: sum_k blend_k * loss_weight_k * R_k.
+
+        Args:
+            sr (Tensor): (N, 3, H, W) images in [0, 1]; the rewards are differentiable w.r.t. them.
+            current_iter (int): Iteration; selects the stages, their blend weights and lambdas.
+            gt (Tensor | None): (N, 3, H, W) GT of each image (full-reference scorers need it).
+            reference (Tensor | None): (N / G, 3, H, W) the frozen reference generator's output for the
+                input of each group of G consecutive images; a reward with ``reference_margin`` counts
+                each image only up to its reference's reward + margin. None: uncapped.
+
+        Returns:
+            tuple[Tensor, dict]: Rewards (N,), and for the log the blend-weighted means of the terms
+            ``reward`` (before the ceiling and ``loss_weight``), ``score``, ``map_peak`` and ``capped``.
+        """
+        total, logs = 0, {}
+        for module, weight in self.step(current_iter):
+            reward, terms = module.image_rewards(sr, gt, reference)
+            total = total + weight * module.loss_weight * reward
+            for name in LOG_TERMS:
+                if name in terms:
+                    logs[name] = logs.get(name, 0) + weight * terms[name].mean()
+        return total, logs
 
     def active_module(self, current_iter=None):
         """The reward loss of the current (newest) stage."""

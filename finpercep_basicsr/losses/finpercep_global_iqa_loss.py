@@ -1,10 +1,9 @@
 """Global-only reward as a loss (the baseline that gets hacked): a stage-0 RM score or a pyiqa metric."""
 import torch
 from basicsr.utils.registry import LOSS_REGISTRY
-from torch import nn
 
-from finpercep_basicsr.losses.finpercep_reward_loss import build_frozen_reward_net, nonfinite_terms, reduce_batch
-from finpercep_basicsr.losses.loss_utils import check_detach_lowpass, scored_image
+from finpercep_basicsr.losses.finpercep_reward_loss import FrozenRewardLoss, build_frozen_reward_net, nonfinite_terms
+from finpercep_basicsr.losses.loss_utils import check_detach_lowpass, check_reduction, scored_image
 from finpercep_basicsr.utils.errors import UserInputError
 
 
@@ -33,7 +32,7 @@ def build_pyiqa_metric(name, device='cpu', **kwargs):
 
 
 @LOSS_REGISTRY.register()
-class FinPercepGlobalIQALoss(nn.Module):
+class FinPercepGlobalIQALoss(FrozenRewardLoss):
     """Negative global quality score: R = S, loss = -loss_weight * reduce(R).
 
     The source is either a reward-model checkpoint (only its global score is used, e.g. RM_0) or a
@@ -42,24 +41,25 @@ class FinPercepGlobalIQALoss(nn.Module):
 
     Args:
         metric (str): ``rm`` or ``pyiqa:<name>``.
-        network_opt, pretrain_path, param_key, strict_load, seed: Reward network (``metric: rm``),
-            as in ``FinPercepRewardLoss``.
+        network_opt, pretrain_path, param_key, strict_load, seed, random_init: Reward network
+            (``metric: rm``), as in ``FinPercepRewardLoss``: ``pretrain_path`` is required unless ``random_init``.
         metric_opt (dict | None): Extra keyword arguments of ``pyiqa.create_metric``.
         clamp_input (bool): Clamp the image to [0, 1] before scoring.
         detach_lowpass (str | float | None): As in ``FinPercepRewardLoss``: the reward's gradient moves
             detail only, not colour and tone.
         loss_weight (float): Multiplier of the loss.
-        reduction (str): ``mean`` | ``sum`` | ``none``.
+        reduction (str): ``mean`` | ``sum`` | ``none`` (as in ``FinPercepRewardLoss``).
 
     Input: ``sr`` (B, 3, H, W) in [0, 1], ``gt`` (B, 3, H, W) for full-reference metrics.
-    Output as ``FinPercepRewardLoss`` (terms ``reward`` and ``score``; ``pdm`` for an RM source).
+    Output as ``FinPercepRewardLoss`` (terms ``reward`` and ``score``; ``pdm`` for an RM source); it has
+    no ceiling, so a ``reference`` changes nothing.
     """
 
     def __init__(self, metric='rm', network_opt=None, pretrain_path=None, param_key='params_ema',
-                 strict_load=True, seed=0, metric_opt=None, clamp_input=True, detach_lowpass=None,
-                 loss_weight=1.0, reduction='mean'):
+                 strict_load=True, seed=0, random_init=False, metric_opt=None, clamp_input=True,
+                 detach_lowpass=None, loss_weight=1.0, reduction='mean'):
         super().__init__()
-        reduce_batch(torch.zeros(1), reduction)  # validates the name early
+        check_reduction('FinPercepGlobalIQALoss', reduction)
         check_detach_lowpass('FinPercepGlobalIQALoss', detach_lowpass)
         self.metric_name = metric
         self.clamp_input, self.detach_lowpass = clamp_input, detach_lowpass
@@ -69,7 +69,7 @@ class FinPercepGlobalIQALoss(nn.Module):
         if metric == 'rm':
             if network_opt is None:
                 raise UserInputError('FinPercepGlobalIQALoss with metric "rm" needs network_opt')
-            self.net = build_frozen_reward_net(network_opt, pretrain_path, param_key, strict_load, seed)
+            self.net = build_frozen_reward_net(network_opt, pretrain_path, param_key, strict_load, seed, random_init)
         elif isinstance(metric, str) and metric.startswith('pyiqa:'):
             self.net = build_pyiqa_metric(metric[len('pyiqa:'):], **(metric_opt or {}))
             for p in self.net.parameters():
@@ -79,14 +79,6 @@ class FinPercepGlobalIQALoss(nn.Module):
         else:
             raise UserInputError(f'FinPercepGlobalIQALoss: metric must be "rm" or "pyiqa:<name>", got {metric!r}')
         self.net.eval()
-
-    def train(self, mode=True):
-        super().train(mode)
-        self.net.eval()
-        return self
-
-    def set_weights(self, **_):
-        """Global-only: there is no map weight to change (kept for a common curriculum interface)."""
 
     def rewards(self, sr, gt=None):
         if not torch.isfinite(sr).all():
@@ -104,10 +96,7 @@ class FinPercepGlobalIQALoss(nn.Module):
         score = score.reshape(sr.size(0)).to(sr.dtype)
         return {'reward': self.sign * score, 'score': score}
 
-    def forward(self, sr, gt=None, return_terms=False):
+    def image_rewards(self, sr, gt=None, reference=None):
+        """R = S (B,) and its detached terms; ``reference`` is accepted for the common interface (no ceiling)."""
         terms = self.rewards(sr, gt)
-        loss = -self.loss_weight * reduce_batch(terms['reward'], self.reduction)
-        if return_terms:
-            return loss, {k: v.detach() for k, v in terms.items()}
-        return loss
-
+        return terms['reward'], {k: v.detach() for k, v in terms.items()}

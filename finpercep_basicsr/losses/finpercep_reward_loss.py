@@ -7,39 +7,49 @@ from basicsr.utils import get_root_logger
 from basicsr.utils.registry import LOSS_REGISTRY
 from torch import nn
 
-from finpercep_basicsr.losses.loss_utils import check_detach_lowpass, scored_image
+from finpercep_basicsr.losses.loss_utils import check_detach_lowpass, check_reduction, reduce_batch, scored_image
 from finpercep_basicsr.utils.checkpoint import load_state_dict_into
 from finpercep_basicsr.utils.errors import UserInputError
 
 MAP_REDUCTIONS = ('max', 'topk', 'smooth_max')
 
 
-def build_frozen_reward_net(network_opt, pretrain_path=None, param_key='params_ema', strict_load=True, seed=0):
+def build_frozen_reward_net(network_opt, pretrain_path=None, param_key='params_ema', strict_load=True, seed=0,
+                            random_init=False):
     """Build a reward network from its options, load a checkpoint, freeze it.
 
     Args:
         network_opt (dict): Network options with ``type`` (e.g. ``FinPercepRewardNet``).
-        pretrain_path (str | None): Checkpoint file; None keeps a random initialisation (tests and
-            smoke runs only: a random reward is meaningless, a warning is logged).
+        pretrain_path (str | None): Checkpoint file; required unless ``random_init``.
         param_key (str): Entry of the checkpoint; falls back to ``'params'`` when absent (a run saved
             without EMA).
         strict_load (bool): Require every key and shape to match.
         seed (int): Seed of the random initialisation, drawn from a forked RNG so that building a
             reward net never changes the training's random stream (needed for bit-identical resume
             when curriculum stages are built lazily).
+        random_init (bool): Keep the random initialisation (tests, timing runs): a random reward is
+            meaningless, so it must be asked for, never the result of a missing ``pretrain_path``.
 
     Returns:
         nn.Module: The network in eval mode with ``requires_grad=False`` on every parameter.
+
+    Raises:
+        UserInputError: No ``pretrain_path`` without ``random_init``, or both.
     """
     from basicsr.archs import build_network  # late: losses are imported before archs are complete
 
     if not isinstance(network_opt, dict) or 'type' not in network_opt:
         raise UserInputError(f'reward network options need a "type" key, got {network_opt!r}')
+    if pretrain_path is None and not random_init:
+        raise UserInputError(f'pretrain_path is not set: the reward network {network_opt["type"]} would score with '
+                             f'random weights (give its checkpoint, or random_init: true for a test or timing run)')
+    if pretrain_path is not None and random_init:
+        raise UserInputError(f'pretrain_path {pretrain_path} and random_init: true contradict each other; keep one')
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         net = build_network(deepcopy(network_opt))
-    if pretrain_path is None:
-        get_root_logger().warning(f'reward network {network_opt["type"]} has no pretrain_path: random weights')
+    if random_init:
+        get_root_logger().warning(f'reward network {network_opt["type"]}: random_init, random weights')
     else:
         load_state_dict_into(net, str(pretrain_path), param_key, strict_load, what='reward model checkpoint',
                              label=f'{network_opt["type"]} {network_opt}')
@@ -79,17 +89,6 @@ def pdm_artifact_rate(pdm, threshold=0.5):
     return (pdm > threshold).flatten(1).float().mean(dim=1)
 
 
-def reduce_batch(values, reduction):
-    """Apply a BasicSR ``reduction`` ('none' | 'mean' | 'sum') to per-sample values (B,)."""
-    if reduction == 'none':
-        return values
-    if reduction == 'mean':
-        return values.mean()
-    if reduction == 'sum':
-        return values.sum()
-    raise UserInputError(f'reduction must be none, mean or sum, got {reduction!r}')
-
-
 def nonfinite_terms(sr, names):
     """Terms for an input with NaN/Inf pixels: NaN values still attached to ``sr``'s graph.
 
@@ -100,15 +99,54 @@ def nonfinite_terms(sr, names):
     return {name: nan.expand(sr.size(0)) for name in names}
 
 
+class FrozenRewardLoss(nn.Module):
+    """Base of the reward losses: a frozen scorer ``net``, per-image rewards, loss = -loss_weight * reduce(R).
+
+    The interface the CCL curriculum (``curriculum.schedule``) and the RLHF model score through:
+    ``image_rewards`` (per-image rewards with gradients), ``loss_weight``, ``set_weights`` and ``net``
+    (the network co-evolution refreshes). Subclasses set ``net``, ``loss_weight`` and ``reduction``.
+    """
+
+    def train(self, mode=True):
+        """The scorer stays in eval mode (no dropout/BN updates) whatever the parent does."""
+        super().train(mode)
+        self.net.eval()
+        return self
+
+    def set_weights(self, lambda_score=None, lambda_map=None):
+        """Change the run-time weights (the curriculum does); a reward without them ignores the call."""
+
+    def image_rewards(self, sr, gt=None, reference=None):
+        """Per-image reward R (B,), differentiable w.r.t. ``sr``, and its detached terms.
+
+        Args:
+            sr (Tensor): (B, 3, H, W) images in [0, 1].
+            gt (Tensor | None): (B, 3, H, W) GT (full-reference scorers need it).
+            reference (Tensor | None): (B / G, 3, H, W) the frozen reference generator's outputs for the
+                inputs of ``sr``, when ``sr`` holds G consecutive samples of each input; rewards with a
+                ceiling (``reference_margin``) cap each sample at its input's reference. None: uncapped.
+
+        Returns:
+            tuple[Tensor, dict]: R (B,) and detached terms: ``reward`` (B,) before any ceiling, ``score``, ...
+        """
+        raise NotImplementedError
+
+    def forward(self, sr, gt=None, return_terms=False, reference=None):
+        """Loss of ``sr``: -loss_weight * reduce(R); with ``return_terms`` also the terms of ``image_rewards``."""
+        reward, terms = self.image_rewards(sr, gt, reference)
+        loss = -self.loss_weight * reduce_batch(reward, self.reduction)
+        return (loss, terms) if return_terms else loss
+
+
 @LOSS_REGISTRY.register()
-class FinPercepRewardLoss(nn.Module):
+class FinPercepRewardLoss(FrozenRewardLoss):
     """Negative FinPercep reward of a frozen reward model; gradients flow to the input image.
 
     R = lambda_score * S + lambda_map * (1 - peak(M)), loss = -loss_weight * reduce(R).
 
     Args:
         network_opt (dict): Options of the reward network (``type: FinPercepRewardNet``, ...).
-        pretrain_path (str | None): Reward checkpoint (``net_reward_*.pth``).
+        pretrain_path (str | None): Reward checkpoint (``net_reward_*.pth``); required unless ``random_init``.
         param_key (str): Entry of the checkpoint (default ``params_ema``, falls back to ``params``).
         strict_load (bool): Require the checkpoint to match the network exactly.
         lambda_score (float): lambda_1, weight of the global score.
@@ -125,10 +163,13 @@ class FinPercepRewardLoss(nn.Module):
             generator's output for the same input: the loss uses min(R(sr), R(ref) + margin), so an image
             that is already ``margin`` above its reference gets no reward gradient (the clamp against
             over-optimisation; the fidelity terms keep acting). It applies when ``forward`` gets ``reference``
-            (the RLHF model passes it); scoring without one measures the uncapped reward. None: no ceiling.
-        seed (int): Seed of the random initialisation when ``pretrain_path`` is None.
+            (the RLHF model passes it, for every ``rlhf.algorithm``); scoring without one measures the
+            uncapped reward. None: no ceiling.
+        seed (int): Seed of the random initialisation (``random_init``).
+        random_init (bool): Random reward weights instead of a checkpoint (tests, timing runs only).
         loss_weight (float): Multiplier of the loss.
-        reduction (str): ``mean`` | ``sum`` | ``none`` over the batch.
+        reduction (str): ``mean`` | ``sum`` | ``none`` over the batch, when called as a loss (the RLHF
+            model scores per image through ``image_rewards`` and averages, whatever the reduction).
 
     Input: ``sr`` (B, 3, H, W) in [0, 1]. Output: the loss (scalar, or (B,) for ``none``); with
     ``return_terms=True`` also a dict of detached per-image terms: ``reward`` (before the ceiling),
@@ -138,22 +179,22 @@ class FinPercepRewardLoss(nn.Module):
 
     def __init__(self, network_opt, pretrain_path=None, param_key='params_ema', strict_load=True,
                  lambda_score=1.0, lambda_map=1.0, map_reduce='max', topk_ratio=0.01, temperature=0.05,
-                 clamp_input=True, detach_lowpass=None, reference_margin=None, seed=0, loss_weight=1.0,
-                 reduction='mean'):
+                 clamp_input=True, detach_lowpass=None, reference_margin=None, seed=0, random_init=False,
+                 loss_weight=1.0, reduction='mean'):
         super().__init__()
         if map_reduce not in MAP_REDUCTIONS:
             raise UserInputError(f'FinPercepRewardLoss: map_reduce must be one of {", ".join(MAP_REDUCTIONS)}, '
                                  f'got {map_reduce!r}')
         if temperature <= 0 or not 0 < topk_ratio <= 1:
             raise UserInputError('FinPercepRewardLoss: temperature must be > 0 and topk_ratio in (0, 1]')
-        reduce_batch(torch.zeros(1), reduction)  # validates the name early
+        check_reduction('FinPercepRewardLoss', reduction)
         check_detach_lowpass('FinPercepRewardLoss', detach_lowpass)
         if reference_margin is not None and (isinstance(reference_margin, bool)
                                              or not isinstance(reference_margin, (int, float))):
             raise UserInputError(f'FinPercepRewardLoss: reference_margin must be a number or null, '
                                  f'got {reference_margin!r}')
         self.reference_margin = None if reference_margin is None else float(reference_margin)
-        self.net = build_frozen_reward_net(network_opt, pretrain_path, param_key, strict_load, seed)
+        self.net = build_frozen_reward_net(network_opt, pretrain_path, param_key, strict_load, seed, random_init)
         self.pretrain_path = pretrain_path
         self.map_reduce, self.topk_ratio, self.temperature = map_reduce, topk_ratio, temperature
         self.clamp_input, self.detach_lowpass = clamp_input, detach_lowpass
@@ -167,12 +208,6 @@ class FinPercepRewardLoss(nn.Module):
         if lambda_map is not None:
             self.lambda_map = float(lambda_map)
 
-    def train(self, mode=True):
-        """The reward network stays in eval mode (no dropout/BN updates) whatever the parent does."""
-        super().train(mode)
-        self.net.eval()
-        return self
-
     def rewards(self, sr):
         """Per-image reward and its terms, differentiable w.r.t. ``sr``: dict of (B,) and the map."""
         if not torch.isfinite(sr).all():
@@ -182,18 +217,17 @@ class FinPercepRewardLoss(nn.Module):
         reward = self.lambda_score * out['score'] + self.lambda_map * (1 - peak)
         return {'reward': reward, 'score': out['score'], 'map_peak': peak, 'pdm': out['pdm']}
 
-    def forward(self, sr, gt=None, return_terms=False, reference=None):
-        """Loss of ``sr``; ``gt`` is accepted for a common reward-loss signature and ignored; ``reference``
-        (the frozen reference generator's output for the same inputs) sets the ``reference_margin`` ceiling."""
+    def image_rewards(self, sr, gt=None, reference=None):
+        """R (B,) with the ``reference_margin`` ceiling when ``reference`` is given (``gt`` is not used)."""
         terms = self.rewards(sr)
         reward = terms['reward']
         if self.reference_margin is not None and reference is not None:
-            with torch.no_grad():
+            if sr.size(0) % reference.size(0):
+                raise ValueError(f'{sr.size(0)} images cannot be grouped over {reference.size(0)} references')
+            with torch.no_grad():  # each reference scored once, then aligned with its group of samples
                 ceiling = self.rewards(reference)['reward'] + self.reference_margin
+            ceiling = ceiling.repeat_interleave(sr.size(0) // reference.size(0))
             capped = reward >= ceiling
             terms['capped'] = capped.float()
             reward = torch.where(capped, ceiling, reward)  # no gradient at the ceiling (minimum would pass half)
-        loss = -self.loss_weight * reduce_batch(reward, self.reduction)
-        if return_terms:
-            return loss, {k: v.detach() for k, v in terms.items()}
-        return loss
+        return reward, {k: v.detach() for k, v in terms.items()}

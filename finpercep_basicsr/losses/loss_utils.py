@@ -10,13 +10,14 @@ REDUCTIONS = ('mean', 'sum', 'none')
 
 
 def check_reduction(name, reduction):
-    """Raise ValueError naming the loss when ``reduction`` is not one BasicSR losses use."""
+    """Raise ``UserInputError`` naming the loss when ``reduction`` is not one BasicSR losses use."""
     if reduction not in REDUCTIONS:
-        raise ValueError(f'{name}: unsupported reduction {reduction!r}; use one of {", ".join(REDUCTIONS)}')
+        raise UserInputError(f'{name}: unsupported reduction {reduction!r}; use one of {", ".join(REDUCTIONS)}')
 
 
 def reduce_batch(loss, reduction):
-    """Reduce a per-sample loss (B,) by 'mean' | 'sum' | 'none'."""
+    """Reduce per-sample values (B,) by a BasicSR ``reduction``: 'mean' | 'sum' | 'none' (checked by
+    ``check_reduction`` when the loss is built)."""
     if reduction == 'mean':
         return loss.mean()
     if reduction == 'sum':

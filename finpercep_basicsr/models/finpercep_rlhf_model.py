@@ -1,4 +1,5 @@
-"""RLHF of an SR generator with a FinPercep reward (ReFL), fidelity regularisers and the CCL schedule."""
+"""RLHF of an SR generator with a FinPercep reward (ReFL, DPO, GRPO), fidelity regularisers and the CCL schedule."""
+import inspect
 import os
 from collections import OrderedDict
 from copy import deepcopy
@@ -33,9 +34,11 @@ def _grads_finite(params):
 class FinPercepRLHFModel(FinPercepBaseModel):
     """Reward fine-tuning of a generator policy (ReFL: the reward is backpropagated through it).
 
-    Generator loss = sum_k blend_k * RewardLoss_k(SR) + pixel(SR, GT) + ref(SR, Ref(LQ))
-    + perceptual(SR, GT) + GAN(SR); the reward losses and blends come from the CCL schedule
-    (``train.ccl``) or from ``train.reward_opt`` alone.
+    ReFL's generator loss = -mean(sum_k blend_k * loss_weight_k * R_k(SR)) + pixel(SR, GT)
+    + ref(SR, Ref(LQ)) + perceptual(SR, GT) + GAN(SR); the rewards and blends come from the CCL schedule
+    (``train.ccl``) or from ``train.reward_opt`` alone. The algorithms (``models.rl_algorithms``) use
+    the model through its ``RLHFPolicyModel`` interface: ``generate``, ``rollout``, ``log_prob``,
+    ``reference_log_prob``, ``reward`` (the one scoring path of every algorithm) and ``fidelity_loss``.
 
     Options:
         network_g: any BasicSR arch (wrapped in ``BasicSRNetPolicy``) or a ``GeneratorPolicy`` arch.
@@ -63,7 +66,7 @@ class FinPercepRLHFModel(FinPercepBaseModel):
     def __init__(self, opt):
         super().__init__(opt)
         self.grad_steps = int(opt.get('rlhf', {}).get('grad_steps', 1))
-        self.rl_algorithm = build_rl_algorithm(opt.get('rlhf'))  # rlhf.algorithm: refl | dpo | grpo
+        self.rl_algorithm = build_rl_algorithm(opt.get('rlhf'))  # rlhf.algorithm: refl | dpo | grpo | ...
         policy = build_policy(opt['network_g'], opt.get('scale', 4))
         # before DDP wraps the policy: DDP only syncs parameters that require grad at construction
         self.trainable_names = policy.restrict_trainable((opt.get('rlhf') or {}).get('trainable'))
@@ -100,11 +103,7 @@ class FinPercepRLHFModel(FinPercepBaseModel):
             build_loss(deepcopy(train_opt[k])).to(self.device) if train_opt.get(k) else None
             for k in ('pixel_opt', 'ref_opt', 'perceptual_opt', 'gan_opt'))
         self.curriculum = RewardCurriculum(train_opt, self.device, seed=self.opt.get('manual_seed') or 0)
-        capped = any(stage['reward'].get('reference_margin') is not None for stage in self.curriculum.stages)
-        if capped and self.rl_algorithm.name != 'refl':
-            raise UserInputError(f'reference_margin (train.reward_opt or train.ccl.stages) applies to rlhf.algorithm '
-                                 f'refl; {self.rl_algorithm.name} ranks its samples by the uncapped reward')
-        needs_ref = self.cri_ref is not None or self.rl_algorithm.needs_reference or capped
+        needs_ref = self.cri_ref is not None or self.rl_algorithm.needs_reference or self.curriculum.has_ceiling()
         self.net_ref = self._build_reference(policy) if needs_ref else None
         self.coevolution = RewardCoEvolution((train_opt.get('ccl') or {}).get('coevolve'), self.device)
         self.grad_clip_norm = train_opt.get('grad_clip_norm')
@@ -153,45 +152,74 @@ class FinPercepRLHFModel(FinPercepBaseModel):
             self._ref_input = self.lq
         return self._ref_out
 
-    def _reward_terms(self, sr, current_iter):
-        """Blended reward loss of the scheduled stages, plus the mean of each reward term."""
-        total, terms = 0, {}
-        for module, weight in self.curriculum.step(current_iter):
-            # a reward with a ceiling relative to the reference (reference_margin) scores the reference too
-            capped = getattr(module, 'reference_margin', None) is not None
-            kwargs = {'reference': self._reference_output()} if capped else {}
-            loss, t = module(sr, self.gt, return_terms=True, **kwargs)
-            total = total + weight * loss
-            for name in ('reward', 'score', 'map_peak', 'capped'):
-                if name in t:
-                    terms[name] = terms.get(name, 0) + weight * t[name].mean()
-        return total, terms
+    # ---- the RLHFPolicyModel interface of the RL algorithms (models.rl_algorithms) -----------------
+    def generate(self):
+        """SR (B, 3, sH, sW) of the fed LQ with gradients through the last ``rlhf.grad_steps`` sampling steps."""
+        return self.net_g(self.lq, grad_steps=self.grad_steps)
 
-    def _generator_loss(self, sr, current_iter):
+    def rollout(self, group_size):
+        """``Trajectory`` of ``group_size`` stochastic samples of each fed LQ (consecutive rows), no gradients."""
+        policy = self.get_bare_model(self.net_g)
+        if not getattr(policy, 'stochastic', False):
+            raise UserInputError(f'rlhf.algorithm {self.rl_algorithm.name} needs a stochastic policy: '
+                                 f'{type(policy).__name__} has none (diffusion generators: rollout_eta > 0 or '
+                                 f'explore_sigma > 0)')
+        return policy.sample_trajectory(self.lq.repeat_interleave(group_size, 0))
+
+    def log_prob(self, trajectory):
+        """(N, T) log-probabilities under the trained policy, with gradients; through DDP's forward when the
+        policy is wrapped, so that their gradients are all-reduced."""
+        policy = self.get_bare_model(self.net_g)
+        if self.net_g is policy:
+            return policy.log_prob(trajectory)
+        if 'trajectory' not in inspect.signature(policy.forward).parameters:
+            raise UserInputError(f'{type(policy).__name__} cannot run grpo/dpo under DDP: its forward has no '
+                                 f'trajectory argument (the diffusion policies have one)')
+        return self.net_g(trajectory=trajectory)
+
+    @torch.no_grad()
+    def reference_log_prob(self, trajectory):
+        """(N, T) log-probabilities under the frozen reference generator."""
+        return self.net_ref.log_prob(trajectory)
+
+    def reward(self, sr, current_iter, group_size=1, ceiling=True):
+        """Per-image reward of the CCL rewards scheduled at ``current_iter``, differentiable w.r.t. ``sr``.
+
+        Args:
+            sr (Tensor): (B * G, 3, sH, sW) outputs for the fed batch, G = ``group_size`` consecutive
+                samples per LQ.
+            current_iter (int): Iteration; selects the CCL stages and their blend.
+            group_size (int): G.
+            ceiling (bool): Cap each reward that has a ``reference_margin`` at the frozen reference
+                generator's reward on the same LQ + margin (no gradient above it); False measures the
+                uncapped reward.
+
+        Returns:
+            tuple[Tensor, dict]: Rewards (B * G,) = sum_k blend_k * loss_weight_k * R_k, and the blend-weighted
+            means of the terms ``reward`` (uncapped, before ``loss_weight``), ``score``, ``map_peak``, ``capped``.
+        """
+        gt = None if self.gt is None else self.gt.repeat_interleave(group_size, 0)
+        # one reference output per LQ: the reward aligns it with that LQ's G samples
+        reference = self._reference_output() if ceiling and self.curriculum.has_ceiling(current_iter) else None
+        return self.curriculum.rewards(sr, current_iter, gt, reference)
+
+    def fidelity_loss(self, sr):
+        """The regularisers of ``sr`` (B, 3, sH, sW) against the fed batch: OrderedDict of scalar losses."""
         loss_dict = OrderedDict()
-        l_reward, terms = self._reward_terms(sr, current_iter)
-        loss_dict['l_reward'] = l_reward
-        total = l_reward
         if self.cri_pix is not None:
             loss_dict['l_pix'] = self.cri_pix(sr, self.gt)
-            total = total + loss_dict['l_pix']
         if self.cri_ref is not None:
             loss_dict['l_ref'] = self.cri_ref(sr, self._reference_output())
-            total = total + loss_dict['l_ref']
         if self.cri_perceptual is not None:
             l_percep, l_style = self.cri_perceptual(sr, self.gt)
             for name, value in (('l_percep', l_percep), ('l_style', l_style)):
                 if value is not None:
                     loss_dict[name] = value
-                    total = total + value
         if self.cri_gan is not None:
             for p in self.net_d.parameters():
                 p.requires_grad_(False)
             loss_dict['l_g_gan'] = self.cri_gan(self.net_d(sr), True, is_disc=False)
-            total = total + loss_dict['l_g_gan']
-        loss_dict['l_total'] = total
-        loss_dict.update({k: torch.as_tensor(v, dtype=torch.float32) for k, v in terms.items()})
-        return total, loss_dict
+        return loss_dict
 
     def _step_is_finite(self, loss, params):
         ok = torch.tensor(float(bool(torch.isfinite(loss)) and _grads_finite(params)), device=self.device)
@@ -359,5 +387,5 @@ class FinPercepRLHFModel(FinPercepBaseModel):
             self.grad_scaler.load_state_dict(state['grad_scaler'])
         if not restore_rank_rng(state.get('rng_ranks'), self.opt.get('rank', 0), self.opt.get('world_size', 1),
                                 self.noise) and self.opt.get('world_size', 1) > 1:
-            get_root_logger().warning('the resume state holds no RNG state for this world size: ranks continue '
-                                      'with fresh random streams (the run is not bit-identical to an uninterrupted one)')
+            get_root_logger().warning('the resume state holds no RNG state for this world size: ranks continue with '
+                                      'fresh random streams (the run is not bit-identical to an uninterrupted one)')

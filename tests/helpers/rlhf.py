@@ -1,11 +1,15 @@
-"""Tiny RLHF inputs for tests: paired LQ/GT folders, reward checkpoints, option files."""
+"""Tiny RLHF inputs for tests: paired LQ/GT folders, reward checkpoints, option files, a stochastic policy."""
 import os
+from copy import deepcopy
 
 import cv2
 import numpy as np
 import torch
+from basicsr.utils.registry import ARCH_REGISTRY
 from tests.helpers.opt import FIXTURES, write_options
 
+from finpercep_basicsr.archs.generator_policy import GeneratorPolicy, Trajectory
+from finpercep_basicsr.archs.latent_diffusion import gaussian_log_prob
 from finpercep_basicsr.utils.image_io import write_rgb8
 
 TINY_RM = {'type': 'FinPercepRewardNet', 'encoder': 'conv', 'channels': [8, 8, 16, 16], 'stage': 3,
@@ -114,3 +118,42 @@ def make_generator_checkpoint(path, network_opt, seed=0, out_bias=0.5):
     state['conv_last.bias'] = state['conv_last.bias'] + out_bias
     torch.save({'params': state, 'params_ema': state}, path)
     return str(path)
+
+
+@ARCH_REGISTRY.register()
+class TinyGaussianPolicy(GeneratorPolicy):
+    """A BasicSR net as a one-transition Gaussian policy: SR = clamp(net(LQ) + sigma * noise).
+
+    As small as the tiny RRDBNet, so dpo and grpo run through ``FinPercepRLHFModel`` without a
+    diffusion model. ``network_g: {type: TinyGaussianPolicy, net: <BasicSR arch options>, sigma}``;
+    the checkpoint (``weights_module``) is the bare net's. The deterministic sample is the mean.
+    """
+    stochastic = True
+
+    def __init__(self, net, sigma=0.05):
+        from basicsr.archs import build_network
+        super().__init__()
+        self.net, self.sigma, self.scale = build_network(deepcopy(net)), float(sigma), int(net['scale'])
+
+    def sample(self, lq, grad_steps=1):
+        with torch.set_grad_enabled(grad_steps > 0 and torch.is_grad_enabled()):
+            return self.net(lq).clamp(0, 1)
+
+    @torch.no_grad()
+    def sample_trajectory(self, lq):
+        mean = self.net(lq)
+        action = mean + self.sigma * torch.randn_like(mean)
+        return Trajectory(sr=action.clamp(0, 1), states=[mean], actions=[action], timesteps=[0],
+                          log_probs=gaussian_log_prob(action, mean, self.sigma)[:, None], cond={'lq': lq})
+
+    def log_prob(self, trajectory):
+        mean = self.net(trajectory.cond['lq'])
+        return gaussian_log_prob(trajectory.actions[0], mean, self.sigma)[:, None]
+
+    def weights_module(self):
+        return self.net
+
+
+def tiny_gaussian_network_g(sigma=0.05):
+    """``network_g`` options of a ``TinyGaussianPolicy`` around the fixture's tiny RRDBNet."""
+    return {'type': 'TinyGaussianPolicy', 'net': tiny_network_g(), 'sigma': sigma}

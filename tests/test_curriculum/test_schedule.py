@@ -139,3 +139,31 @@ def test_coevolution_moves_the_map_towards_the_pixel_label(ckpts):
     assert coevo.maybe_update(1, cur, sr, gt) == {}  # not due (every 2)
     first = [coevo.maybe_update(it, cur, sr, gt)['l_rm_map'].item() for it in range(2, 42, 2)]
     assert first[-1] < 0.7 * first[0]
+
+
+def test_rewards_blend_per_image_and_report_a_ceiling_by_stage(ckpts):
+    opt = _train_opt(ckpts)
+    opt['ccl']['stages'][2]['reward']['reference_margin'] = 0.0
+    cur = RewardCurriculum(opt, CPU)
+    sr = torch.rand(3, 3, 32, 32)
+    rewards, logs = cur.rewards(sr, 11)
+    (m0, b0), (m1, b1) = cur.step(11)
+    expected = b0 * m0.rewards(sr)['reward'] + b1 * m1.rewards(sr)['reward']
+    assert rewards.shape == (3,) and torch.allclose(rewards, expected, atol=1e-6)
+    assert set(logs) == {'reward', 'score', 'map_peak'} and torch.allclose(logs['reward'], expected.mean(), atol=1e-6)
+    assert not cur.has_ceiling(11) and cur.has_ceiling(20) and cur.has_ceiling()
+    capped, logs = cur.rewards(sr, 20, reference=sr)
+    assert logs['capped'] == 1.0 and torch.allclose(capped, cur.rewards(sr, 20)[0], atol=1e-6)
+
+
+@pytest.mark.parametrize('ccl, where', [(False, 'train.reward_opt'), (True, r'train.ccl.stages\[1\].reward')])
+def test_a_stage_reward_without_pretrain_path_is_named(ckpts, ccl, where):
+    opt = _train_opt(ckpts)
+    if not ccl:
+        del opt['ccl']  # the stages gave the paths: train.reward_opt alone has none
+    reward = opt['ccl']['stages'][1]['reward'] if ccl else opt['reward_opt']
+    reward.pop('pretrain_path', None)
+    with pytest.raises(UserInputError, match=f'^{where}: pretrain_path is not set: the reward network'):
+        RewardCurriculum(opt, CPU).step(11)
+    reward['random_init'] = True  # random weights asked for
+    assert RewardCurriculum(opt, CPU).step(11)

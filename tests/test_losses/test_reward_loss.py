@@ -226,3 +226,30 @@ def test_reference_margin_is_a_number_and_scoring_without_a_reference_is_uncappe
     for bad in ('0.1x', True):
         with pytest.raises(UserInputError, match='reference_margin must be a number'):
             _loss(rm_ckpt, reference_margin=bad)
+
+
+def test_grouped_samples_are_capped_by_the_reference_of_their_own_input(rm_ckpt):
+    """G consecutive samples per input share that input's reference (scored once): each group capped at its own."""
+    torch.manual_seed(0)
+    reference = torch.rand(2, 3, 32, 32)
+    capped = _loss(rm_ckpt, reference_margin=0.0)
+    r_ref = capped.rewards(reference)['reward']
+    assert r_ref[0] != r_ref[1]  # a ceiling from the other input would leave one group uncapped
+    reward, terms = capped.image_rewards(reference.repeat_interleave(3, 0), reference=reference)
+    assert terms['capped'].tolist() == [1.0] * 6
+    assert torch.allclose(reward, r_ref.repeat_interleave(3), atol=1e-6)
+    with pytest.raises(ValueError, match='5 images cannot be grouped over 2 references'):
+        capped.image_rewards(torch.rand(5, 3, 32, 32), reference=reference)
+
+
+@pytest.mark.parametrize('make', [FinPercepRewardLoss, lambda **kw: FinPercepGlobalIQALoss(metric='rm', **kw)],
+                         ids=['finpercep', 'global'])
+def test_a_reward_network_without_pretrain_path_needs_random_init(rm_ckpt, make):
+    with pytest.raises(UserInputError, match=r'^pretrain_path is not set: the reward network FinPercepRewardNet would '
+                                             r'score with random weights \(.*random_init: true'):
+        make(network_opt=dict(TINY_RM))
+    with pytest.raises(UserInputError, match='rm.pth and random_init: true contradict each other'):
+        make(network_opt=dict(TINY_RM), pretrain_path=rm_ckpt, random_init=True)
+    first, second = (make(network_opt=dict(TINY_RM), random_init=True, seed=4).net for _ in range(2))
+    assert all(torch.equal(v, second.state_dict()[k]) for k, v in first.state_dict().items())  # seeded
+    assert not any(p.requires_grad for p in first.parameters())

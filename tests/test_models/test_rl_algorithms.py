@@ -1,14 +1,16 @@
-"""rlhf.algorithm objectives on a toy Gaussian policy: GRPO moves towards high reward, DPO prefers winners."""
+"""rlhf.algorithm objectives through the RLHFPolicyModel interface: a toy Gaussian policy moves to high reward."""
+from collections import OrderedDict
 from copy import deepcopy
-from types import SimpleNamespace
 
 import pytest
 import torch
+from tests.helpers.rlhf import build_rlhf_model, make_paired_folder, make_reward_checkpoint, random_batch
 from torch import nn
 
-from finpercep_basicsr.archs.latent_diffusion import gaussian_log_prob
 from finpercep_basicsr.archs.generator_policy import GeneratorPolicy, Trajectory
-from finpercep_basicsr.models.rl_algorithms import build_rl_algorithm
+from finpercep_basicsr.archs.latent_diffusion import gaussian_log_prob
+from finpercep_basicsr.models import rl_algorithms
+from finpercep_basicsr.models.rl_algorithms import RLAlgorithm, build_rl_algorithm, register_rl_algorithm
 from finpercep_basicsr.utils.errors import UserInputError
 
 
@@ -34,26 +36,39 @@ class ToyPolicy(GeneratorPolicy):
         return gaussian_log_prob(traj.actions[0], self.mu.expand_as(traj.actions[0]), 0.1)[:, None]
 
 
-class Brightness(nn.Module):
-    """Reward = mean brightness (a reward loss with return_terms, like FinPercepRewardLoss)."""
-    loss_weight = 1.0
+class ToyModel:
+    """The ``RLHFPolicyModel`` interface around ``ToyPolicy``; reward = mean brightness of each image."""
 
-    def forward(self, sr, gt=None, return_terms=False):
+    def __init__(self, policy, batch=4):
+        self.policy, self.ref = policy, deepcopy(policy).requires_grad_(False)
+        self.lq = torch.rand(batch, 3, 2, 2)
+
+    def generate(self):
+        return self.policy(self.lq)
+
+    def rollout(self, group_size):
+        return self.policy.sample_trajectory(self.lq.repeat_interleave(group_size, 0))
+
+    def log_prob(self, trajectory):
+        return self.policy.log_prob(trajectory)
+
+    @torch.no_grad()
+    def reference_log_prob(self, trajectory):
+        return self.ref.log_prob(trajectory)
+
+    def reward(self, sr, current_iter, group_size=1, ceiling=True):
         r = sr.flatten(1).mean(1)
-        return -r.mean(), {'reward': r, 'score': r}
+        return r, {'reward': r.mean()}
+
+    def fidelity_loss(self, sr):
+        return OrderedDict()
 
 
-def _model(policy):
-    return SimpleNamespace(net_g=policy, get_bare_model=lambda n: n, lq=torch.rand(4, 3, 2, 2), gt=None,
-                           net_ref=deepcopy(policy).requires_grad_(False), opt={'dist': False},
-                           curriculum=SimpleNamespace(step=lambda it: [(Brightness(), 1.0)]))
-
-
-@pytest.mark.parametrize('algorithm', ['grpo', 'dpo'])
-def test_policy_gradient_raises_the_reward(algorithm):
+@pytest.mark.parametrize('algorithm', ['refl', 'grpo', 'dpo'])
+def test_every_algorithm_raises_the_reward(algorithm):
     torch.manual_seed(0)
     policy = ToyPolicy()
-    model = _model(policy)
+    model = ToyModel(policy)
     algo = build_rl_algorithm({'algorithm': algorithm, 'group_size': 4, 'kl_weight': 0.0, 'beta': 1.0})
     optim = torch.optim.SGD(policy.parameters(), lr=0.05)
     for it in range(20):
@@ -63,12 +78,13 @@ def test_policy_gradient_raises_the_reward(algorithm):
         optim.step()
     assert sr.shape == (4, 3, 4, 4)  # one sample per LQ goes back to the model
     assert policy.mu.item() > 0.45  # brighter = higher reward
+    assert 'reward' in logs and logs['l_total'] is total
 
 
 def test_grpo_kl_pulls_back_to_the_reference_and_ratio_is_clipped():
     torch.manual_seed(0)
     policy = ToyPolicy()
-    model = _model(policy)
+    model = ToyModel(policy)
     with torch.no_grad():
         policy.mu.add_(0.2)  # the policy drifted from the reference
     algo = build_rl_algorithm({'algorithm': 'grpo', 'group_size': 2, 'kl_weight': 1.0})
@@ -84,8 +100,31 @@ def test_options_are_checked():
         build_rl_algorithm({'algorithm': 'ppo'})
     with pytest.raises(UserInputError, match='group_size'):
         build_rl_algorithm({'algorithm': 'grpo', 'group_size': 1})
-    model = _model(ToyPolicy())
-    model.net_g.stochastic = False
-    with pytest.raises(UserInputError, match='stochastic'):
-        build_rl_algorithm({'algorithm': 'dpo'}).generator_loss(model, 0)
     assert build_rl_algorithm(None).name == 'refl'
+
+
+def test_an_algorithm_registered_by_name_is_built_from_the_options(monkeypatch):
+    monkeypatch.setattr(rl_algorithms, 'RL_ALGORITHMS', dict(rl_algorithms.RL_ALGORITHMS))
+
+    @register_rl_algorithm('mean_reward')
+    class MeanReward(RLAlgorithm):
+        def generator_loss(self, model, current_iter):
+            sr = model.generate()
+            rewards, logs = model.reward(sr, current_iter)
+            return sr, -rewards.mean(), OrderedDict(l_total=-rewards.mean(), **logs)
+
+    algo = build_rl_algorithm({'algorithm': 'mean_reward'})
+    assert isinstance(algo, MeanReward) and algo.name == 'mean_reward' and not algo.needs_reference
+    _, total, _ = algo.generator_loss(ToyModel(ToyPolicy()), 0)
+    assert total.item() == pytest.approx(-0.3)
+    with pytest.raises(ValueError, match="'grpo' is already registered by GRPO"):
+        register_rl_algorithm('grpo')(MeanReward)
+
+
+def test_a_sampling_algorithm_needs_a_stochastic_policy(tmp_path, one_thread):
+    """The tiny RRDBNet is a deterministic policy: dpo has nothing to sample."""
+    data = make_paired_folder(tmp_path / 'data')
+    model = build_rlhf_model(tmp_path, data, make_reward_checkpoint(tmp_path / 'rm.pth'), rlhf={'algorithm': 'dpo'})
+    model.feed_data(random_batch())
+    with pytest.raises(UserInputError, match='rlhf.algorithm dpo needs a stochastic policy: BasicSRNetPolicy'):
+        model.optimize_parameters(1)

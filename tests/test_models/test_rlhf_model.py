@@ -9,7 +9,8 @@ import pytest
 import torch
 import yaml
 from tests.helpers.opt import run_module
-from tests.helpers.rlhf import build_rlhf_model, make_paired_folder, make_reward_checkpoint, random_batch, write_rlhf_options
+from tests.helpers.rlhf import (build_rlhf_model, make_paired_folder, make_reward_checkpoint, random_batch,
+                                write_rlhf_options)
 
 import finpercep_basicsr  # noqa: F401
 

@@ -1,4 +1,5 @@
 """ReFL raises the reward it is given: on a fixed batch, fidelity terms off, the frozen reward goes up.
+The reference ceiling (``reference_margin``) holds for refl, dpo and grpo alike.
 
 A sign error anywhere in the reward term (the loss returning +R, the model subtracting it) makes
 these tests fail: the generator would then lower the reward.
@@ -6,11 +7,9 @@ these tests fail: the generator would then lower the reward.
 import pytest
 import torch
 from tests.helpers.rlhf import (build_rlhf_model, make_generator_checkpoint, make_paired_folder, make_reward_checkpoint,
-                          random_batch, tiny_network_g)
+                                random_batch, tiny_gaussian_network_g, tiny_network_g)
 
 import finpercep_basicsr  # noqa: F401
-from finpercep_basicsr.models.rl_algorithms import reward_per_sample
-from finpercep_basicsr.utils.errors import UserInputError
 
 STEPS = 6
 
@@ -34,7 +33,7 @@ def _measured_reward(model, current_iter):
     """Mean reward of the current generator on the fed batch, as scheduled at ``current_iter``."""
     with torch.no_grad():
         sr = model.net_g(model.lq, grad_steps=0)
-        rewards, _ = reward_per_sample(model, sr, model.gt, current_iter)
+        rewards, _ = model.reward(sr, current_iter, ceiling=False)
     return rewards.mean().item()
 
 
@@ -87,8 +86,56 @@ def test_a_reference_ceiling_of_zero_margin_holds_the_reward_at_the_start(setup)
     assert runs[100.0] == pytest.approx(runs[None], abs=1e-6)
 
 
-def test_a_reference_ceiling_with_a_sampling_algorithm_is_refused(setup):
+def _sampling(gen, algorithm, margin):
+    """A stochastic policy (the tiny RRDBNet plus Gaussian noise) trained by ``algorithm``, reward only."""
+    rlhf = {'algorithm': algorithm, 'group_size': 2, 'kl_weight': 0.1, 'beta': 10.0}
+    return _reward_only(gen, network_g=tiny_gaussian_network_g(), rlhf=rlhf,
+                        train__reward_opt__reference_margin=margin)
+
+
+def _weights(model):
+    return {k: v.clone() for k, v in model.net_g.weights_module().state_dict().items()}
+
+
+def test_grouped_samples_are_capped_by_the_reference_of_their_own_lq(setup):
+    """Two LQs with different reference rewards, each sample exactly its LQ's reference output: margin 0
+    caps every one; a ceiling taken from the other LQ would leave one of the two groups uncapped."""
     tmp_path, data, rms, gen = setup
-    with pytest.raises(UserInputError, match='reference_margin .* applies to rlhf.algorithm refl; dpo'):
-        build_rlhf_model(tmp_path, data, rms[0], **_reward_only(gen, rlhf__algorithm='dpo',
-                                                                train__reward_opt__reference_margin=0.1))
+    model = build_rlhf_model(tmp_path, data, rms[0], **_sampling(gen, 'grpo', 0.0))
+    model.feed_data(random_batch(seed=3))
+    reference = model.net_g(model.lq, grad_steps=0)  # the policy starts at its reference
+    r_ref, _ = model.reward(reference, 1, ceiling=False)
+    assert abs(r_ref[0] - r_ref[1]) > 1e-4
+    samples = reference.repeat_interleave(2, 0)
+    rewards, logs = model.reward(samples, 1, group_size=2)
+    assert logs['capped'] == 1.0
+    assert torch.allclose(rewards, r_ref.repeat_interleave(2), atol=1e-6)
+    uncapped, logs = model.reward(samples, 1, group_size=2, ceiling=False)
+    assert 'capped' not in logs and torch.allclose(uncapped, rewards, atol=1e-6)
+
+
+@pytest.mark.parametrize('algorithm', ['dpo', 'grpo'])
+def test_a_ceiling_below_every_sample_leaves_dpo_and_grpo_nothing_to_prefer(setup, algorithm):
+    """Every sample capped: all rewards of a group tie, so neither algorithm moves the policy."""
+    tmp_path, data, rms, gen = setup
+    model = build_rlhf_model(tmp_path, data, rms[0], **_sampling(gen, algorithm, -100.0))
+    assert model.net_ref is not None
+    start = _weights(model)
+    before, after = _train_on_fixed_batch(model, 1)
+    assert model.log_dict['capped'] == 1.0 and model.nonfinite_skips == 0
+    assert all(torch.equal(v, start[k]) for k, v in _weights(model).items())
+    assert after == before
+
+
+@pytest.mark.parametrize('algorithm', ['dpo', 'grpo'])
+def test_a_ceiling_no_sample_reaches_trains_dpo_and_grpo_as_no_ceiling(setup, algorithm):
+    tmp_path, data, rms, gen = setup
+    runs = {}
+    for margin in (None, 100.0):
+        model = build_rlhf_model(tmp_path, data, rms[0], **_sampling(gen, algorithm, margin))
+        start = _weights(model)
+        runs[margin] = _train_on_fixed_batch(model, 1), _weights(model)
+        assert model.log_dict.get('capped', 0.0) == 0.0
+    assert any(not torch.equal(v, start[k]) for k, v in runs[None][1].items())  # the samples were ranked
+    assert runs[100.0][0] == pytest.approx(runs[None][0], abs=1e-6)
+    assert all(torch.allclose(v, runs[None][1][k], atol=1e-7) for k, v in runs[100.0][1].items())

@@ -1,4 +1,5 @@
-"""FinPercepRMModel: encoder freezing and lr, stage growth from a checkpoint, validation metrics, TB images, best checkpoints."""
+"""FinPercepRMModel: encoder freezing and lr, stage growth from a checkpoint, validation metrics, TB images,
+best checkpoints."""
 import glob
 import os
 from copy import deepcopy
@@ -28,7 +29,8 @@ def _opt(tmp_path, dataroot, **train):
 
 
 def _batch(dataroot):
-    loader = DataLoader(FinPercepFGRDataset({'name': 'fgr_tiny_val', 'dataroot': dataroot, 'phase': 'val'}), batch_size=2)
+    dataset = FinPercepFGRDataset({'name': 'fgr_tiny_val', 'dataroot': dataroot, 'phase': 'val'})
+    loader = DataLoader(dataset, batch_size=2)
     return loader, next(iter(loader))
 
 

@@ -130,6 +130,27 @@ def test_unknown_nested_type_exits_2_from_the_command_line(tmp_path):
     assert "train.scheduler.type: 'CosineAnnealing' is not one of BasicSR's schedulers" in result.stderr
 
 
+@pytest.mark.slow
+def test_a_reward_without_pretrain_path_exits_2_from_the_command_line(tmp_path):
+    """Random reward weights must be asked for (random_init: true); a forgotten pretrain_path is an error."""
+    import yaml
+    from tests.helpers.rlhf import make_paired_folder, write_rlhf_options
+    opt = write_rlhf_options(tmp_path / 'opt.yml', make_paired_folder(tmp_path / 'data'), 'unused.pth', val=None,
+                             logger__use_tb_logger=False)
+    with open(opt) as f:
+        options = yaml.safe_load(f)
+    del options['train']['reward_opt']['pretrain_path']
+    with open(opt, 'w') as f:
+        yaml.safe_dump(options, f)
+    result = run_module(['finpercep_basicsr.train', '-opt', opt], cwd=tmp_path, env={'OMP_NUM_THREADS': '1'})
+    assert result.returncode == 2 and 'Traceback' not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith('error:')]
+    assert len(errors) == 1 and errors[0].startswith(
+        'error: train.reward_opt: pretrain_path is not set: the reward network FinPercepRewardNet would score with '
+        'random weights'), result.stderr[-3000:]
+    assert 'random_init: true' in errors[0]
+
+
 def test_trainable_pattern_matching_nothing_exits_2(tmp_path, capsys, monkeypatch):
     from tests.helpers.rlhf import make_paired_folder, make_reward_checkpoint, write_rlhf_options
     monkeypatch.chdir(tmp_path)
