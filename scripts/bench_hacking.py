@@ -31,8 +31,9 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
+    args = parse_args(argv)
     from finpercep_basicsr.hacking.bench import main as bench
-    return bench(parse_args(argv))
+    return bench(args)
 
 
 if __name__ == '__main__':

@@ -22,8 +22,6 @@ import json
 import os
 import sys
 
-import yaml
-
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -41,39 +39,16 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def load_build_options(args):
-    """The YAML options with command-line overrides applied."""
-    from finpercep_basicsr.utils.errors import UserInputError
-    try:
-        with open(args.opt) as f:
-            opt = yaml.safe_load(f)
-    except (OSError, yaml.YAMLError) as err:
-        raise UserInputError(f'cannot read build options {args.opt}: {err}') from err
-    for key in ('split', 'num_workers', 'max_samples', 'dataroot'):
-        if getattr(args, key) is not None:
-            opt[key] = getattr(args, key)
-    for key in ('dataroot', 'photos', 'sr_sources'):
-        if not opt.get(key):
-            raise UserInputError(f'{args.opt}: option {key} is required')
-    return opt
-
-
 def main(argv=None):
     args = parse_args(argv)
-    from finpercep_basicsr.fgr.builder import build_fgr
-    from finpercep_basicsr.fgr.shards import merge_shards, parse_shard
-    from finpercep_basicsr.utils.errors import UserInputError, exit_code_for_user_errors
+    from finpercep_basicsr.fgr.builder import load_build_options
+    from finpercep_basicsr.fgr.shards import build_or_merge
+    from finpercep_basicsr.utils.errors import exit_code_for_user_errors
 
     def run():
-        if args.shard is not None and args.merge:
-            raise UserInputError('--shard and --merge exclude each other: build the shards first, then merge')
-        shard = None if args.shard is None else parse_shard(args.shard)
-        opt = load_build_options(args)
-        if args.merge:
-            summary = merge_shards(opt, progress=not args.no_progress)
-        else:
-            summary = build_fgr(opt, progress=not args.no_progress, shard=shard)
-        print(json.dumps(summary, indent=2))
+        opt = load_build_options(args.opt, split=args.split, num_workers=args.num_workers,
+                                 max_samples=args.max_samples, dataroot=args.dataroot)
+        print(json.dumps(build_or_merge(opt, args.shard, args.merge, progress=not args.no_progress), indent=2))
         return 0
 
     return exit_code_for_user_errors(run)

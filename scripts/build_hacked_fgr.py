@@ -22,27 +22,15 @@ def main(argv=None):
     parser.add_argument('--dataroot', help='override fgr.dataroot')
     parser.add_argument('--no_progress', action='store_true', help='no progress output')
     args = parser.parse_args(argv)
-    from finpercep_basicsr.fgr.hacked import read_yaml, build_hacked_fgr
+    from finpercep_basicsr.fgr.hacked import build_hacked_fgr_from_file
     from finpercep_basicsr.utils.errors import exit_code_for_user_errors
 
     def run():
-        opt = read_yaml(args.opt, 'options')
-        if not isinstance(opt, dict):
-            raise_bad(args.opt)
-        opt.setdefault('fgr', {})
-        for key in ('split', 'dataroot'):
-            if getattr(args, key) is not None:
-                opt['fgr'][key] = getattr(args, key)
-        summary = build_hacked_fgr(opt, progress=not args.no_progress)
+        summary = build_hacked_fgr_from_file(args.opt, args.split, args.dataroot, progress=not args.no_progress)
         print(json.dumps(summary, indent=2))
         return 0
 
     return exit_code_for_user_errors(run)
-
-
-def raise_bad(path):
-    from finpercep_basicsr.utils.errors import UserInputError
-    raise UserInputError(f'{path}: expected a mapping of options')
 
 
 if __name__ == '__main__':

@@ -14,9 +14,9 @@ Writes ``{'params_ema': state_dict}`` and prints the ``network_g`` options to us
 ``--check`` (default on) runs the converted net and ncnn on a 32x32 crop of scikit-image's astronaut
 photo and prints the max abs difference in [0, 1]; it fails (exit 1) above ``--tolerance``.
 A missing model file or an unconvertible graph (e.g. the waifu2x or animevideov3 x2/x3 files) exits 2.
+See ``finpercep_basicsr.convert.ncnn_convert``.
 """
 import argparse
-import functools
 import json
 import os
 import sys
@@ -39,41 +39,15 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def check_parity(out_path, ncnn_net, arch):
-    """Max abs difference between the saved checkpoint and ncnn on a real photo crop."""
-    import numpy as np
-    from skimage import data
-
-    from finpercep_basicsr.convert.ncnn_convert import parity
-    from finpercep_basicsr.utils.checkpoint import load_checkpoint
-    crop = data.astronaut()[100:132, 200:232].astype(np.float32) / 255.0
-    state = load_checkpoint(out_path, 'converted checkpoint')['params_ema']
-    return parity(state, arch, ncnn_net, crop)[0]
-
-
 def main(argv=None):
     args = parse_args(argv)
-    from finpercep_basicsr.convert.ncnn_convert import convert_ncnn_checkpoint, default_out_path
-    from finpercep_basicsr.fgr.sources.ncnn_models import NcnnNet, packaged_ncnn_model
-    from finpercep_basicsr.utils.errors import UserInputError, exit_code_for_user_errors
+    from finpercep_basicsr.convert.ncnn_convert import convert_ncnn
+    from finpercep_basicsr.utils.errors import exit_code_for_user_errors
 
     def run():
-        if args.param or args.bin:
-            if not (args.param and args.bin):
-                raise UserInputError('give both --param and --bin')
-            param, weights, scale = args.param, args.bin, args.scale
-            out = args.out or os.path.join('weights', os.path.splitext(os.path.basename(param))[0] + '.pth')
-            make_net = functools.partial(NcnnNet, param, weights)
-        else:
-            param, weights, scale = packaged_ncnn_model(args.model)
-            out = args.out or default_out_path(args.model)
-            make_net = functools.partial(NcnnNet.packaged, args.model)
-        arch = convert_ncnn_checkpoint(out, param, weights, scale)
-        report = {'checkpoint': out, 'param_key': 'params_ema', 'network_g': arch, 'source': [param, weights]}
-        if not args.no_check:
-            report['parity_max_abs_diff'] = check_parity(out, make_net(), arch)
+        report = convert_ncnn(args.model, args.param, args.bin, args.scale, args.out, check=not args.no_check)
         print(json.dumps(report, indent=2))
-        if not args.no_check and report['parity_max_abs_diff'] > args.tolerance:
+        if report.get('parity_max_abs_diff', 0) > args.tolerance:
             print(f'error: converted model differs from ncnn by {report["parity_max_abs_diff"]:.3g} '
                   f'(> {args.tolerance})', file=sys.stderr)
             return 1

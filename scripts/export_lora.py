@@ -4,217 +4,21 @@
         --format FORMAT --out PATH [--param-key params_ema]
 
 The policy is built from the option file's ``network_g`` (the same base weights as in training),
-the checkpoint's trainable tensors are loaded into it, then written as:
-
-- ``osediff_pkl`` (OSEDiff): one torch file in the layout of OSEDiff's released ``osediff.pkl``
-  (``rank_unet``, ``rank_vae``, ``unet_lora_{encoder,decoder,others}_modules``,
-  ``vae_lora_encoder_modules``, ``state_dict_unet`` = every UNet tensor named ``*lora*`` or
-  ``*conv_in*``, ``state_dict_vae`` = every VAE ``*lora*`` tensor), for ``test_osediff.py --osediff_path``.
-- ``diffusers_lora`` (SeeSR, or any policy with a UNet adapter ``default``): the UNet LoRA as
-  ``PATH/pytorch_lora_weights.safetensors`` in diffusers' pipeline format (``unet.``-prefixed peft
-  keys with the LoRA config in the metadata; ``pipe.load_lora_weights(PATH)``), and a ControlNet
-  adapter as ``PATH/controlnet/pytorch_lora_weights.safetensors`` (``controlnet.load_lora_adapter``).
-  The LoRA scale alpha / r is folded into ``lora_B``, so loaders that ignore the metadata agree.
-- ``stablesr_ckpt`` (StableSR): ``PATH/stablesr.ckpt`` and ``PATH/vqgan_cfw.ckpt`` in StableSR's
-  released LDM layout (UNet LoRA merged in; ``archs/stablesr_export.py``), for its ``--ckpt`` and
-  ``--vqgan_ckpt``.
-- ``merged`` (all): full weights with every adapter merged, in the folder the policy reads: a
-  diffusers SD folder for OSEDiff (``sd_path``, no ``osediff_path``), a SeeSR folder (``unet/``,
-  ``controlnet/``), a converted StableSR folder (``stablesr_path``).
+the checkpoint's trainable tensors are loaded into it, then written as ``osediff_pkl`` (OSEDiff's
+``osediff.pkl``), ``diffusers_lora`` (diffusers' pipeline LoRA file; SeeSR), ``stablesr_ckpt``
+(StableSR's released checkpoints) or ``merged`` (full weights in the folder the policy reads). The
+layouts are described in ``finpercep_basicsr.convert.policy_export``.
 """
 import argparse
-import json
 import os
-import shutil
 import sys
-from copy import deepcopy
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 FORMATS = ('osediff_pkl', 'diffusers_lora', 'stablesr_ckpt', 'merged')
-LORA_FILE = 'pytorch_lora_weights.safetensors'
-
-
-def merged_copy(model):
-    """A plain diffusers model (no peft layers) with every active adapter merged into its weights."""
-    model = deepcopy(model).float()
-    if getattr(model, 'peft_config', None):
-        model.fuse_lora(lora_scale=1.0)
-        model.unload_lora()
-    return model
-
-
-def _check_type(policy, fmt, cls_name):
-    if type(policy).__name__ != cls_name:
-        raise_user(f'--format {fmt} is for {cls_name}; network_g is {type(policy).__name__} '
-                   f'(choose among: {", ".join(formats_for(policy))})')
-
-
-def raise_user(message):
-    from finpercep_basicsr.utils.errors import UserInputError
-    raise UserInputError(message)
-
-
-def formats_for(policy):
-    name = type(policy).__name__
-    own = {'FinPercepOSEDiffGenerator': ['osediff_pkl'], 'FinPercepStableSRGenerator': ['stablesr_ckpt']}.get(name, [])
-    lora = ['diffusers_lora'] if 'default' in getattr(policy.unet, 'peft_config', {}) else []
-    return own + lora + ['merged']
-
-
-def export_osediff_pkl(policy, out):
-    from finpercep_basicsr.archs.osediff_arch import UNET_ADAPTERS
-    from finpercep_basicsr.utils.checkpoint import atomic_torch_save
-    _check_type(policy, 'osediff_pkl', 'FinPercepOSEDiffGenerator')
-    configs = {name: policy.unet.peft_config[name] for name in UNET_ADAPTERS}
-    vae_config = policy.vae.peft_config['default_encoder']
-    ranks = {c.r for c in configs.values()}
-    if len(ranks) != 1 or any(c.lora_alpha != 8 for c in list(configs.values()) + [vae_config]):
-        raise_user('osediff.pkl holds one UNet rank and no lora_alpha (OSEDiff uses peft\'s default 8): '
-                   'this policy\'s adapters do not fit it')
-    ckpt = {'rank_unet': ranks.pop(), 'rank_vae': vae_config.r,
-            'vae_lora_encoder_modules': sorted(vae_config.target_modules)}
-    for name, config in configs.items():
-        ckpt[f'unet_lora_{name.split("_")[1]}_modules'] = sorted(config.target_modules)
-    ckpt['state_dict_unet'] = {n: p.detach().float().cpu() for n, p in policy.unet.named_parameters()
-                               if 'lora' in n or 'conv_in' in n}
-    ckpt['state_dict_vae'] = {n: p.detach().float().cpu() for n, p in policy.vae.named_parameters() if 'lora' in n}
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    atomic_torch_save(ckpt, out)
-    return [out]
-
-
-def folded_copy(model, adapter='default'):
-    """An fp32 copy of ``model`` whose LoRA scale alpha / r is folded into ``lora_B`` (alpha set to r).
-
-    Loaders that do not read the LoRA config from the file's metadata take alpha = r; with the
-    scale folded in, every loader computes the same update.
-    """
-    import torch
-    from peft.tuners.lora import LoraLayer
-    model = deepcopy(model).float()
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, LoraLayer) and adapter in module.lora_B:
-                module.lora_B[adapter].weight.mul_(module.scaling[adapter])
-                module.scaling[adapter] = 1.0
-    model.peft_config[adapter].lora_alpha = model.peft_config[adapter].r
-    return model
-
-
-def export_diffusers_lora(policy, out):
-    from diffusers.loaders.lora_pipeline import StableDiffusionLoraLoaderMixin
-    from peft.utils import get_peft_model_state_dict
-    if 'diffusers_lora' not in formats_for(policy):
-        raise_user(f'--format diffusers_lora needs a UNet LoRA adapter named "default"; {type(policy).__name__} '
-                   f'has none here (choose among: {", ".join(formats_for(policy))})')
-    unet = folded_copy(policy.unet)
-    layers = {k: v.detach().cpu() for k, v in get_peft_model_state_dict(unet, adapter_name='default').items()}
-    StableDiffusionLoraLoaderMixin.save_lora_weights(out, unet_lora_layers=layers, weight_name=LORA_FILE,
-                                                     unet_lora_adapter_metadata=unet.peft_config['default'].to_dict())
-    written = [os.path.join(out, LORA_FILE)]
-    controlnet = getattr(policy, 'controlnet', None)
-    if controlnet is not None and 'default' in getattr(controlnet, 'peft_config', {}):
-        folded_copy(controlnet).save_lora_adapter(os.path.join(out, 'controlnet'), weight_name=LORA_FILE)
-        written.append(os.path.join(out, 'controlnet', LORA_FILE))
-    return written
-
-
-def _extras(policy):
-    return {k: v for k, v in policy.state_dict().items() if k.split('.')[0] in ('structcond', 'spade', 'cfw')}
-
-
-def export_stablesr_ckpt(policy, out):
-    from finpercep_basicsr.convert.stablesr_export import save_released
-    _check_type(policy, 'stablesr_ckpt', 'FinPercepStableSRGenerator')
-    os.makedirs(out, exist_ok=True)
-    paths = [os.path.join(out, 'stablesr.ckpt'), os.path.join(out, 'vqgan_cfw.ckpt')]
-    save_released(merged_copy(policy.unet), merged_copy(policy.vae), _extras(policy), *paths)
-    return paths
-
-
-def _save_model(model, folder, flag_from=None):
-    merged_copy(model).save_pretrained(folder)
-    if flag_from is not None:  # SeeSR's image cross-attention flag is not a diffusers config key
-        with open(os.path.join(flag_from, 'config.json')) as f:
-            source = json.load(f)
-        with open(os.path.join(folder, 'config.json')) as f:
-            config = json.load(f)
-        for key in ('use_image_cross_attention', 'image_cross_attention_dim'):
-            if key in source:
-                config[key] = source[key]
-        with open(os.path.join(folder, 'config.json'), 'w') as f:
-            json.dump(config, f, indent=2)
-
-
-def export_merged(policy, out, network_opt):
-    from safetensors.torch import save_file
-
-    from finpercep_basicsr.archs.stablesr_arch import CONFIG_FILE, EXTRA_FILE
-    name = type(policy).__name__
-    os.makedirs(out, exist_ok=True)
-    if name == 'FinPercepOSEDiffGenerator':  # a complete SD folder: the base's other parts copied beside
-        for sub in os.listdir(network_opt['sd_path']):
-            src = os.path.join(network_opt['sd_path'], sub)
-            if sub not in ('unet', 'vae') and os.path.isdir(src):
-                shutil.copytree(src, os.path.join(out, sub), dirs_exist_ok=True)
-        _save_model(policy.unet, os.path.join(out, 'unet'))
-        _save_model(policy.vae, os.path.join(out, 'vae'))
-    elif name == 'FinPercepSeeSRGenerator':
-        for part in ('unet', 'controlnet'):
-            _save_model(getattr(policy, part), os.path.join(out, part),
-                        flag_from=os.path.join(network_opt['seesr_path'], part))
-    elif name == 'FinPercepStableSRGenerator':
-        _save_model(policy.unet, os.path.join(out, 'unet'))
-        _save_model(policy.vae, os.path.join(out, 'vae'))
-        save_file({k: v.detach().float().cpu().contiguous() for k, v in _extras(policy).items()},
-                  os.path.join(out, EXTRA_FILE))
-        with open(os.path.join(out, CONFIG_FILE), 'w') as f:
-            json.dump(policy.config, f, indent=1)
-    else:
-        raise_user(f'--format merged: {name} is not a diffusion policy (its net_g checkpoint is already full weights)')
-    return [out]
-
-
-def export(policy, fmt, out, network_opt):
-    """Write ``policy`` in ``fmt`` to ``out``; returns the written paths."""
-    if fmt == 'osediff_pkl':
-        return export_osediff_pkl(policy, out)
-    if fmt == 'diffusers_lora':
-        return export_diffusers_lora(policy, out)
-    if fmt == 'stablesr_ckpt':
-        return export_stablesr_ckpt(policy, out)
-    return export_merged(policy, out, network_opt)
-
-
-def run(args):
-    import torch
-
-    import finpercep_basicsr  # noqa: F401  (registers the policies)
-    from finpercep_basicsr.archs.generator_policy import build_policy
-    from finpercep_basicsr.utils.checkpoint import load_state_dict_into
-    from finpercep_basicsr.utils.option_check import load_option_file
-    opt = load_option_file(args.opt)
-    if 'network_g' not in opt:
-        raise_user(f'{args.opt}: no network_g section')
-    network_opt = dict(opt['network_g'])
-    for key in ('sd_path', 'seesr_path', 'stablesr_path', 'osediff_path'):
-        if network_opt.get(key):  # relative paths are relative to the working folder, as in training
-            network_opt[key] = os.path.abspath(os.path.expanduser(str(network_opt[key])))
-    policy = build_policy(network_opt, opt.get('scale', 4))
-    if not hasattr(policy, 'unet'):
-        raise_user(f'{args.opt}: network_g.type {network_opt.get("type")} is not a diffusion policy; its net_g '
-                   f'checkpoint already is the full network')
-    with torch.no_grad():
-        key = load_state_dict_into(policy.weights_module(), args.weights, args.param_key, strict=True,
-                                   what='generator checkpoint (--weights)')
-    for path in export(policy, args.format, args.out, network_opt):
-        print(f'wrote {path}  ({args.format}, from {args.weights} [{key}])')
 
 
 def main(argv=None):
-    from finpercep_basicsr.utils.errors import exit_code_for_user_errors
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('-opt', required=True, help='the training option file (its network_g builds the policy)')
     p.add_argument('--weights', required=True, help='net_g_<iter>.pth of the RLHF run')
@@ -222,7 +26,16 @@ def main(argv=None):
     p.add_argument('--format', required=True, choices=FORMATS)
     p.add_argument('--out', required=True, help='output file (osediff_pkl) or folder (the others)')
     args = p.parse_args(argv)
-    return exit_code_for_user_errors(run, args)
+    from finpercep_basicsr.convert.policy_export import export_policy
+    from finpercep_basicsr.utils.errors import exit_code_for_user_errors
+
+    def run():
+        paths, key = export_policy(args.opt, args.weights, args.format, args.out, args.param_key)
+        for path in paths:
+            print(f'wrote {path}  ({args.format}, from {args.weights} [{key}])')
+        return 0
+
+    return exit_code_for_user_errors(run)
 
 
 if __name__ == '__main__':

@@ -8,34 +8,13 @@ network of ``--opt`` (so the release fits its option file), saved as ``{'params'
 and ``OUT.sha256`` is written beside (``sha256sum -c`` format). Prints the size and the digest.
 ``--half`` stores the floating-point tensors as float16 (half the file; they load into the fp32
 network unchanged in layout, rounded to 3 significant digits): for a model that is only scored.
+See ``finpercep_basicsr.convert.rm_release``.
 """
 import argparse
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def export(ckpt, opt, out, param_key='params_ema', half=False):
-    """Returns (sha256 hex digest, size in bytes) of the written file."""
-    from copy import deepcopy
-
-    from basicsr.utils.registry import ARCH_REGISTRY
-
-    import finpercep_basicsr.archs  # noqa: F401  (registers the arch)
-    from finpercep_basicsr.utils.checkpoint import atomic_torch_save, file_sha256, load_state_dict_into
-    from finpercep_basicsr.utils.option_check import load_option_file
-    network = deepcopy(load_option_file(opt)['network_reward'])
-    net = ARCH_REGISTRY.get(network.pop('type'))(**network)
-    load_state_dict_into(net, ckpt, param_key=param_key, strict=True, what='reward checkpoint')
-    state = {k: (v.half() if half and v.is_floating_point() else v).detach().clone().contiguous()
-             for k, v in net.state_dict().items()}
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    atomic_torch_save({'params': state}, out)
-    digest = file_sha256(out)
-    with open(out + '.sha256', 'w') as f:
-        f.write(f'{digest}  {os.path.basename(out)}\n')
-    return digest, os.path.getsize(out)
 
 
 def main(argv=None):
@@ -46,10 +25,11 @@ def main(argv=None):
     parser.add_argument('--param-key', default='params_ema', help='weights to keep (params_ema or params)')
     parser.add_argument('--half', action='store_true', help='store floating-point tensors as float16')
     args = parser.parse_args(argv)
+    from finpercep_basicsr.convert.rm_release import export_rm_release
     from finpercep_basicsr.utils.errors import exit_code_for_user_errors
 
     def run():
-        digest, size = export(args.ckpt, args.opt, args.out, args.param_key, args.half)
+        digest, size = export_rm_release(args.ckpt, args.opt, args.out, args.param_key, args.half)
         print(f'{args.out}: {size / 2 ** 20:.2f} MiB, sha256 {digest}')
         return 0
 

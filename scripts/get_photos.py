@@ -28,7 +28,6 @@ import argparse
 import json
 import os
 import sys
-import warnings
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -59,24 +58,15 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    from finpercep_basicsr.fgr.photos import cut_crops, gather_photos
-    from finpercep_basicsr.utils.errors import UserInputError, exit_code_for_user_errors
-    sources = args.source or ['skimage', 'opencv-doc']
-    sources = [s for s in sources if s != 'none']
+    from finpercep_basicsr.fgr.photos import get_photos
+    from finpercep_basicsr.utils.errors import exit_code_for_user_errors
 
     def run():
-        with warnings.catch_warnings():
-            warnings.simplefilter('always')  # every bad photo is reported, not only the first
-            summary = {'photos': gather_photos(args.out, sources, args.input, min_size=args.min_photo_size,
-                                               workdir=args.workdir, opencv_deb=args.opencv_deb,
-                                               plasma_deb=args.plasma_deb, plasma_max_width=args.plasma_max_width,
-                                               lomiri_deb=args.lomiri_deb, lomiri_max_width=args.lomiri_max_width)}
-            if not summary['photos']['written']:
-                raise UserInputError(f'no usable photo from sources {sources} and inputs {args.input}')
-            if args.crops:
-                summary['crops'] = cut_crops(args.out, args.crops, args.crop_size, args.stride, args.min_size)
-        for part in summary.values():
-            part['written'] = len(part['written'])
+        summary = get_photos(args.out, args.source or ['skimage', 'opencv-doc'], args.input, args.crops,
+                             args.crop_size, args.stride, args.min_size, min_size=args.min_photo_size,
+                             workdir=args.workdir, opencv_deb=args.opencv_deb, plasma_deb=args.plasma_deb,
+                             plasma_max_width=args.plasma_max_width, lomiri_deb=args.lomiri_deb,
+                             lomiri_max_width=args.lomiri_max_width)
         print(json.dumps(summary, indent=2))
         return 0
 

@@ -14,8 +14,6 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from finpercep_basicsr.utils.errors import exit_code_for_user_errors  # noqa: E402
-
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -30,18 +28,15 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    from finpercep_basicsr.utils.image_io import list_images
-    from finpercep_basicsr.fgr.test_pairs import cut_test_pairs
-    from finpercep_basicsr.utils.errors import UserInputError
+    from finpercep_basicsr.fgr.test_pairs import cut_test_pairs, named_photos
+    from finpercep_basicsr.utils.errors import exit_code_for_user_errors
 
     def run():
-        available = {os.path.basename(p): p for p in list_images(args.photos, recursive=True)}
-        missing = [n for n in args.name if n not in available]
-        if missing:
-            raise UserInputError(f'not in {args.photos}: {", ".join(missing)}')
-        photos = [available[n] for n in args.name] if args.name else sorted(available.values())
+        photos = named_photos(args.photos, args.name)
         rows = cut_test_pairs(photos, args.out, args.size, args.crops_per_photo, args.seed)
         print(f'{len(rows)} pairs from {len(photos)} photos in {args.out}')
+        return 0
+
     return exit_code_for_user_errors(run)
 
 

@@ -24,6 +24,7 @@ input (``Interp 0=1``): exactly ``SRVGGNetCompact(num_conv=16, upscale=4, act_ty
 ``body`` list interleaves the same convolutions and PReLUs. Its x2/x3 graphs are the same weights
 followed by a bicubic resize, which SRVGGNetCompact cannot express: they are refused.
 """
+import functools
 import os
 
 import numpy as np
@@ -275,3 +276,49 @@ def default_out_path(model):
     names = {'realesrgan-x4plus': 'RealESRGAN_x4plus.pth', 'realesrgan-x4plus-anime': 'RealESRGAN_x4plus_anime_6B.pth',
              'realsr-df2k-x4': 'RealSR_DF2K_x4.pth', 'realesr-animevideov3-x4': 'realesr-animevideov3.pth'}
     return os.path.join('weights', names.get(model, model + '.pth'))
+
+
+def check_parity(out_path, ncnn_net, arch):
+    """Max abs difference between the saved checkpoint and ncnn on a 32x32 crop of scikit-image's astronaut."""
+    from skimage import data
+
+    from finpercep_basicsr.utils.checkpoint import load_checkpoint
+    crop = data.astronaut()[100:132, 200:232].astype(np.float32) / 255.0
+    state = load_checkpoint(out_path, 'converted checkpoint')['params_ema']
+    return parity(state, arch, ncnn_net, crop)[0]
+
+
+def convert_ncnn(model='realesrgan-x4plus', param=None, bin_path=None, scale=None, out=None, check=True):
+    """Convert a packaged ncnn model (or your own ``param``/``bin_path`` pair) into a BasicSR checkpoint.
+
+    Args:
+        model (str): Packaged model name (ignored when ``param``/``bin_path`` are given).
+        param, bin_path (str | None): ncnn files of your own ESRGAN-style or compact model.
+        scale (int | None): Upscaling factor of an ESRGAN-style graph (default 4; compact graphs state their own).
+        out (str | None): Checkpoint to write (default: ``default_out_path(model)``, or
+            ``weights/<param name>.pth`` for your own files).
+        check (bool): Compare the converted net with ncnn on a real photo crop (``check_parity``).
+
+    Returns:
+        dict: ``checkpoint``, ``param_key``, ``network_g``, ``source`` and, with ``check``,
+        ``parity_max_abs_diff`` (in [0, 1]).
+
+    Raises:
+        UserInputError: Only one of ``param``/``bin_path``, a missing model file, or a graph that
+            cannot be converted.
+    """
+    from finpercep_basicsr.fgr.sources.ncnn_models import NcnnNet, packaged_ncnn_model
+    if param or bin_path:
+        if not (param and bin_path):
+            raise UserInputError('give both --param and --bin')
+        out = out or os.path.join('weights', os.path.splitext(os.path.basename(param))[0] + '.pth')
+        make_net = functools.partial(NcnnNet, param, bin_path)  # ncnn loads the net only when it is checked
+    else:
+        param, bin_path, scale = packaged_ncnn_model(model)
+        out = out or default_out_path(model)
+        make_net = functools.partial(NcnnNet.packaged, model)
+    arch = convert_ncnn_checkpoint(out, param, bin_path, scale)
+    report = {'checkpoint': out, 'param_key': 'params_ema', 'network_g': arch, 'source': [param, bin_path]}
+    if check:
+        report['parity_max_abs_diff'] = check_parity(out, make_net(), arch)
+    return report

@@ -355,3 +355,18 @@ def finish_build(opt, root, entries, built, skipped, notes, start, extra=None):
     with open(os.path.join(root, SUMMARY_FILE), 'w') as f:
         json.dump(summary, f, indent=2)
     return summary
+
+
+def load_build_options(path, **overrides):
+    """The build options of the YAML file ``path``, with the ``overrides`` that are not None applied.
+
+    Raises:
+        UserInputError: A missing or unreadable file, or no ``dataroot``, ``photos`` or ``sr_sources``.
+    """
+    from finpercep_basicsr.utils.option_check import load_option_file
+    opt = load_option_file(path)
+    opt.update({key: value for key, value in overrides.items() if value is not None})
+    for key in ('dataroot', 'photos', 'sr_sources'):
+        if not opt.get(key):
+            raise UserInputError(f'{path}: option {key} is required')
+    return opt

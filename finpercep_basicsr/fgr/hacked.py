@@ -158,3 +158,12 @@ def build_hacked_fgr(opt, progress=True):
         train_run(run, path, workdir, progress)
         sources += run_sources(run, run_opt, workdir)
     return build_fgr(fgr_options(opt, sources), progress=progress)
+
+
+def build_hacked_fgr_from_file(path, split=None, dataroot=None, progress=True):
+    """``build_hacked_fgr`` of the option file ``path``, with ``fgr.split`` / ``fgr.dataroot`` overridden when
+    given (``scripts/build_hacked_fgr.py``)."""
+    from finpercep_basicsr.utils.option_check import load_option_file
+    opt = load_option_file(path)
+    opt.setdefault('fgr', {}).update({k: v for k, v in (('split', split), ('dataroot', dataroot)) if v is not None})
+    return build_hacked_fgr(opt, progress=progress)

@@ -278,3 +278,36 @@ def cut_crops(inputs, out_dir, crop_size=256, stride=128, min_size=0):
                 index += 1
     _write_jsonl(os.path.join(out_dir, 'crops.jsonl'), rows)
     return dict(out_dir=out_dir, written=[r['file'] for r in rows], skipped=skipped, notes=notes)
+
+
+def get_photos(out_dir, sources=('skimage', 'opencv-doc'), inputs=(), crops=None, crop_size=256, stride=128,
+               min_crop_size=0, **gather_options):
+    """``gather_photos`` into ``out_dir`` and, with ``crops``, ``cut_crops`` of them (``scripts/get_photos.py``).
+
+    Every bad photo warns, not only the first of its kind.
+
+    Args:
+        out_dir (str): Folder of the full photos.
+        sources (iterable[str]): Packaged sets, as ``gather_photos``; ``'none'`` is dropped (only ``inputs``).
+        inputs (iterable[str]): User folders.
+        crops (str | None): Folder for HR crops (None: no crops).
+        crop_size, stride (int): As ``cut_crops``. min_crop_size (int): ``cut_crops``'s ``min_size``.
+        **gather_options: The other arguments of ``gather_photos``.
+
+    Returns:
+        dict: ``photos`` and, with ``crops``, ``crops``: their summaries with ``written`` as a count.
+
+    Raises:
+        UserInputError: No usable photo.
+    """
+    sources = [s for s in sources if s != 'none']
+    with warnings.catch_warnings():
+        warnings.simplefilter('always')
+        summary = {'photos': gather_photos(out_dir, sources, inputs, **gather_options)}
+        if not summary['photos']['written']:
+            raise UserInputError(f'no usable photo from sources {sources} and inputs {list(inputs)}')
+        if crops:
+            summary['crops'] = cut_crops(out_dir, crops, crop_size, stride, min_crop_size)
+    for part in summary.values():
+        part['written'] = len(part['written'])
+    return summary

@@ -22,7 +22,8 @@ import time
 from collections import namedtuple
 
 from finpercep_basicsr.fgr import store
-from finpercep_basicsr.fgr.builder import PLAN_FILE, SUMMARY_FILE, check_plan, finish_build, prepare, read_summary
+from finpercep_basicsr.fgr.builder import (PLAN_FILE, SUMMARY_FILE, build_fgr, check_plan, finish_build, prepare,
+                                          read_summary)
 from finpercep_basicsr.utils.errors import UserInputError
 
 SHARDS_DIR = 'shards'
@@ -164,3 +165,13 @@ def merge_shards(opt, progress=True):
     with open(os.path.join(dataroot, SUMMARY_FILE), 'w') as f:
         json.dump(summary, f, indent=2)
     return summary
+
+
+def build_or_merge(opt, shard=None, merge=False, progress=True):
+    """The whole build of ``opt``, one shard of it (``K/N``, see ``parse_shard``), or the merge of its built
+    shards; returns the summary (``scripts/build_fgr.py``)."""
+    if shard is not None and merge:
+        raise UserInputError('--shard and --merge exclude each other: build the shards first, then merge')
+    if merge:
+        return merge_shards(opt, progress=progress)
+    return build_fgr(opt, progress=progress, shard=None if shard is None else parse_shard(shard))

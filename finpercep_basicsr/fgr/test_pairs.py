@@ -17,7 +17,21 @@ import os
 import numpy as np
 
 from finpercep_basicsr.utils.errors import UserInputError
-from finpercep_basicsr.utils.image_io import read_image, write_rgb8
+from finpercep_basicsr.utils.image_io import list_images, read_image, write_rgb8
+
+
+def named_photos(folder, names=()):
+    """Paths of the photos called ``names`` (file names, in that order) under ``folder``, searched recursively;
+    without names, every photo there, sorted.
+
+    Raises:
+        UserInputError: A name that is not in ``folder``.
+    """
+    available = {os.path.basename(p): p for p in list_images(folder, recursive=True)}
+    missing = [n for n in names if n not in available]
+    if missing:
+        raise UserInputError(f'not in {folder}: {", ".join(missing)}')
+    return [available[n] for n in names] if names else sorted(available.values())
 
 
 def crop_boxes(height, width, size, count, seed):

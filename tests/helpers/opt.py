@@ -1,5 +1,4 @@
-"""Write option files for tests from the YAML fixtures, with overrides; run modules in subprocesses; load scripts."""
-import importlib.util
+"""Write option files for tests from the YAML fixtures, with overrides; run modules in subprocesses."""
 import os
 import subprocess
 import sys
@@ -32,10 +31,3 @@ def run_module(args, cwd, timeout=300, env=None):
     return subprocess.run([sys.executable, '-m'] + list(args), cwd=cwd, env=full_env, capture_output=True,
                           text=True, timeout=timeout)
 
-
-def load_script(name):
-    """``scripts/<name>.py`` imported as a module (its ``main(argv)`` runs in this process)."""
-    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, 'scripts', name + '.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module

@@ -71,9 +71,7 @@ def test_cfw_weight_zero_is_the_plain_decoder_and_one_changes_it(sd):
 
 
 def test_conversion_round_trip_and_unknown_keys(sd, tmp_path):
-    import sys
-    sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', '..', 'scripts'))
-    from convert_stablesr_weights import main
+    from finpercep_basicsr.convert.stablesr_convert import convert_stablesr
     torch.manual_seed(0)
     gen = _gen(sd, cfw_weight=0.7)
     with torch.no_grad():  # fresh SPADE/CFW layers differ from any other random draw only by seed: perturb
@@ -84,8 +82,7 @@ def test_conversion_round_trip_and_unknown_keys(sd, tmp_path):
     assert any('.spade.mlp_gamma.' in k for k in released)
     assert 'structcond_stage_model.fea_tran.0.out_layers.3.weight' in released
     out = str(tmp_path / 'converted')
-    args = ['--ckpt', ckpt, '--cfw', cfw, '--sd-path', sd, '--out', out, '--num-heads', '2', '--norm-groups', '8']
-    assert main(args) == 0
+    convert_stablesr(ckpt, cfw, sd, out, num_heads=2, norm_groups=8)
     torch.manual_seed(5)
     loaded = FinPercepStableSRGenerator(sd, stablesr_path=out, num_steps=2, prompt='a photo', cfw_weight=0.7)
     own, new = gen.state_dict(), loaded.state_dict()
@@ -101,9 +98,9 @@ def test_conversion_round_trip_and_unknown_keys(sd, tmp_path):
     state['state_dict']['extra_head.weight'] = torch.zeros(1)
     torch.save(state, tmp_path / 'bad.ckpt')
     with pytest.raises(UserInputError, match=r'input_blocks\.99.*extra_head'):
-        from finpercep_basicsr.convert.stablesr_convert import convert_stablesr
         convert_stablesr(str(tmp_path / 'bad.ckpt'), cfw, sd, str(tmp_path / 'bad'))
-    assert main(['--ckpt', str(tmp_path / 'missing.ckpt'), *args[2:]]) == 2
+    with pytest.raises(UserInputError, match='missing.ckpt'):
+        convert_stablesr(str(tmp_path / 'missing.ckpt'), cfw, sd, out, num_heads=2, norm_groups=8)
     with pytest.raises(UserInputError, match='stablesr.safetensors'):
         FinPercepStableSRGenerator(sd, stablesr_path=str(tmp_path / 'converted' / 'unet'))
 

@@ -1,16 +1,15 @@
 """ncnn -> BasicSR RRDBNet / SRVGGNetCompact conversion: weight-format decoding, bad files, and parity with ncnn on
 a real photo."""
 import dataclasses
-import json
 
 import numpy as np
 import pytest
 import torch
-from tests.helpers.opt import load_script
 from skimage import data
 
-from finpercep_basicsr.convert.ncnn_convert import (TAG_FP16, _load_tagged, ncnn_to_basicsr, ncnn_to_rrdbnet, parity,
-                                                parse_ncnn_param, read_conv_weights, read_layer_weights)
+from finpercep_basicsr.convert.ncnn_convert import (TAG_FP16, _load_tagged, convert_ncnn, ncnn_to_basicsr,
+                                                    ncnn_to_rrdbnet, parity, parse_ncnn_param, read_conv_weights,
+                                                    read_layer_weights)
 from finpercep_basicsr.fgr.sources.ncnn_models import PACKAGED_MODELS, NcnnNet, packaged_ncnn_model
 from finpercep_basicsr.utils.errors import UserInputError
 
@@ -63,16 +62,14 @@ def test_truncated_or_mismatched_files(tmp_path):
         ncnn_to_rrdbnet(param, str(tmp_path / 'gone.bin'))
 
 
-def test_converted_checkpoint_matches_ncnn_on_a_real_photo(tmp_path, capsys):
-    """The documented command: convert, then compare with ncnn on a 32x32 crop of skimage's astronaut."""
+def test_converted_checkpoint_matches_ncnn_on_a_real_photo(tmp_path):
+    """The documented conversion: convert, then compare with ncnn on a 32x32 crop of skimage's astronaut."""
     out = str(tmp_path / 'weights' / 'RealESRGAN_x4plus.pth')
-    assert load_script('convert_ncnn_to_basicsr').main(['--out', out]) == 0
-    report = json.loads(capsys.readouterr().out)
+    report = convert_ncnn(out=out)
     print(f'ncnn vs converted RRDBNet max abs diff: {report["parity_max_abs_diff"]:.3g}')
     assert report['network_g'] == X4PLUS and report['param_key'] == 'params_ema'
     assert report['parity_max_abs_diff'] < 2e-3
     # the checkpoint loads strictly into BasicSR's RRDBNet through the registry, as the RLHF issue uses it
-    import finpercep_basicsr  # noqa: F401
     from basicsr.archs import build_network
     ckpt = torch.load(out, map_location='cpu', weights_only=True)
     assert set(ckpt) == {'params_ema'}
@@ -90,13 +87,11 @@ def test_animevideov3_layout_with_prelu_slopes():
         read_conv_weights(parse_ncnn_param(param), weights)  # the RRDB path refuses it rather than misreading
 
 
-def test_converted_srvggnetcompact_matches_ncnn_on_a_real_photo(tmp_path, capsys, one_thread):
+def test_converted_srvggnetcompact_matches_ncnn_on_a_real_photo(tmp_path, one_thread):
     """``--model realesr-animevideov3-x4`` writes a BasicSR SRVGGNetCompact checkpoint equal to ncnn's model."""
     out = str(tmp_path / 'realesr-animevideov3.pth')
-    assert load_script('convert_ncnn_to_basicsr').main(['--model', 'realesr-animevideov3-x4', '--out', out]) == 0
-    report = json.loads(capsys.readouterr().out)
+    report = convert_ncnn('realesr-animevideov3-x4', out=out)
     assert report['network_g'] == ANIMEVIDEOV3 and report['parity_max_abs_diff'] < 1e-4
-    import finpercep_basicsr  # noqa: F401
     from basicsr.archs import build_network
     ckpt = torch.load(out, map_location='cpu', weights_only=True)
     net = build_network(dict(ANIMEVIDEOV3))
@@ -128,19 +123,21 @@ def test_converted_srvggnetcompact_as_a_basicsr_sr_source(tmp_path):
 
 @pytest.mark.parametrize('model, message', [('realesr-animevideov3-x2', 'residual add'),
                                             ('waifu2x-photo-x2', 'Deconvolution')])
-def test_unconvertible_graphs_exit_2(tmp_path, capsys, model, message):
+def test_unconvertible_graphs_are_refused(tmp_path, model, message):
     out = tmp_path / 'x.pth'
-    assert load_script('convert_ncnn_to_basicsr').main(['--model', model, '--out', str(out)]) == 2
-    assert message in capsys.readouterr().err and not out.exists()
+    with pytest.raises(UserInputError, match=message):
+        convert_ncnn(model, out=str(out))
+    assert not out.exists()
 
 
-def test_missing_wheel_file_exits_2(tmp_path, capsys, monkeypatch):
+def test_missing_wheel_file_is_named(tmp_path, monkeypatch):
     param, weights, _ = packaged_ncnn_model('realesr-animevideov3-x4')
     with pytest.raises(UserInputError, match='not x2'):  # a compact graph states its own scale
         ncnn_to_basicsr(param, weights, scale=2)
     spec = PACKAGED_MODELS['realesr-animevideov3-x4']
     monkeypatch.setitem(PACKAGED_MODELS, 'realesr-animevideov3-x4',
                         dataclasses.replace(spec, param='models/gone.param'))
-    assert load_script('convert_ncnn_to_basicsr').main(['--model', 'realesr-animevideov3-x4',
-                                                        '--out', str(tmp_path / 'x.pth')]) == 2
-    assert 'gone.param' in capsys.readouterr().err
+    with pytest.raises(UserInputError, match='gone.param'):
+        convert_ncnn('realesr-animevideov3-x4', out=str(tmp_path / 'x.pth'))
+    with pytest.raises(UserInputError, match='give both --param and --bin'):
+        convert_ncnn(param='my.param')

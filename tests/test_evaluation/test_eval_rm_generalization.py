@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from tests.helpers.opt import load_script
 from scipy.stats import spearmanr
 
 from finpercep_basicsr.archs.finpercep_rm_arch import FinPercepRewardNet
 from finpercep_basicsr.metrics.trivial_detectors import laplacian_energy, trivial_detector
 from finpercep_basicsr.evaluation.rm_generalization import (build_detectors, evaluate_fgr, evaluate_hacking, family_of,
                                                  fgr_samples, hack_triplets, parse_family_map)
+from finpercep_basicsr.evaluation.rm_generalization_report import main
 from finpercep_basicsr.utils.errors import UserInputError
 
 TINY = dict(encoder='conv', channels=[8, 8, 16, 16], decoder_width=8, refine_ch=4, mlp_hidden=16)
@@ -191,7 +191,6 @@ def test_cli_end_to_end_on_a_tiny_checkpoint(tmp_path, capsys, one_thread):
     write_fgr(str(tmp_path / 'fgr'))
     write_hacking(str(tmp_path / 'hack'))
     out = tmp_path / 'res' / 'gen.json'
-    main = load_script('eval_rm_generalization').main
     argv = ['--reward-opt', _reward_opt(tmp_path), '--fgr', str(tmp_path / 'fgr'), '--family-map', r'a\d=A',
             '--window', '3', '--out', str(out), '--threads', '1']
     argv += ['--hack-start', str(tmp_path / 'hack' / 'start'), '--hack-out', str(tmp_path / 'hack' / 'hacked'),
@@ -214,7 +213,6 @@ def test_cli_end_to_end_on_a_tiny_checkpoint(tmp_path, capsys, one_thread):
 
 
 def test_cli_bad_input_exits_2(tmp_path, capsys):
-    main = load_script('eval_rm_generalization').main
     write_fgr(str(tmp_path / 'fgr'))
     fgr = ['--fgr', str(tmp_path / 'fgr'), '--out', str(tmp_path / 'o.json')]
     assert main(['--reward-opt', str(tmp_path / 'nope.yml')] + fgr) == 2

@@ -1,18 +1,16 @@
-"""scripts/evaluate_sr.py: runs side by side, per-image and mean values, run specs, clear errors."""
+"""evaluation/sr_evaluation.py (scripts/evaluate_sr.py): runs side by side, per-image and mean values, run specs,
+clear errors."""
 import json
 import os
 import shutil
-import sys
 
 import pytest
 import torch
 import yaml
 from tests.helpers.rlhf import TINY_RM, make_paired_folder, make_reward_checkpoint, write_rlhf_options
 
-import finpercep_basicsr  # noqa: F401
-
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', '..', 'scripts'))
-from evaluate_sr import main  # noqa: E402
+from finpercep_basicsr.evaluation.sr_evaluation import main
+from finpercep_basicsr.utils.errors import UserInputError
 
 
 @pytest.fixture
@@ -87,12 +85,11 @@ def test_tiled_inference_matches_whole_image(runs):
     assert not torch.allclose(whole, super_resolve(policy, scale, lq, tile=8, tile_pad=1), atol=1e-5)
 
 
-def test_bad_inputs_are_named(runs, capsys):
+def test_bad_inputs_are_named(runs):
     tmp_path, data, exp, ckpt, *_ = runs
-    assert main(['--lq', str(tmp_path / 'nope'), '--gt', f'{data}/gt', '--run', 'b=bicubic',
-                 '--out', str(tmp_path / 'o')]) == 2
-    assert f'image folder not found: {tmp_path / "nope"}' in capsys.readouterr().err
-    assert main(['--lq', f'{data}/lq', '--gt', f'{data}/gt', '--run', f'x={ckpt}', '--out', str(tmp_path / 'o')]) == 2
-    assert 'needs --network-opt' in capsys.readouterr().err
-    assert main(['--lq', f'{data}/lq', '--gt', f'{data}/gt', '--run', 'nospec', '--out', str(tmp_path / 'o')]) == 2
-    assert 'expected NAME=SPEC' in capsys.readouterr().err
+    with pytest.raises(UserInputError, match=f'image folder not found: {tmp_path / "nope"}'):
+        main(['--lq', str(tmp_path / 'nope'), '--gt', f'{data}/gt', '--run', 'b=bicubic', '--out', str(tmp_path / 'o')])
+    with pytest.raises(UserInputError, match='needs --network-opt'):
+        main(['--lq', f'{data}/lq', '--gt', f'{data}/gt', '--run', f'x={ckpt}', '--out', str(tmp_path / 'o')])
+    with pytest.raises(UserInputError, match='expected NAME=SPEC'):
+        main(['--lq', f'{data}/lq', '--gt', f'{data}/gt', '--run', 'nospec', '--out', str(tmp_path / 'o')])

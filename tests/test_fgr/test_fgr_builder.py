@@ -1,6 +1,7 @@
 """FGR builder: the folder contract, LMDB, determinism, resume after a stop or a kill, bad photos skipped."""
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -10,11 +11,11 @@ import cv2
 import numpy as np
 import pytest
 import yaml
-from tests.helpers.opt import load_script
 from skimage import data
 
 from finpercep_basicsr.data.finpercep_fgr_dataset import FinPercepFGRDataset
-from finpercep_basicsr.fgr.builder import build_fgr
+from finpercep_basicsr.fgr.builder import build_fgr, load_build_options
+from finpercep_basicsr.fgr.shards import build_or_merge
 from finpercep_basicsr.utils.errors import UserInputError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -198,18 +199,24 @@ def test_bad_photos_are_skipped_and_named(tmp_path):
         np.testing.assert_array_equal(gt, astro[top:top + h, left:left + w])
 
 
-def test_script_reports_bad_options(tmp_path, capsys):
-    script = load_script('build_fgr')
-    assert script.main(['-opt', str(tmp_path / 'missing.yml')]) == 2
-    assert 'missing.yml' in capsys.readouterr().err
+def _build(path, shard=None, merge=False, **overrides):
+    """What ``scripts/build_fgr.py`` runs, in this process; returns the summary it prints."""
+    return build_or_merge(load_build_options(path, **overrides), shard, merge, progress=False)
+
+
+def test_bad_option_files_are_named(tmp_path):
+    with pytest.raises(UserInputError, match='missing.yml'):
+        _build(str(tmp_path / 'missing.yml'))
     bad = tmp_path / 'bad.yml'
     bad.write_text(yaml.safe_dump(_opt(tmp_path, str(tmp_path / 'no_photos'))))
-    assert script.main(['-opt', str(bad), '--no_progress']) == 2
-    assert 'no_photos' in capsys.readouterr().err
+    with pytest.raises(UserInputError, match='no_photos'):
+        _build(str(bad))
+    bad.write_text(yaml.safe_dump(dict(_opt(tmp_path, str(tmp_path / 'no_photos')), sr_sources=[])))
+    with pytest.raises(UserInputError, match='option sr_sources is required'):
+        _build(str(bad))
 
 
-def test_train_and_val_splits_share_no_photo(tmp_path, capsys):
-    script = load_script('build_fgr')
+def test_train_and_val_splits_share_no_photo(tmp_path):
     opt = _opt(tmp_path, _good_photos(str(tmp_path / 'photos')), masks_per_sr=1)
     opt['dataroot'] = str(tmp_path / 'FGR' / '{split}')
     opt['photos'].update(crops_per_photo=1, heldout=['coffee.*'])
@@ -217,16 +224,14 @@ def test_train_and_val_splits_share_no_photo(tmp_path, capsys):
     path.write_text(yaml.safe_dump(opt))
     photos = {}
     for split in ('train', 'val'):
-        args = ['-opt', str(path), '--no_progress'] + (['--split', split] if split == 'val' else [])
-        assert script.main(args) == 0
+        _build(str(path), split='val' if split == 'val' else None)
         with open(tmp_path / 'FGR' / split / 'meta_info.jsonl') as f:
             photos[split] = {os.path.basename(json.loads(line)['photo']) for line in f}
     assert photos == {'train': {'astronaut.png', 'generated.png'}, 'val': {'coffee.jpg'}}
-    capsys.readouterr()
     opt['photos']['heldout'] = ['nothing-matches*']
     path.write_text(yaml.safe_dump(opt))
-    assert script.main(['-opt', str(path), '--split', 'val', '--no_progress']) == 2
-    assert 'split val: no photo left' in capsys.readouterr().err
+    with pytest.raises(UserInputError, match='split val: no photo left'):
+        _build(str(path), split='val')
     opt['split'] = 'test'
     with pytest.raises(UserInputError, match="split: 'test' is not one of train, val"):
         build_fgr(opt, progress=False)
@@ -267,15 +272,13 @@ def _write_opt(path, opt):
     return str(path)
 
 
-def test_sharded_build_merges_to_the_unsharded_result(built, tmp_path, capsys):
+def test_sharded_build_merges_to_the_unsharded_result(built, tmp_path):
     """Shards 1/2 and 2/2 (crop tasks t % 2 == 0 and == 1) built apart and merged: the reference's bytes."""
     opt, _ = built
-    script = load_script('build_fgr')
     sharded = _write_opt(tmp_path / 'sharded.yml', dict(opt, dataroot=str(tmp_path / 'sharded')))
     rates = []
     for k in (1, 2):
-        assert script.main(['-opt', sharded, '--shard', f'{k}/2', '--no_progress']) == 0
-        summary = json.loads(capsys.readouterr().out)
+        summary = _build(sharded, shard=f'{k}/2')
         assert summary['shard'] == f'{k}/2' and summary['samples'] == 6 and summary['samples_per_minute'] > 0
         assert summary['dataroot'] == str(tmp_path / 'sharded' / 'shards' / f'{k}-of-2')
         rates.append(summary['samples_per_minute'])
@@ -285,8 +288,7 @@ def test_sharded_build_merges_to_the_unsharded_result(built, tmp_path, capsys):
     # a rerun of a finished shard builds nothing
     assert build_fgr(dict(opt, dataroot=str(tmp_path / 'sharded')), progress=False,
                      shard=load_shard('1/2'))['built_now'] == 0
-    assert script.main(['-opt', sharded, '--merge', '--no_progress']) == 0
-    merged = json.loads(capsys.readouterr().out)
+    merged = _build(sharded, merge=True)
     assert merged['samples'] == 12 and merged['merged_shards'] == 2 and merged['lmdb_rebuilt']
     # the rerun kept each shard's measured rate
     assert [s['samples_per_minute'] for s in merged['shards']] == rates and merged['samples_per_minute'] > 0
@@ -294,7 +296,7 @@ def test_sharded_build_merges_to_the_unsharded_result(built, tmp_path, capsys):
     assert sorted(got) == sorted(want) and [k for k in want if got[k] != want[k]] == []
     assert _lmdb_items(str(tmp_path / 'sharded')) == _lmdb_items(opt['dataroot'])
     # merging again is a no-op on the data
-    assert script.main(['-opt', sharded, '--merge', '--no_progress']) == 0
+    _build(sharded, merge=True)
     assert _folder_bytes(str(tmp_path / 'sharded')) == want
 
 
@@ -303,38 +305,35 @@ def load_shard(spec):
     return parse_shard(spec)
 
 
-def test_bad_shard_specs_and_merges_exit_2(built, tmp_path, capsys):
+def test_bad_shard_specs_and_merges_are_named(built, tmp_path):
     opt, _ = built
-    script = load_script('build_fgr')
     path = _write_opt(tmp_path / 'b.yml', dict(opt, dataroot=str(tmp_path / 'b')))
     for spec in ('3/2', '0/2', 'a/b', '2', '-1/2'):
-        assert script.main(['-opt', path, f'--shard={spec}', '--no_progress']) == 2
-        assert f'--shard {spec!r}: need K/N' in capsys.readouterr().err
-    assert script.main(['-opt', path, '--shard', '1/2', '--merge']) == 2
-    assert 'exclude each other' in capsys.readouterr().err
-    assert script.main(['-opt', path, '--merge', '--no_progress']) == 2
-    assert 'no shard folders' in capsys.readouterr().err
-    assert script.main(['-opt', path, '--shard', '1/2', '--no_progress']) == 0
-    capsys.readouterr()
+        with pytest.raises(UserInputError, match=re.escape(f'--shard {spec!r}: need K/N')):
+            _build(path, shard=spec)
+    with pytest.raises(UserInputError, match='exclude each other'):
+        _build(path, shard='1/2', merge=True)
+    with pytest.raises(UserInputError, match='no shard folders'):
+        _build(path, merge=True)
+    _build(path, shard='1/2')
     missing = str(tmp_path / 'b' / 'shards' / '2-of-2')
-    assert script.main(['-opt', path, '--merge', '--no_progress']) == 2
-    assert f'shard 2/2 is missing: {missing}' in capsys.readouterr().err
-    assert script.main(['-opt', path, '--shard', '2/2', '--no_progress']) == 0
-    capsys.readouterr()
+    with pytest.raises(UserInputError, match=re.escape(f'shard 2/2 is missing: {missing}')):
+        _build(path, merge=True)
+    _build(path, shard='2/2')
     # another option file (other seed = other plan) over the same shards: refused, the folder named
     other = _write_opt(tmp_path / 'other.yml', dict(opt, dataroot=str(tmp_path / 'b'), seed=7))
-    assert script.main(['-opt', other, '--merge', '--no_progress']) == 2
-    err = capsys.readouterr().err
-    assert str(tmp_path / 'b' / 'shards' / '1-of-2') in err and 'other options or photos' in err
+    with pytest.raises(UserInputError) as err:
+        _build(other, merge=True)
+    assert str(tmp_path / 'b' / 'shards' / '1-of-2') in str(err.value) and 'other options or photos' in str(err.value)
     # an unfinished shard (a sample lost) is refused too
     meta = tmp_path / 'b' / 'shards' / '2-of-2' / 'meta_info.jsonl'
     meta.write_text(''.join(meta.read_text().splitlines(keepends=True)[1:]))
-    assert script.main(['-opt', path, '--merge', '--no_progress']) == 2
-    assert f'{missing} is unfinished (1 samples missing' in capsys.readouterr().err
+    with pytest.raises(UserInputError, match=re.escape(f'{missing} is unfinished (1 samples missing')):
+        _build(path, merge=True)
     # shards of two different counts
     os.makedirs(tmp_path / 'b' / 'shards' / '1-of-3')
-    assert script.main(['-opt', path, '--merge', '--no_progress']) == 2
-    assert 'several counts [2, 3]' in capsys.readouterr().err
+    with pytest.raises(UserInputError, match=re.escape('several counts [2, 3]')):
+        _build(path, merge=True)
     assert not os.path.exists(tmp_path / 'b' / 'meta_info.jsonl')
 
 

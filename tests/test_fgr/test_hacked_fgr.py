@@ -6,11 +6,10 @@ import cv2
 import numpy as np
 import pytest
 import yaml
-from tests.helpers.opt import load_script
 from tests.helpers.rlhf import make_generator_checkpoint, make_paired_folder, make_reward_checkpoint, tiny_network_g, \
     write_rlhf_options
 
-from finpercep_basicsr.fgr.hacked import build_hacked_fgr
+from finpercep_basicsr.fgr.hacked import build_hacked_fgr, build_hacked_fgr_from_file
 from finpercep_basicsr.utils.errors import UserInputError
 from finpercep_basicsr.utils.image_io import write_rgb8
 
@@ -81,8 +80,11 @@ def test_bad_runs_are_named(tmp_path):
         build_hacked_fgr(dict(opt, runs=[dict(opt['runs'][0], opt=str(tmp_path / 'nope.yml'))]), progress=False)
 
 
-def test_script_exits_2_on_bad_options(tmp_path, capsys):
+def test_bad_option_files_are_named(tmp_path):
     path = tmp_path / 'bad.yml'
     path.write_text('runs: []\n')
-    assert load_script('build_hacked_fgr').main(['-opt', str(path)]) == 2
-    assert 'at least one hacking run' in capsys.readouterr().err
+    with pytest.raises(UserInputError, match='at least one hacking run'):
+        build_hacked_fgr_from_file(str(path))
+    path.write_text('- a list\n')
+    with pytest.raises(UserInputError, match='expected a mapping of options'):
+        build_hacked_fgr_from_file(str(path), split='val')

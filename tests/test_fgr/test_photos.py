@@ -6,11 +6,10 @@ import subprocess
 import cv2
 import numpy as np
 import pytest
-from tests.helpers.opt import load_script
 from skimage import data
 
 from finpercep_basicsr.fgr.photos import (OPENCV_DOC_DATA, PhotoSkipped, crop_starts, cut_crops, gather_photos,
-                                          load_photo_checked, opencv_doc_photos)
+                                          get_photos, load_photo_checked, opencv_doc_photos)
 from finpercep_basicsr.fgr import deb_photos
 from finpercep_basicsr.utils.errors import UserInputError
 
@@ -113,19 +112,16 @@ def test_crop_grid_and_pixels(tmp_path):
         cut_crops([folder], str(tmp_path / 'c2'), crop_size=0)
 
 
-def test_get_photos_script(tmp_path, capsys):
+def test_get_photos_counts_photos_and_crops_and_names_bad_files(tmp_path):
     folder = _bad_folder(str(tmp_path / 'mine'))
-    script = load_script('get_photos')
     with pytest.warns(UserWarning, match='corrupt.jpg'):  # the warning names the file
-        code = script.main(['--out', str(tmp_path / 'p'), '--source', 'none', '--input', folder,
-                            '--crops', str(tmp_path / 'c'), '--crop_size', '48', '--stride', '48'])
-    assert code == 0
-    summary = json.loads(capsys.readouterr().out)
+        summary = get_photos(str(tmp_path / 'p'), ['none'], [folder], crops=str(tmp_path / 'c'), crop_size=48,
+                             stride=48)
     # good, gray, opaque, 16-bit and tiny photos kept; 80x96 gives rows [0, 32] x cols [0, 48]; tiny < crop
     assert summary['photos']['written'] == 5 and summary['crops']['written'] == 4 * 4
     assert any(p.endswith('tiny.png') for p in summary['crops']['skipped'])
-    assert script.main(['--out', str(tmp_path / 'q'), '--source', 'none', '--input', str(tmp_path / 'nothing')]) == 2
-    assert 'nothing' in capsys.readouterr().err
+    with pytest.raises(UserInputError, match='nothing'):
+        get_photos(str(tmp_path / 'q'), ['none'], [str(tmp_path / 'nothing')])
 
 
 def _build_deb(tmp_path, package, files):
@@ -207,7 +203,7 @@ def test_real_plasma_package_gives_its_ten_photographs(tmp_path):
     assert {r['author'] for r in records if 'Kite' in r['name']} == {'Risto Saukonpää <paristo@gmail.com>'}
 
 
-def test_lomiri_wallpapers_from_a_deb(tmp_path, capsys):
+def test_lomiri_wallpapers_from_a_deb(tmp_path):
     """Only the listed photographs, each with the License and Copyright of its own debian/copyright paragraph
     (over ``Files: *``); a photo wider than max_width is downscaled (area) when loaded; a missing .deb is exit 2."""
     back = deb_photos.LOMIRI_DATA
@@ -246,10 +242,8 @@ def test_lomiri_wallpapers_from_a_deb(tmp_path, capsys):
                                cv2.resize(jpg, (60, 20), interpolation=cv2.INTER_AREA), atol=1)
     licences = json.load(open(os.path.join(out, 'licences.json')))
     assert licences['lomiri_seeding.png'].startswith('CC0-1.0 (Clemens Engelhardt')
-    script = load_script('get_photos')
-    assert script.main(['--out', str(tmp_path / 'q'), '--source', 'lomiri-wallpapers',
-                        '--lomiri_deb', str(tmp_path / 'missing.deb')]) == 2
-    assert '--lomiri_deb: file not found: ' in capsys.readouterr().err
+    with pytest.raises(UserInputError, match='--lomiri_deb: file not found: '):
+        get_photos(str(tmp_path / 'q'), ['lomiri-wallpapers'], lomiri_deb=str(tmp_path / 'missing.deb'))
 
 
 @pytest.mark.slow

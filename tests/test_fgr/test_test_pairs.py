@@ -1,12 +1,11 @@
-"""fgr/test_pairs.py and scripts/make_test_pairs.py: paired held-out test sets, reproducible from the options."""
+"""fgr/test_pairs.py (scripts/make_test_pairs.py): paired held-out test sets, reproducible from the options."""
 import json
 
 import numpy as np
 import pytest
-from tests.helpers.opt import load_script
 
 from finpercep_basicsr.fgr.degradation import degrade
-from finpercep_basicsr.fgr.test_pairs import cut_test_pairs
+from finpercep_basicsr.fgr.test_pairs import cut_test_pairs, named_photos
 from finpercep_basicsr.utils.errors import UserInputError
 from finpercep_basicsr.utils.image_io import read_image, write_rgb8
 
@@ -49,13 +48,14 @@ def test_one_crop_is_the_centre_and_small_photos_are_named(tmp_path):
     assert shrunk['box'] == [1, 11, 48, 48]  # min(64, 50) rounded down to the scale
 
 
-def test_script_writes_the_named_photos_and_rejects_unknown_names(tmp_path, capsys):
-    script = load_script('make_test_pairs')
+def test_photos_are_found_by_name_and_unknown_names_rejected(tmp_path):
     _photo(tmp_path / 'a.png', 64, 64, 0)
-    _photo(tmp_path / 'b.png', 64, 64, 1)
+    (tmp_path / 'sub').mkdir()
+    _photo(tmp_path / 'sub' / 'b.png', 64, 64, 1)  # found in subfolders too
+    assert named_photos(str(tmp_path), ['b.png']) == [str(tmp_path / 'sub' / 'b.png')]
+    assert named_photos(str(tmp_path)) == [str(tmp_path / 'a.png'), str(tmp_path / 'sub' / 'b.png')]
     out = tmp_path / 'test'
-    assert script.main(['--photos', str(tmp_path), '--out', str(out), '--size', '32', '--name', 'b.png']) in (0, None)
+    cut_test_pairs(named_photos(str(tmp_path), ['b.png']), str(out), size=32)
     assert sorted(p.name for p in (out / 'gt').iterdir()) == ['b.png']
-    assert '1 pairs from 1 photos' in capsys.readouterr().out
-    assert script.main(['--photos', str(tmp_path), '--out', str(out), '--name', 'nope.png']) == 2
-    assert 'not in' in capsys.readouterr().err
+    with pytest.raises(UserInputError, match='not in .*: nope.png'):
+        named_photos(str(tmp_path), ['nope.png'])

@@ -156,18 +156,18 @@ def test_bad_bench_options_name_the_key(tmp_path, change, message):
         plan.load_bench_options(_bench_file(tmp_path, **change))
 
 
-def test_unknown_setup_on_the_command_line_exits_2(tmp_path, capsys):
-    from scripts.bench_hacking import main
-    assert main(['-opt', _bench_file(tmp_path), '--out', str(tmp_path / 'o'), '--setups', 'nope']) == 2
-    assert 'nope' in capsys.readouterr().err
+def test_unknown_setup_is_named(tmp_path):
+    from finpercep_basicsr.hacking.bench import run_bench
+    with pytest.raises(UserInputError, match='nope'):
+        run_bench(_bench_file(tmp_path), str(tmp_path / 'o'), setups=['nope'])
 
 
 @pytest.mark.slow
 def test_tiny_bench_end_to_end_and_rerun_skips(tmp_path, monkeypatch, capsys):
-    from scripts.bench_hacking import main
+    from finpercep_basicsr.hacking.bench import run_bench
     monkeypatch.chdir(tmp_path)
     bench = _bench_file(tmp_path)
-    assert main(['-opt', bench, '--out', 'bench', '--jobs', '2', '--grid-images', '1']) == 0
+    run_bench(bench, 'bench', jobs=2, grid_images=1)
     with open('bench/results.json') as f:
         results = json.load(f)
     assert set(results['setups']) == {'global_only', 'finpercep'}
@@ -190,7 +190,7 @@ def test_tiny_bench_end_to_end_and_rerun_skips(tmp_path, monkeypatch, capsys):
     # a rerun trains nothing and re-reads the cached measurements
     mtime = os.path.getmtime('bench/measure/finpercep_s0.json')
     capsys.readouterr()
-    assert main(['-opt', bench, '--out', 'bench']) == 0
+    run_bench(bench, 'bench')
     assert 'done already, skipped' in capsys.readouterr().err
     assert os.path.getmtime('bench/measure/finpercep_s0.json') == mtime
 

@@ -1,13 +1,14 @@
-"""scripts/error_bands.py: the exact split of an SR error into mean colour, the LQ's band and detail."""
+"""hacking/error_bands.py (scripts/error_bands.py): the exact split of an SR error into mean colour, the LQ's band
+and detail."""
 import json
 import os
 
 import numpy as np
 import pytest
 
-from finpercep_basicsr.hacking.error_bands import error_bands
+from finpercep_basicsr.hacking.error_bands import error_bands, main
+from finpercep_basicsr.utils.errors import UserInputError
 from finpercep_basicsr.utils.image_io import write_rgb8
-from scripts.error_bands import main
 
 
 def _gt(h=32, w=48):
@@ -47,6 +48,7 @@ def test_the_cli_prints_the_table_and_names_a_missing_output(tmp_path, capsys):
     assert runs['start']['mse'] == pytest.approx(0, abs=1e-12)
     assert runs['cast']['color'] > 0.9 * runs['cast']['mse'] > 0
     os.remove(tmp_path / 'cast' / 'a.png')
-    assert main(['--gt', str(tmp_path / 'gt'), '--run', f'cast={tmp_path / "cast"}']) == 2
-    assert 'a.png: missing' in capsys.readouterr().err
-    assert main(['--gt', str(tmp_path / 'gt'), '--run', 'no-equals-sign']) == 2
+    with pytest.raises(UserInputError, match='a.png: missing'):
+        main(['--gt', str(tmp_path / 'gt'), '--run', f'cast={tmp_path / "cast"}'])
+    with pytest.raises(UserInputError, match='expected NAME=DIR'):
+        main(['--gt', str(tmp_path / 'gt'), '--run', 'no-equals-sign'])

@@ -1,15 +1,16 @@
-"""scripts/export_lora.py: round trips through the released layouts (OSEDiff pkl, diffusers LoRA, StableSR ckpt)."""
+"""convert/policy_export.py (scripts/export_lora.py): round trips through the released layouts (OSEDiff pkl,
+diffusers LoRA, StableSR ckpt)."""
 import os
 
 import pytest
 import torch
 import yaml
 from tests.helpers.diffusion import make_sd_folder, make_seesr_folder
-from tests.helpers.opt import load_script
 from tests.helpers.stablesr import ENCODER_OPT, make_stablesr_sd
 
-import finpercep_basicsr  # noqa: F401
 from finpercep_basicsr.archs.generator_policy import build_policy
+from finpercep_basicsr.convert.policy_export import export_policy
+from finpercep_basicsr.utils.errors import UserInputError
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures('one_thread')]
 
@@ -46,9 +47,8 @@ def _tuned(kind, assets, tmp_path):
 
 
 def _export(tmp_path, fmt, out):
-    code = load_script('export_lora').main(['-opt', str(tmp_path / 'opt.yml'), '--weights', str(tmp_path / 'net_g.pth'),
-                                            '--format', fmt, '--out', str(out)])
-    assert code in (None, 0)
+    paths, key = export_policy(str(tmp_path / 'opt.yml'), str(tmp_path / 'net_g.pth'), fmt, str(out))
+    assert key == 'params' and all(os.path.exists(p) for p in paths)
 
 
 def _sample(policy, seed=0):
@@ -149,14 +149,10 @@ def test_export_merged_full_weights_give_the_tuned_outputs(assets, tmp_path, kin
     assert torch.allclose(_sample(back), _sample(policy), atol=1e-5)
 
 
-def test_export_format_that_does_not_fit_the_policy_is_a_clear_error(assets, tmp_path, capsys):
+def test_export_format_that_does_not_fit_the_policy_is_a_clear_error(assets, tmp_path):
     _tuned('osediff', assets, tmp_path)
-    code = load_script('export_lora').main(['-opt', str(tmp_path / 'opt.yml'), '--weights', str(tmp_path / 'net_g.pth'),
-                                            '--format', 'stablesr_ckpt', '--out', str(tmp_path / 'x')])
-    assert code == 2
-    err = capsys.readouterr().err
-    assert 'stablesr_ckpt is for FinPercepStableSRGenerator' in err and 'osediff_pkl' in err
-    assert load_script('export_lora').main(['-opt', str(tmp_path / 'opt.yml'), '--weights',
-                                            str(tmp_path / 'missing.pth'), '--format', 'merged',
-                                            '--out', str(tmp_path / 'x')]) == 2
+    with pytest.raises(UserInputError, match='stablesr_ckpt is for FinPercepStableSRGenerator.*osediff_pkl'):
+        export_policy(str(tmp_path / 'opt.yml'), str(tmp_path / 'net_g.pth'), 'stablesr_ckpt', str(tmp_path / 'x'))
+    with pytest.raises(FileNotFoundError, match='missing.pth'):
+        export_policy(str(tmp_path / 'opt.yml'), str(tmp_path / 'missing.pth'), 'merged', str(tmp_path / 'x'))
     assert not os.path.exists(tmp_path / 'x')

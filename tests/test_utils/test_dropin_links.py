@@ -9,8 +9,8 @@ import pytest
 import torch
 from tests.helpers.opt import REPO, write_options
 
-sys.path.insert(0, os.path.join(REPO, 'scripts'))
-from link_into_basicsr import drop_in_files, link_into  # noqa: E402
+from finpercep_basicsr.utils.dropin_links import drop_in_files, link_into
+from finpercep_basicsr.utils.errors import UserInputError
 
 
 @pytest.fixture
@@ -33,14 +33,14 @@ def test_link_is_idempotent_and_covers_every_subpackage(basicsr_tree):
 
 
 def test_refuses_a_folder_that_is_not_basicsr(tmp_path):
-    with pytest.raises(SystemExit, match='is not a BasicSR-style tree: missing basicsr/archs/__init__.py'):
+    with pytest.raises(UserInputError, match='is not a BasicSR-style tree: missing basicsr/archs/__init__.py'):
         link_into(str(tmp_path), log=lambda *_: None)
 
 
 def test_refuses_to_overwrite_a_foreign_file(basicsr_tree):
     sub, src = drop_in_files()[0]
     (basicsr_tree / 'basicsr' / sub / os.path.basename(src)).write_text('# somebody else\n')
-    with pytest.raises(SystemExit, match='exists and is not this drop-in'):
+    with pytest.raises(UserInputError, match='exists and is not this drop-in'):
         link_into(str(basicsr_tree), log=lambda *_: None)
     assert not any(os.path.islink(basicsr_tree / 'basicsr' / s / os.path.basename(p)) for s, p in drop_in_files())
 
