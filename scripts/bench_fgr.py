@@ -34,11 +34,8 @@ def main(argv=None):
     from finpercep_basicsr.fgr.build_bench import run_build_bench
     from finpercep_basicsr.utils.errors import exit_code_for_user_errors
 
-    def run():
-        run_build_bench(args.opt, args.samples, args.photos, args.num_workers, args.out, args.read_seconds)
-        return 0
-
-    return exit_code_for_user_errors(run)
+    return exit_code_for_user_errors(run_build_bench, args.opt, args.samples, args.photos, args.num_workers,
+                                     args.out, args.read_seconds)
 
 
 if __name__ == '__main__':

@@ -44,11 +44,8 @@ def main(argv=None):
     from finpercep_basicsr.evaluation.rlhf_step_bench import run_partial_tuning
     from finpercep_basicsr.utils.errors import exit_code_for_user_errors
 
-    def run():
-        run_partial_tuning(args.opt, args.trainable, args.gt_size, args.batch, args.repeats, args.threads)
-        return 0
-
-    return exit_code_for_user_errors(run)
+    return exit_code_for_user_errors(run_partial_tuning, args.opt, args.trainable, args.gt_size, args.batch,
+                                     args.repeats, args.threads)
 
 
 if __name__ == '__main__':

@@ -33,11 +33,8 @@ def main(argv=None):
     from finpercep_basicsr.evaluation.rm_cost_bench import run_rm_cost_bench
     from finpercep_basicsr.utils.errors import exit_code_for_user_errors
 
-    def run():
-        run_rm_cost_bench(args.reward_opt, args.sizes, args.repeats, args.threads, args.models)
-        return 0
-
-    return exit_code_for_user_errors(run)
+    return exit_code_for_user_errors(run_rm_cost_bench, args.reward_opt, args.sizes, args.repeats, args.threads,
+                                     args.models)
 
 
 if __name__ == '__main__':

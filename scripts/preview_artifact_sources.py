@@ -34,11 +34,8 @@ def main(argv=None):
     from finpercep_basicsr.fgr.artifact_preview import preview_artifact_sources
     from finpercep_basicsr.utils.errors import exit_code_for_user_errors
 
-    def run():
-        preview_artifact_sources(args.out, args.size, args.base, args.seed, args.types, args.low, args.high)
-        return 0
-
-    return exit_code_for_user_errors(run)
+    return exit_code_for_user_errors(preview_artifact_sources, args.out, args.size, args.base, args.seed,
+                                     args.types, args.low, args.high)
 
 
 if __name__ == '__main__':

@@ -56,7 +56,7 @@ def run_memory_bench(bench, *args):
     """
     from finpercep_basicsr.utils.errors import exit_code_for_user_errors
     rerun_with_tensor_sized_rss()
-    return exit_code_for_user_errors(lambda: bench(*args) or 0)
+    return exit_code_for_user_errors(bench, *args)
 
 
 def _status_mib(key):
