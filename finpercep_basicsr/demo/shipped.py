@@ -101,7 +101,10 @@ def bench_table(results):
 def findings(results):
     """Plain sentences from the numbers: the claims checked, then each set-up against the start."""
     from finpercep_basicsr.evaluation.report import claim_verdict
-    lines = [f'{claim_verdict(c).capitalize()}: {c["claim"]} ({c["evidence"]}).' for c in results['claims']]
+    seeds = len(results['seeds'])
+    lines = [f'One draw ({seeds} seed): the numbers below decide no claim, and none is made; '
+             f'scripts/bench_hacking.py decides them over its seeds with paired 95 % intervals.'] if seeds < 2 else []
+    lines += [f'{claim_verdict(c).capitalize()}: {c["claim"]} ({c["evidence"]}).' for c in results['claims']]
     # whether the judge's gains mean anything on this generator belongs next to the claims that use them
     lines += [f'{n[0].upper()}{n[1:]}.' for n in results.get('notes', []) if n.startswith('judge check')]
     for setup, table in results['setups'].items():
@@ -111,5 +114,4 @@ def findings(results):
                      f'{mean["judge_gain"]:+.3f}, PSNR {mean["psnr_change"]:+.2f} dB, artifact index '
                      f'{mean["artifact_ratio"]:.2f}x the start\'s, colour shift {mean["color_shift"]:.3f} '
                      f'(start {results["start"].get("color_shift", float("nan")):.3f}).')
-    lines.append('One seed: the demo shows one draw; scripts/bench_hacking.py with its 5 seeds gives the spread.')
     return lines

@@ -229,5 +229,5 @@ def write_report(out_dir, title, intro, table, curves, grids, timings, findings,
 
 
 def claim_verdict(claim):
-    """'holds' / 'does NOT hold' / 'not tested' of a checked claim (a dict with ``holds``: True, False or None)."""
-    return {True: 'holds', False: 'does NOT hold', None: 'not tested'}[claim['holds']]
+    """'holds' / 'does NOT hold' / 'not resolved' of a claim decided over seeds (``holds``: True, False or None)."""
+    return {True: 'holds', False: 'does NOT hold', None: 'not resolved'}[claim['holds']]

@@ -20,6 +20,7 @@ import threading
 from finpercep_basicsr.utils.steps import StepFailed, run_steps
 from finpercep_basicsr.evaluation.report import claim_verdict
 from finpercep_basicsr.hacking import aggregate, plan, plots
+from finpercep_basicsr.hacking.claims import check_claims
 from finpercep_basicsr.hacking.measure import HackingScorers, final_reward_options, measure_generator
 from finpercep_basicsr.metrics.directions import lower_is_better
 from finpercep_basicsr.utils.checkpoint import atomic_write_json
@@ -170,7 +171,7 @@ def run_bench(opt_path, out, seeds=None, setups=None, jobs=1, rewrite=False, gri
     table = aggregate.aggregate(results)
     curves = reward_curves(opt, runs)
     stds = plots.curve_std(curves)
-    claims = aggregate.check_claims(table, opt['claims'], stds)
+    claims = check_claims(results, table, opt['claims'], stds)
     files = {}
     if curves:
         files['reward_curves'] = os.path.join(out, 'reward_curves.png')

@@ -1,4 +1,4 @@
-"""The hacking benchmark: aggregation over seeds, claim checks, plan, artifact index, a tiny run end to end."""
+"""The hacking benchmark: aggregation over seeds, plan, artifact index, a tiny run end to end."""
 import json
 import os
 
@@ -8,12 +8,10 @@ import yaml
 from tests.helpers.opt import FIXTURES
 from tests.helpers.rlhf import TINY_RM, make_paired_folder, make_reward_checkpoint
 
-from finpercep_basicsr.evaluation.report import claim_verdict
 from finpercep_basicsr.hacking import aggregate, plan, plots
 from finpercep_basicsr.hacking.measure import artifact_index, color_shift, final_reward_options
 from finpercep_basicsr.utils.errors import UserInputError
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _run(setup, seed, psnr, reward, judge=0.0, art=1.0):
@@ -35,37 +33,6 @@ def test_aggregate_mean_std_over_seeds_hand_computed():
     assert table['b']['reward_gain'] == {'mean': 0.5, 'std': 0.0, 'n': 1}  # -0.5 - (-1.0); one seed: std 0
     assert table['b']['judge_gain']['mean'] == pytest.approx(-0.1)
     assert table['b']['artifact_ratio']['mean'] == pytest.approx(0.5)
-
-
-def test_claims_follow_the_numbers():
-    hacked = [_run('g', s, 20.0, 1.0, art=4.0) for s in range(2)]  # -2 dB, reward up, artifacts x2
-    safe = [_run('c', s, 21.9, 0.8, judge=0.3, art=2.2) for s in range(2)]  # -0.1 dB, artifacts x1.1
-    table = aggregate.aggregate(hacked + safe)
-    claims = aggregate.check_claims(table, {'hacked': 'g', 'protected': 'c', 'unstable': 'g'},
-                                    {'g': 0.2, 'c': 0.1})
-    assert [c['holds'] for c in claims] == [True, True, True]
-    one_seed = aggregate.aggregate([hacked[0], safe[0]])
-    stability = aggregate.check_claims(one_seed, {'protected': 'c', 'unstable': 'g'}, {'g': 0.0, 'c': 0.0})[-1]
-    assert stability['holds'] is None and claim_verdict(stability) == 'not tested'
-    bad = [_run('c', s, 21.5, 0.8, judge=0.3, art=2.2) for s in range(2)]  # -0.5 dB: not protected
-    claims = aggregate.check_claims(aggregate.aggregate(bad), {'protected': 'c'})
-    assert claims[0]['holds'] is False and '-0.50 dB' in claims[0]['evidence']
-
-
-
-def test_the_map_claim_compares_the_protected_run_with_its_score_only_ablation():
-    protected = [_run('c', s, 21.9 - 0.1 * s, 0.8, art=2.2 + 0.1 * s) for s in range(3)]  # x1.1-1.2, -0.1..-0.3 dB
-    clear = [_run('a', s, 21.0, 1.5, art=3.0 + 0.1 * s) for s in range(3)]  # x1.5-1.6, -1 dB
-    close = [_run('b', s, psnr, -0.5, art=art) for s, (psnr, art) in  # PSNR -0.6 ± 0.5, x1.35 ± 0.31
-             enumerate([(21.9, 2.2), (21.4, 3.4), (20.9, 2.5)])]
-    table = aggregate.aggregate(protected + clear + close)
-    claim = aggregate.check_claims(table, {'protected': 'c', 'score_only': 'a'})[-1]
-    assert claim['holds'] is True and 'spread' not in claim['evidence']
-    assert 'artifact_ratio 1.15 ± 0.05 vs 1.55 ± 0.05' in claim['evidence']
-    noisy = aggregate.check_claims(table, {'protected': 'c', 'score_only': 'b'})[-1]
-    assert noisy['holds'] is True and "artifact_ratio and psnr_change: within the seeds' spread" in noisy['evidence']
-    worse = aggregate.check_claims(table, {'protected': 'a', 'score_only': 'c'})[-1]
-    assert worse['holds'] is False
 
 
 def test_seed_band_and_curve_std():

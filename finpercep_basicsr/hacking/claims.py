@@ -1,0 +1,101 @@
+"""The paper's claims, decided over seeds (``hacking.statistics``): each holds, does not hold, or is not resolved.
+
+- hacked: the naive set-up raises its own reward, loses at least ``HACK_PSNR_DROP`` dB and raises the artifact
+  index (each a t interval over its seeds' changes from the start generator);
+- protected: the protected set-up raises its reward and the judge's score, loses at most ``PROTECTED_PSNR_DROP``
+  dB and keeps the artifact index within ``PROTECTED_ARTIFACT_RATIO`` x the start's;
+- map: the protected set-up against its score-only ablation, seed by seed: a lower artifact ratio (the paired
+  difference's interval below 0) at a PSNR not shown lower (the PSNR difference's interval is not all below 0);
+- unstable: the set-up without CCL has reward curves that spread more over seeds (compared on the spreads; it
+  needs two seeds).
+
+A claim holds when every part's interval lies on its side of the bound, does not hold when one part's lies on the
+other side, and is not resolved otherwise: one seed never decides a claim.
+"""
+from finpercep_basicsr.hacking.statistics import all_of, decide, describe, paired_differences, per_seed, t_interval
+
+# the thresholds of the claims (issue text; the paper's protected run stays within 0.3 dB)
+HACK_PSNR_DROP = 1.0
+PROTECTED_PSNR_DROP = 0.3
+PROTECTED_ARTIFACT_RATIO = 1.25
+
+
+def _parts(runs, setup, bounds):
+    """Decisions and evidence of ``setup``'s per-seed columns against ``bounds`` [(column, side, bound, fmt)]."""
+    decisions, evidence = [], []
+    for column, side, bound, fmt in bounds:
+        values = list(per_seed(runs, setup, column).values())
+        interval = t_interval(values)
+        decisions.append(decide(interval, **{side: bound}))
+        evidence.append(describe(column, interval, fmt, values))
+    return all_of(decisions), '; '.join(evidence)
+
+
+def hacked_claim(runs, setup):
+    holds, evidence = _parts(runs, setup, [('reward_gain', 'above', 0.0, '+.3f'),
+                                           ('psnr_change', 'below', -HACK_PSNR_DROP, '+.2f'),
+                                           ('artifact_ratio', 'above', 1.0, '.2f')])
+    return {'claim': f'{setup} hacks its reward: reward up, PSNR down >= {HACK_PSNR_DROP} dB, artifact index up',
+            'holds': holds, 'evidence': evidence}
+
+
+def protected_claim(runs, setup):
+    holds, evidence = _parts(runs, setup, [('reward_gain', 'above', 0.0, '+.3f'),
+                                           ('judge_gain', 'above', 0.0, '+.3f'),
+                                           ('psnr_change', 'above', -PROTECTED_PSNR_DROP, '+.2f'),
+                                           ('artifact_ratio', 'below', PROTECTED_ARTIFACT_RATIO, '.2f')])
+    return {'claim': f'{setup} raises its reward and the judge\'s score, PSNR >= start - {PROTECTED_PSNR_DROP} dB, '
+                     f'artifact index <= {PROTECTED_ARTIFACT_RATIO}x the start\'s',
+            'holds': holds, 'evidence': evidence}
+
+
+def map_claim(runs, protected, score_only):
+    """The map term protects: ``protected`` minus ``score_only``, seed by seed (see the module docstring)."""
+    claim = (f'the map term protects beyond the score alone: {protected} has a lower artifact ratio than '
+             f'{score_only} at no lower PSNR')
+    artifacts = paired_differences(runs, protected, score_only, 'artifact_ratio')
+    psnr = paired_differences(runs, protected, score_only, 'psnr_change')
+    if not artifacts or not psnr:
+        return {'claim': claim, 'holds': None, 'evidence': 'no seed that both set-ups ran with the columns'}
+    artifact_interval, psnr_interval = t_interval(artifacts), t_interval(psnr)
+    # "no lower PSNR" fails only where the PSNR difference is shown below 0; equality cannot be shown, only refuted
+    no_lower_psnr = decide(psnr_interval, below=0.0) is not True
+    holds = all_of([decide(artifact_interval, below=0.0), no_lower_psnr])
+    evidence = (f'paired differences {protected} - {score_only}: '
+                f'{describe("artifact_ratio", artifact_interval, "+.3f", artifacts)}; '
+                f'{describe("psnr_change", psnr_interval, "+.3f", psnr)}')
+    return {'claim': claim, 'holds': holds, 'evidence': evidence}
+
+
+def stability_claim(table, unstable, protected, curve_std):
+    claim = f'without CCL ({unstable}) training is less stable than {protected}'
+    seeds = min(next(iter(table[s].values()))['n'] for s in (unstable, protected))
+    if seeds < 2:  # a spread over one seed is 0 by definition
+        return {'claim': claim, 'holds': None, 'evidence': f'{seeds} seed: needs 2 or more'}
+    a, b = curve_std.get(unstable, float('nan')), curve_std.get(protected, float('nan'))
+    sa, sb = table[unstable]['psnr']['std'], table[protected]['psnr']['std']
+    return {'claim': claim, 'holds': bool(a > b),
+            'evidence': f'reward-curve std over seeds {a:.4f} vs {b:.4f}; final PSNR std {sa:.3f} vs {sb:.3f}'}
+
+
+def check_claims(runs, table, claims, curve_std=None):
+    """The claims of the bench's ``claims`` section that its set-ups allow; [{'claim', 'holds', 'evidence'}].
+
+    Args:
+        runs (list[dict]): [{'setup', 'seed', 'summary': {column: value}}], one per set-up and seed.
+        table (dict): ``aggregate.aggregate(runs)``.
+        claims (dict): {'hacked', 'protected', 'unstable', 'score_only'}: set-up names (any may be absent).
+            ``score_only`` is the protected recipe with the map term off.
+        curve_std (dict | None): {setup: mean over iterations of the reward curves' std over seeds}.
+    """
+    out = []
+    hacked, protected = claims.get('hacked'), claims.get('protected')
+    if hacked in table:
+        out.append(hacked_claim(runs, hacked))
+    if protected in table:
+        out.append(protected_claim(runs, protected))
+    if claims.get('score_only') in table and protected in table:
+        out.append(map_claim(runs, protected, claims['score_only']))
+    if claims.get('unstable') in table and protected in table and curve_std:
+        out.append(stability_claim(table, claims['unstable'], protected, curve_std))
+    return out
