@@ -17,12 +17,14 @@ import os
 import sys
 import threading
 
-from finpercep_basicsr.utils.steps import StepFailed, run_steps
+import numpy as np
+
 from finpercep_basicsr.evaluation.report import claim_verdict
 from finpercep_basicsr.hacking import aggregate, plan, plots
 from finpercep_basicsr.hacking.claims import check_claims
 from finpercep_basicsr.hacking.measure import HackingScorers, final_reward_options, measure_generator
 from finpercep_basicsr.metrics.directions import lower_is_better
+from finpercep_basicsr.utils.steps import StepFailed, run_steps
 from finpercep_basicsr.utils.checkpoint import atomic_write_json
 from finpercep_basicsr.utils.errors import UserInputError
 from finpercep_basicsr.utils.option_check import load_option_file
@@ -136,21 +138,36 @@ def judge_check_note(prefers_gt, images):
             f'{images} held-out images; {verdict}')
 
 
-def reward_curves(opt, runs):
-    """{setup: [(steps, values) per seed]} of the training tag ``reward`` from TensorBoard."""
+def training_scalars(runs):
+    """{(setup, seed): {tag: (steps, values)}} of every run's training scalars, from TensorBoard."""
     from finpercep_basicsr.evaluation.report import tb_scalars
+    return {(setup, seed): tb_scalars(os.path.join('tb_logger', os.path.basename(plan.experiment_dir(path))))
+            for setup, seed, path in runs}
+
+
+def reward_curves(scalars):
+    """{setup: [(steps, values) per seed]} of the training tag ``reward``."""
     curves = {}
-    for setup, seed, path in runs:
-        scalars = tb_scalars(os.path.join('tb_logger', os.path.basename(plan.experiment_dir(path))))
-        if 'reward' in scalars:
-            curves.setdefault(setup, []).append(scalars['reward'])
+    for (setup, _), tags in scalars.items():
+        if 'reward' in tags:
+            curves.setdefault(setup, []).append(tags['reward'])
     return curves
+
+
+def add_capped_share(results, scalars):
+    """Each run's ``capped_share``: the share of training images its reward ceiling capped, averaged over the
+    logged steps (the ``capped`` tag; runs without a ceiling log none and get no column)."""
+    for run in results:
+        tags = scalars.get((run['setup'], run['seed']), {})
+        if 'capped' in tags:
+            run['summary']['capped_share'] = float(np.mean(tags['capped'][1]))
 
 
 def columns_of(table, evaluation):
     """The table's columns: metrics, no-reference, judge, artifact index, then the derived ones."""
     first = evaluation['metrics'] + ([evaluation['no_reference']] if evaluation['no_reference'] else [])
-    order = list(first) + ['judge_score', 'judge_pdm_rate', 'artifact_index'] + list(aggregate.DERIVED)
+    order = list(first) + ['judge_score', 'judge_pdm_rate', 'artifact_index'] + list(aggregate.DERIVED) + [
+        'capped_share']
     present = set.union(*(set(cols) for cols in table.values()))
     return [c for c in order if c in present]
 
@@ -168,8 +185,10 @@ def run_bench(opt_path, out, seeds=None, setups=None, jobs=1, rewrite=False, gri
     results, start_mean, notes, pairs, directions, judge = measure_all(opt, runs, out)
     if 'judge_prefers_gt' in start_mean:
         notes = notes + [judge_check_note(start_mean['judge_prefers_gt'], len(pairs))]
+    scalars = training_scalars(runs)
+    add_capped_share(results, scalars)
     table = aggregate.aggregate(results)
-    curves = reward_curves(opt, runs)
+    curves = reward_curves(scalars)
     stds = plots.curve_std(curves)
     claims = check_claims(results, table, opt['claims'], stds)
     files = {}

@@ -3,8 +3,9 @@
 # full-reference distances, map rates, colour shift and the classical no-reference metrics (pyiqa's flags agree)
 LOWER_IS_BETTER = frozenset({'gmsd', 'pdm_rate', 'judge_pdm_rate', 'lpips', 'dists', 'color_shift', 'piqe', 'niqe',
                              'brisque'})
-# columns with no better direction: an artifact index of 1 is GT's, and each set-up's own reward is on its own scale
-NEUTRAL = ('artifact_index', 'artifact_ratio', 'own_reward', 'judge_prefers_gt')
+# columns with no better direction: an artifact index of 1 is GT's, each set-up's own reward is on its own scale, and
+# how often a reward ceiling capped the training images describes the recipe, not the result
+NEUTRAL = ('artifact_index', 'artifact_ratio', 'own_reward', 'judge_prefers_gt', 'capped_share')
 
 
 def lower_is_better(name, metrics=None):

@@ -92,7 +92,7 @@ def _bench_file(tmp_path, judge=True, **extra):
               'logger.save_checkpoint_freq': 1000}
     bench = {'name': 'tiny', 'seeds': [0, 1], 'common': common,
              'setups': {'global_only': {'opt': template, 'overrides': {'train.reward_opt.lambda_map': 0.0}},
-                        'finpercep': {'opt': template}},
+                        'finpercep': {'opt': template, 'overrides': {'train.reward_opt.reference_margin': 0.0}}},
              'evaluation': {'lq': f'{data}/lq', 'gt': f'{data}/gt', 'judge': str(judge_opt) if judge else None,
                             'metrics': ['psnr', 'ssim'], 'no_reference': 'piqe'},
              'claims': {'hacked': 'global_only', 'protected': 'finpercep', 'unstable': 'global_only'}}
@@ -144,6 +144,9 @@ def test_tiny_bench_end_to_end_and_rerun_skips(tmp_path, monkeypatch, capsys):
         for key in ('reward_gain', 'judge_score', 'judge_pdm_rate', 'artifact_index', 'color_shift', 'piqe', 'ssim'):
             assert np.isfinite(cols[key]['mean']), key
         assert cols['judge_prefers_gt']['mean'] in (0.0, 0.5, 1.0)  # a rate over the 2 images
+    # a margin-0 ceiling caps every image of the first of the 2 steps (the policy is still the reference); none: none
+    assert 0.5 <= results['setups']['finpercep']['capped_share']['mean'] <= 1.0
+    assert 'capped_share' not in results['setups']['global_only']
     assert results['start']['judge_prefers_gt'] in (0.0, 0.5, 1.0)
     assert any(n.startswith('judge check: it scores GT above the start generator') for n in results['notes'])
     runs = {r['run']: r for r in results['runs']}
