@@ -80,11 +80,15 @@ def bench_table(results):
                         'color_shift', 'own_reward', 'reward_gain') if c in next(iter(results['setups'].values()))]
     lower = {c for c in cols if lower_is_better(c)}
     header = ['run'] + [c if c in NEUTRAL else f'{c} {"↓" if c in lower else "↑"}' for c in cols]
-    rows = [['start'] + [fmt_value(results['start'][c]) if c in results['start'] else '-' for c in cols]]
-    rows += [[setup] + [fmt_value(table[c]['mean']) for c in cols] for setup, table in results['setups'].items()]
+    # a judge that failed its own check on the start generator is reported as unfit, not with its numbers
+    unfit = {'judge_score', 'judge_pdm_rate'} if results.get('judge_fit') is False else set()
+    cell = lambda values, c: 'unfit' if c in unfit else fmt_value(values[c]) if c in values else '-'  # noqa: E731
+    rows = [['start'] + [cell(results['start'], c) for c in cols]]
+    rows += [[setup] + [cell({k: v['mean'] for k, v in table.items()}, c) for c in cols]
+             for setup, table in results['setups'].items()]
     best = {}
     for i, c in enumerate(cols, 1):
-        if c in NEUTRAL or c == 'reward_gain':
+        if c in NEUTRAL or c in unfit or c == 'reward_gain':
             continue  # no better direction / no common scale: each set-up's gain is under its own reward
         values = {r: results['setups'][r][c]['mean'] for r in results['setups']}
         best[i] = (min if c in lower else max)(values, key=values.get)

@@ -58,12 +58,14 @@ def aggregate(runs):
 
 # no better direction: GT's detail = 1; rewards differ; how often the judge ranks GT above an output is a
 # property of the judge (read on the start generator), not of the run
-def markdown(table, columns, lower_better=()):
-    """One row per set-up, ``mean ± std`` per column (arrow: the better direction, none when neither)."""
+def markdown(table, columns, lower_better=(), unfit=()):
+    """One row per set-up, ``mean ± std`` per column (arrow: the better direction, none when neither); the columns
+    of ``unfit`` (a referee that failed its own check) read 'unfit' instead of numbers."""
     arrow = lambda c: '' if c in NEUTRAL else ' ↓' if c in lower_better else ' ↑'  # noqa: E731
     head = '| set-up | ' + ' | '.join(f'{c}{arrow(c)}' for c in columns) + ' |'
     lines = [head, '|' + '---|' * (len(columns) + 1)]
     for setup, cols in table.items():
-        cells = [f'{cols[c]["mean"]:.4f} ± {cols[c]["std"]:.4f}' if c in cols else '-' for c in columns]
+        cells = ['unfit' if c in unfit and c in cols else f'{cols[c]["mean"]:.4f} ± {cols[c]["std"]:.4f}'
+                 if c in cols else '-' for c in columns]
         lines.append(f'| {setup} (n={next(iter(cols.values()))["n"]}) | ' + ' | '.join(cells) + ' |')
     return '\n'.join(lines)

@@ -21,7 +21,7 @@ import numpy as np
 
 from finpercep_basicsr.evaluation.report import claim_verdict
 from finpercep_basicsr.hacking import aggregate, plan, plots
-from finpercep_basicsr.hacking.claims import check_claims
+from finpercep_basicsr.hacking.claims import JUDGE_COLUMNS, check_claims, judge_is_fit
 from finpercep_basicsr.hacking.measure import HackingScorers, final_reward_options, measure_generator
 from finpercep_basicsr.metrics.directions import lower_is_better
 from finpercep_basicsr.utils.steps import StepFailed, run_steps
@@ -190,7 +190,8 @@ def run_bench(opt_path, out, seeds=None, setups=None, jobs=1, rewrite=False, gri
     table = aggregate.aggregate(results)
     curves = reward_curves(scalars)
     stds = plots.curve_std(curves)
-    claims = check_claims(results, table, opt['claims'], stds)
+    judge_fit = judge_is_fit(start_mean)
+    claims = check_claims(results, table, opt['claims'], stds, judge_fit)
     files = {}
     if curves:
         files['reward_curves'] = os.path.join(out, 'reward_curves.png')
@@ -202,13 +203,15 @@ def run_bench(opt_path, out, seeds=None, setups=None, jobs=1, rewrite=False, gri
     columns = columns_of(table, opt['evaluation'])
     lower = [c for c in columns if directions.get(c, c == 'judge_pdm_rate')]
     summary = {'bench': opt['name'], 'seeds': opt['seeds'], 'images': len(pairs), 'start': start_mean,
-               'setups': table, 'runs': results, 'claims': claims, 'reward_curve_std': stds, 'notes': notes,
+               'setups': table, 'runs': results, 'claims': claims, 'judge_fit': judge_fit, 'reward_curve_std': stds,
+               'notes': notes,
                'files': {k: os.path.relpath(v, out) for k, v in files.items()},
                'grids': [os.path.relpath(g, out) for g in grids], 'grid_setups': grid_setups, 'timings': timings}
     with open(os.path.join(out, 'results.json'), 'w') as f:
         json.dump(summary, f, indent=1, default=float)
     md = [f'# Hacking benchmark {opt["name"]}: {len(opt["seeds"])} seed(s), {len(pairs)} held-out images', '',
-          aggregate.markdown(table, columns, lower), '', 'start: ' + ', '.join(
+          aggregate.markdown(table, columns, lower, JUDGE_COLUMNS if judge_fit is False else ()), '',
+          'start: ' + ', '.join(
               f'{c} {v:.4f}' for c, v in start_mean.items()), '', '## Claims', '']
     md += [f'- {claim_verdict(c)}: {c["claim"]} ({c["evidence"]})' for c in claims]
     md += [f'- {n}' for n in notes]

@@ -2,8 +2,9 @@
 
 - hacked: the naive set-up raises its own reward, loses at least ``HACK_PSNR_DROP`` dB and raises the artifact
   index (each a t interval over its seeds' changes from the start generator);
-- protected: the protected set-up raises its reward and the judge's score, loses at most ``PROTECTED_PSNR_DROP``
-  dB and keeps the artifact index within ``PROTECTED_ARTIFACT_RATIO`` x the start's;
+- protected: the protected set-up raises its reward and the judge's score (while the judge passes its own check,
+  ``judge_is_fit``), loses at most ``PROTECTED_PSNR_DROP`` dB and keeps the artifact index within
+  ``PROTECTED_ARTIFACT_RATIO`` x the start's;
 - map: the protected set-up against its score-only ablation, seed by seed: a lower artifact ratio (the paired
   difference's interval below 0) at a PSNR not shown lower (the PSNR difference's interval is not all below 0);
 - unstable: the set-up without CCL has reward curves that spread more over seeds (compared on the spreads; it
@@ -18,6 +19,16 @@ from finpercep_basicsr.hacking.statistics import all_of, decide, describe, paire
 HACK_PSNR_DROP = 1.0
 PROTECTED_PSNR_DROP = 0.3
 PROTECTED_ARTIFACT_RATIO = 1.25
+# a judge counts only while it ranks GT above the start generator's output on this share of the held-out images
+JUDGE_FIT_RATE = 0.9
+JUDGE_COLUMNS = ('judge_score', 'judge_pdm_rate', 'judge_gain')
+
+
+def judge_is_fit(start_mean):
+    """Whether the judge passed its own check on the start generator (``judge_prefers_gt`` >= ``JUDGE_FIT_RATE``);
+    None without a judge."""
+    rate = start_mean.get('judge_prefers_gt')
+    return None if rate is None else bool(rate >= JUDGE_FIT_RATE)
 
 
 def _parts(runs, setup, bounds):
@@ -39,14 +50,17 @@ def hacked_claim(runs, setup):
             'holds': holds, 'evidence': evidence}
 
 
-def protected_claim(runs, setup):
-    holds, evidence = _parts(runs, setup, [('reward_gain', 'above', 0.0, '+.3f'),
-                                           ('judge_gain', 'above', 0.0, '+.3f'),
-                                           ('psnr_change', 'above', -PROTECTED_PSNR_DROP, '+.2f'),
-                                           ('artifact_ratio', 'below', PROTECTED_ARTIFACT_RATIO, '.2f')])
-    return {'claim': f'{setup} raises its reward and the judge\'s score, PSNR >= start - {PROTECTED_PSNR_DROP} dB, '
+def protected_claim(runs, setup, judge_fit=True):
+    """The protected set-up's claim; the judge's gain is a part of it only while the judge is fit."""
+    judge = [('judge_gain', 'above', 0.0, '+.3f')] if judge_fit else []
+    holds, evidence = _parts(runs, setup, [('reward_gain', 'above', 0.0, '+.3f')] + judge + [
+        ('psnr_change', 'above', -PROTECTED_PSNR_DROP, '+.2f'),
+        ('artifact_ratio', 'below', PROTECTED_ARTIFACT_RATIO, '.2f')])
+    judged = ' and the judge\'s score' if judge_fit else ''
+    unfit = '' if judge_fit else '; the judge is unfit (its own check), so its score is no part of the claim'
+    return {'claim': f'{setup} raises its reward{judged}, PSNR >= start - {PROTECTED_PSNR_DROP} dB, '
                      f'artifact index <= {PROTECTED_ARTIFACT_RATIO}x the start\'s',
-            'holds': holds, 'evidence': evidence}
+            'holds': holds, 'evidence': evidence + unfit}
 
 
 def map_claim(runs, protected, score_only):
@@ -78,7 +92,7 @@ def stability_claim(table, unstable, protected, curve_std):
             'evidence': f'reward-curve std over seeds {a:.4f} vs {b:.4f}; final PSNR std {sa:.3f} vs {sb:.3f}'}
 
 
-def check_claims(runs, table, claims, curve_std=None):
+def check_claims(runs, table, claims, curve_std=None, judge_fit=True):
     """The claims of the bench's ``claims`` section that its set-ups allow; [{'claim', 'holds', 'evidence'}].
 
     Args:
@@ -87,13 +101,14 @@ def check_claims(runs, table, claims, curve_std=None):
         claims (dict): {'hacked', 'protected', 'unstable', 'score_only'}: set-up names (any may be absent).
             ``score_only`` is the protected recipe with the map term off.
         curve_std (dict | None): {setup: mean over iterations of the reward curves' std over seeds}.
+        judge_fit (bool | None): ``judge_is_fit`` of the start: an unfit judge (False) is no part of a claim.
     """
     out = []
     hacked, protected = claims.get('hacked'), claims.get('protected')
     if hacked in table:
         out.append(hacked_claim(runs, hacked))
     if protected in table:
-        out.append(protected_claim(runs, protected))
+        out.append(protected_claim(runs, protected, judge_fit is not False))
     if claims.get('score_only') in table and protected in table:
         out.append(map_claim(runs, protected, claims['score_only']))
     if claims.get('unstable') in table and protected in table and curve_std:

@@ -16,7 +16,8 @@ def _row_cells(md, label):
     row = re.search(rf'^\| {re.escape(label)} \|(.*)\|$', md, re.M)
     assert row, label
     cells = [c.strip().strip('*') for c in row.group(1).split('|')]
-    return [None if c == '-' else float(c) for c in cells]  # '-': a column the row has no value for
+    # '-': a column the row has no value for; 'unfit': the judge's columns when it failed its own check
+    return [None if c == '-' else c if c == 'unfit' else float(c) for c in cells]
 
 
 def _run_demo(tmp_path, preset):
@@ -57,7 +58,10 @@ def test_tiny_demo_on_the_shipped_reward_model(tmp_path):
                         'color_shift', 'own_reward', 'reward_gain') if c in results['setups']['finpercep']]
     assert {'judge_score', 'piqe', 'color_shift'} <= set(cols)
     for setup, table in results['setups'].items():
-        assert _row_cells(md, setup) == pytest.approx([table[c]['mean'] for c in cols], abs=1e-4)
+        unfit = results['judge_fit'] is False
+        expected = ['unfit' if unfit and c.startswith('judge_') else table[c]['mean'] for c in cols]
+        for got, want in zip(_row_cells(md, setup), expected):
+            assert got == (want if want == 'unfit' else pytest.approx(want, abs=1e-4))
     assert _row_cells(md, 'start')[0] == pytest.approx(results['start']['psnr'], abs=1e-4)
     findings = md.split('## What the numbers say')[1]
     # one draw decides nothing: it says so, and every claim is listed as not resolved

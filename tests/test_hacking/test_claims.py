@@ -3,7 +3,7 @@ import pytest
 
 from finpercep_basicsr.evaluation.report import claim_verdict
 from finpercep_basicsr.hacking import aggregate
-from finpercep_basicsr.hacking.claims import check_claims, map_claim
+from finpercep_basicsr.hacking.claims import JUDGE_COLUMNS, check_claims, judge_is_fit, map_claim
 from finpercep_basicsr.hacking.statistics import decide, paired_differences, t_interval
 
 START = {'psnr': 22.0, 'reward/g': 0.0, 'reward/c': 0.5, 'reward/a': 0.5, 'judge_score': 0.1, 'artifact_index': 2.0}
@@ -82,3 +82,20 @@ def test_stability_needs_two_seeds():
     runs = [_run('g', 0, 20.0, 1.0), _run('c', 0, 21.9, 0.8)]
     claim = check_claims(runs, aggregate.aggregate(runs), {'protected': 'c', 'unstable': 'g'}, {'g': 0.0, 'c': 0.0})
     assert claim[-1]['holds'] is None and claim_verdict(claim[-1]) == 'not resolved'
+
+
+def test_an_unfit_judge_is_no_part_of_the_protected_claim():
+    # the judge's gain spans zero; the other parts clear their bars on every seed
+    safe = [_run('c', s, 21.9 - 0.02 * s, 0.8, judge=judge, art=2.2) for s, judge in enumerate([0.0, 0.3, 0.1])]
+    fit, = check_claims(safe, aggregate.aggregate(safe), {'protected': 'c'}, judge_fit=True)
+    unfit, = check_claims(safe, aggregate.aggregate(safe), {'protected': 'c'}, judge_fit=False)
+    assert fit['holds'] is None and 'judge_gain' in fit['evidence']
+    assert unfit['holds'] is True and 'judge_gain' not in unfit['evidence'] and 'unfit' in unfit['evidence']
+    assert judge_is_fit({'judge_prefers_gt': 0.9}) is True and judge_is_fit({'judge_prefers_gt': 0.375}) is False
+    assert judge_is_fit({}) is None
+
+
+def test_the_table_marks_an_unfit_judge():
+    runs = [_run('c', s, 21.9, 0.8, judge=0.2) for s in range(2)]
+    md = aggregate.markdown(aggregate.aggregate(runs), ['psnr', 'judge_score'], unfit=JUDGE_COLUMNS)
+    assert md.splitlines()[-1] == '| c (n=2) | 21.9000 ± 0.0000 | unfit |'
