@@ -7,6 +7,9 @@
   ``PROTECTED_ARTIFACT_RATIO`` x the start's;
 - map: the protected set-up against its score-only ablation, seed by seed: a lower artifact ratio (the paired
   difference's interval below 0) at a PSNR not shown lower (the PSNR difference's interval is not all below 0);
+- factors: for each factor switched alone (``{with: SETUP, without: SETUP}``), whether it protects: without it the
+  artifact ratio is shown higher or the PSNR shown lower, seed by seed, and neither is shown better; it does not
+  hold when switching it off is shown better and nowhere worse;
 - unstable: the set-up without CCL has reward curves that spread more over seeds (compared on the spreads; it
   needs two seeds).
 
@@ -81,6 +84,25 @@ def map_claim(runs, protected, score_only):
     return {'claim': claim, 'holds': holds, 'evidence': evidence}
 
 
+def factor_claim(runs, factor, with_setup, without_setup):
+    """Does ``factor`` protect? Paired differences ``without_setup`` - ``with_setup`` (see the module docstring)."""
+    claim = (f'{factor} protects: without it ({without_setup}) the artifact ratio is higher or PSNR lower than '
+             f'with it ({with_setup})')
+    artifacts = paired_differences(runs, without_setup, with_setup, 'artifact_ratio')
+    psnr = paired_differences(runs, without_setup, with_setup, 'psnr_change')
+    if not artifacts or not psnr:
+        return {'claim': claim, 'holds': None, 'evidence': 'no seed that both set-ups ran with the columns'}
+    artifact_interval, psnr_interval = t_interval(artifacts), t_interval(psnr)
+    worse = True in (decide(artifact_interval, above=0.0), decide(psnr_interval, below=0.0))
+    # strictly better without it (an interval of equal values shows no difference, not an improvement)
+    better = bool(artifact_interval and artifact_interval['hi'] < 0 or psnr_interval and psnr_interval['lo'] > 0)
+    holds = True if worse and not better else False if better and not worse else None
+    evidence = (f'paired differences {without_setup} - {with_setup}: '
+                f'{describe("artifact_ratio", artifact_interval, "+.3f", artifacts)}; '
+                f'{describe("psnr_change", psnr_interval, "+.3f", psnr)}')
+    return {'claim': claim, 'holds': holds, 'evidence': evidence}
+
+
 def stability_claim(table, unstable, protected, curve_std):
     claim = f'without CCL ({unstable}) training is less stable than {protected}'
     seeds = min(next(iter(table[s].values()))['n'] for s in (unstable, protected))
@@ -99,7 +121,8 @@ def check_claims(runs, table, claims, curve_std=None, judge_fit=True):
         runs (list[dict]): [{'setup', 'seed', 'summary': {column: value}}], one per set-up and seed.
         table (dict): ``aggregate.aggregate(runs)``.
         claims (dict): {'hacked', 'protected', 'unstable', 'score_only'}: set-up names (any may be absent).
-            ``score_only`` is the protected recipe with the map term off.
+            ``score_only`` is the protected recipe with the map term off. ``factors``: {factor: {'with': setup,
+            'without': setup}}, two set-ups that differ in that factor alone.
         curve_std (dict | None): {setup: mean over iterations of the reward curves' std over seeds}.
         judge_fit (bool | None): ``judge_is_fit`` of the start: an unfit judge (False) is no part of a claim.
     """
@@ -111,6 +134,9 @@ def check_claims(runs, table, claims, curve_std=None, judge_fit=True):
         out.append(protected_claim(runs, protected, judge_fit is not False))
     if claims.get('score_only') in table and protected in table:
         out.append(map_claim(runs, protected, claims['score_only']))
+    for factor, pair in (claims.get('factors') or {}).items():
+        if pair['with'] in table and pair['without'] in table:
+            out.append(factor_claim(runs, factor, pair['with'], pair['without']))
     if claims.get('unstable') in table and protected in table and curve_std:
         out.append(stability_claim(table, claims['unstable'], protected, curve_std))
     return out

@@ -16,7 +16,11 @@ Options (``scripts/bench_hacking.py -opt options/bench/hacking_realesrgan.yml``)
       no_reference: piqe                                  # pyiqa no-reference metric that needs no weights
       param_key: params_ema                              # the weights evaluated (BasicSR tests the EMA)
     claims: {hacked: global_only, protected: finpercep_ccl, unstable: finpercep,
-             score_only: global_only_lowpass}   # the same recipe without the map: what the map adds
+             score_only: global_only_lowpass,   # the same recipe without the map: what the map adds
+             factors: {ceiling: {with: finpercep_ccl, without: finpercep_ccl_no_ceiling}}}  # one factor switched
+
+A file may start with ``extends: BASE.yml`` (a path from the working folder): it takes BASE's options, its own
+``common`` keys update BASE's, and every other key it sets replaces BASE's.
 
 Every run is written to ``<out>/options/<setup>_s<seed>.yml`` (``name`` = ``<bench>_<setup>_s<seed>``,
 ``manual_seed`` = seed) and trained with ``python -m finpercep_basicsr.train -opt FILE --auto_resume``
@@ -33,10 +37,10 @@ from finpercep_basicsr.utils.checkpoint import file_sha256
 from finpercep_basicsr.utils.errors import UserInputError
 from finpercep_basicsr.utils.options_io import derive_options, read_header
 
-TOP_KEYS = {'name', 'seeds', 'common', 'setups', 'evaluation', 'claims'}
+TOP_KEYS = {'extends', 'name', 'seeds', 'common', 'setups', 'evaluation', 'claims'}
 SETUP_KEYS = {'opt', 'overrides'}
 EVAL_KEYS = {'lq', 'gt', 'judge', 'metrics', 'no_reference', 'param_key', 'pdm_threshold', 'max_images'}
-CLAIM_KEYS = {'hacked', 'protected', 'unstable', 'score_only'}
+CLAIM_KEYS = {'hacked', 'protected', 'unstable', 'score_only', 'factors'}
 EVAL_DEFAULTS = {'metrics': ['psnr', 'ssim', 'fsim', 'gmsd'], 'no_reference': 'piqe', 'param_key': 'params_ema',
                  'pdm_threshold': 0.5, 'max_images': 0}
 
@@ -48,13 +52,25 @@ def _unknown(keys, allowed, where):
                              f'allowed: {", ".join(sorted(allowed))}')
 
 
-def load_bench_options(path, seeds=None, setups=None):
-    """Read and check a bench option file; ``seeds`` / ``setups`` (lists) narrow it from the command line."""
+def _read_bench_file(path):
+    """A bench file's options; one with ``extends: BASE`` takes BASE's, its ``common`` updated key by key and every
+    other key it sets replacing BASE's (an ablation grid shares its recipe and evaluation with the bench it extends)."""
     if not os.path.isfile(path):
         raise UserInputError(f'bench option file not found: {path}')
     with open(path) as f:
         opt = yaml.safe_load(f) or {}
     _unknown(opt, TOP_KEYS, path)
+    base_path = opt.pop('extends', None)
+    if base_path is None:
+        return opt
+    base = _read_bench_file(base_path)
+    common = dict(base.get('common') or {}, **(opt.pop('common', None) or {}))
+    return dict(base, **opt, common=common)
+
+
+def load_bench_options(path, seeds=None, setups=None):
+    """Read and check a bench option file; ``seeds`` / ``setups`` (lists) narrow it from the command line."""
+    opt = _read_bench_file(path)
     for key in ('name', 'setups', 'evaluation'):
         if key not in opt:
             raise UserInputError(f'{path}: missing key {key!r}')
@@ -78,6 +94,9 @@ def load_bench_options(path, seeds=None, setups=None):
         opt['setups'] = {s: opt['setups'][s] for s in setups}
     opt['claims'] = dict(opt.get('claims') or {})
     _unknown(opt['claims'], CLAIM_KEYS, f'{path}: claims')
+    for factor, pair in (opt['claims'].get('factors') or {}).items():
+        if not isinstance(pair, dict) or set(pair) != {'with', 'without'}:
+            raise UserInputError(f'{path}: claims.factors.{factor} needs {{with: SETUP, without: SETUP}}, got {pair!r}')
     opt.setdefault('common', {})
     return opt
 

@@ -117,6 +117,8 @@ def test_plan_writes_one_file_per_setup_and_seed(tmp_path):
     ({'evaluation': {'gt': 'x'}}, 'evaluation.lq is required'),
     ({'seedz': [1]}, 'unknown key(s) seedz'),
     ({'claims': {'hackd': 'a'}}, 'unknown key(s) hackd'),
+    ({'claims': {'factors': {'ceiling': {'with': 'finpercep'}}}}, 'claims.factors.ceiling needs {with: SETUP'),
+    ({'extends': 'nowhere.yml'}, 'bench option file not found: nowhere.yml'),
 ])
 def test_bad_bench_options_name_the_key(tmp_path, change, message):
     with pytest.raises(UserInputError, match=message.replace('(', r'\(').replace(')', r'\)')):

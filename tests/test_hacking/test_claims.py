@@ -99,3 +99,15 @@ def test_the_table_marks_an_unfit_judge():
     runs = [_run('c', s, 21.9, 0.8, judge=0.2) for s in range(2)]
     md = aggregate.markdown(aggregate.aggregate(runs), ['psnr', 'judge_score'], unfit=JUDGE_COLUMNS)
     assert md.splitlines()[-1] == '| c (n=2) | 21.9000 ± 0.0000 | unfit |'
+
+
+def test_a_factor_protects_when_switching_it_off_is_shown_worse():
+    with_it = [_run('c', s, 21.9, 0.8, art=2.0 + 0.5 * s) for s in range(3)]
+    without = [_run('a', s, 21.9 - 0.01 * s, 1.5, art=2.4 + 0.5 * s) for s in range(3)]  # +0.2 ratio every seed
+    factors = {'ceiling': {'with': 'c', 'without': 'a'}}
+    claim, = _claims(with_it + without, factors=factors)
+    assert claim['holds'] is True and 'paired differences a - c' in claim['evidence']
+    helps = [_run('a', s, 21.9, 1.5, art=1.6 + 0.5 * s) for s in range(3)]  # switching it off: fewer artifacts
+    assert _claims(with_it + helps, factors=factors)[0]['holds'] is False
+    noisy = [_run('a', s, 21.9, 1.5, art=art) for s, art in enumerate([2.2, 2.3, 2.9])]  # -0.2 / -0.2 / -0.1
+    assert _claims(with_it + noisy, factors=factors)[0]['holds'] is None

@@ -1,0 +1,58 @@
+"""options/bench/hacking_ablation.yml: each factor pair differs in that factor alone, on shared seeds."""
+import pytest
+import yaml
+from tests.helpers.opt import REPO
+
+from finpercep_basicsr.hacking import plan
+
+GRID = 'options/bench/hacking_ablation.yml'
+# what may differ between the two set-ups of a factor, by the factor's name
+FACTOR_KEYS = {'ceiling': ('reference_margin',), 'lq_band_anchor': ('train.pixel_opt', 'train.ref_opt'),
+               'colour_detach': ('detach_lowpass',), 'map_term': ('lambda_map',), 'ccl': ('train.ccl',),
+               'coevolution': ('coevolve',)}
+
+
+def _flat(tree, prefix=''):
+    if isinstance(tree, dict):
+        return {k: v for key, sub in tree.items() for k, v in _flat(sub, f'{prefix}{key}.').items()}
+    if isinstance(tree, list):
+        return {k: v for i, sub in enumerate(tree) for k, v in _flat(sub, f'{prefix}{i}.').items()}
+    return {prefix[:-1]: tree}
+
+
+@pytest.fixture(scope='module')
+def grid(tmp_path_factory):
+    import os
+    cwd = os.getcwd()
+    os.chdir(REPO)  # bench files name their paths from the working folder
+    try:
+        opt = plan.load_bench_options(GRID)
+        runs = plan.write_run_options(dict(opt, seeds=[0]), str(tmp_path_factory.mktemp('grid')))
+    finally:
+        os.chdir(cwd)
+    options = {}
+    for setup, _, path in runs:
+        with open(path) as f:
+            written = yaml.safe_load(f)
+        options[setup] = {k: v for k, v in _flat(written).items() if k not in ('name', 'manual_seed')}
+    return opt, options
+
+
+def test_the_grid_extends_the_bench_with_shared_seeds(grid):
+    opt, options = grid
+    assert len(opt['seeds']) >= 8 and set(options) == set(opt['setups'])
+    with open(f'{REPO}/options/bench/hacking_realesrgan.yml') as f:
+        base = yaml.safe_load(f)
+    assert opt['evaluation']['lq'] == base['evaluation']['lq'] and opt['common'] == base['common']
+
+
+def test_each_factor_pair_differs_in_that_factor_alone(grid):
+    opt, options = grid
+    factors = opt['claims']['factors']
+    assert {name.split('_without')[0].split('_on_the')[0] for name in factors} == set(FACTOR_KEYS)
+    for name, pair in factors.items():
+        keys = next(v for k, v in FACTOR_KEYS.items() if name.startswith(k))
+        a, b = options[pair['with']], options[pair['without']]
+        differing = {k for k in set(a) | set(b) if a.get(k) != b.get(k)}
+        assert differing, name
+        assert all(any(key in path for key in keys) for path in differing), (name, sorted(differing))
