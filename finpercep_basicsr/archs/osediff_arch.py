@@ -101,10 +101,16 @@ class FinPercepOSEDiffGenerator(DiffusionPolicy):
         explore_sigma (float): Std of the Gaussian policy on the predicted latent used by
             ``sample_trajectory`` (GRPO/DPO); 0 = deterministic (ReFL only).
         train_conv_in (bool): Train the UNet ``conv_in`` as OSEDiff does.
+        inference (dict | None): Test-time preset (``archs.sr_inference``): ``{preset: released}`` is
+            ``RELEASED_INFERENCE``; validation/testing only.
     """
+    # OSEDiff's test_osediff.py: one UNet step at t=999 (OSEDiff_test), the LQ latent drawn from the
+    # VAE posterior (latent_dist.sample()), --align_method adain by default (choices wavelet|adain|nofix)
+    RELEASED_INFERENCE = {'sampler': None, 'num_steps': 1, 'colour_fix': 'adain', 'vae_sample': True}
 
     def __init__(self, sd_path, osediff_path=None, scale=4, lora_rank_unet=4, lora_rank_vae=4, timestep=999,
-                 prompt='', prompt_embeds_path=None, tagger=None, explore_sigma=0.0, train_conv_in=True):
+                 prompt='', prompt_embeds_path=None, tagger=None, explore_sigma=0.0, train_conv_in=True,
+                 inference=None):
         super().__init__()
         from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
         check_folder(sd_path, {**model_layout('unet', 'vae'), 'scheduler': ('scheduler_config.json',)},
@@ -139,10 +145,11 @@ class FinPercepOSEDiffGenerator(DiffusionPolicy):
             copy_named(self.vae, ckpt['state_dict_vae'], [n for n, _ in self.vae.named_parameters() if 'lora' in n],
                        osediff_path, 'state_dict_vae')
         self.multiple = latent_multiple(self.vae, self.unet)
+        self.configure_inference(inference)
 
     def _x0(self, lq):
         """Predicted clean latent (B, 4, h, w) for the LQ batch."""
-        z = vae_encode(self.vae, upscale_input(lq, self.scale, self.multiple))
+        z = vae_encode(self.vae, upscale_input(lq, self.scale, self.multiple), sample=self.vae_sample)
         t = torch.full((lq.size(0),), self.timestep, device=lq.device, dtype=torch.long)
         out = self.unet(z, t, encoder_hidden_states=self.prompt(lq)[0].to(z.dtype)).sample
         return split_prediction(out, z, self.alphas_cumprod[self.timestep], self.prediction_type)[0]

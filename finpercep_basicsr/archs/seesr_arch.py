@@ -13,8 +13,9 @@ Weights the user supplies (nothing is downloaded):
   has a second list ``image_attentions`` (Transformer2DModel with 512-d context) attending to the
   RAM/DAPE image embeddings. They are rebuilt here with the same parameter names, loaded from the
   same weight files, and run right after the text attention when a tagger provides embeddings
-  (``tagger`` returning ``(prompts, image_embeds)``); with fixed text they are skipped (a warning
-  says so): fixed text needs no RAM weights but is not SeeSR's full conditioning.
+  (``tagger`` returning ``(prompts, image_embeds)``, e.g. ``FinPercepRAMTagger`` with DAPE.pth).
+  Without a tagger such a folder is refused (it would silently drop half of SeeSR's conditioning)
+  unless ``allow_no_tagger`` is set: the image attention is then skipped, with a warning.
 """
 import json
 import os
@@ -116,15 +117,27 @@ class FinPercepSeeSRGenerator(DiffusionPolicy):
         guidance_scale (float): Classifier-free guidance (1 = off; SeeSR 5.5) with ``negative_prompt``.
         conditioning_scale (float): ControlNet residual scale.
         prompt, prompt_embeds_path, tagger: text conditioning (``PromptEmbedder``).
+        allow_no_tagger (bool): Run a folder with image cross-attention without a tagger (the image
+            attention is skipped); otherwise that is an error naming ``network_g.tagger``.
         lora_rank (int), lora_targets (list[str]): UNet LoRA; ``controlnet_lora`` adds it there too.
         sample_eta (float): DDIM eta of ``sample`` (0 = deterministic). rollout_eta (float): eta of
             ``sample_trajectory`` (> 0 for GRPO/DPO).
+        inference (dict | None): Test-time preset (``archs.sr_inference``): ``{preset: released}`` is
+            ``RELEASED_INFERENCE``; validation/testing only.
     """
+    # SeeSR's scripts/test_seesr.sh and README "default inference settings": --num_inference_steps 50,
+    # --guidance_scale 5.5, --start_point lr; test_seesr.py: the DDPMScheduler of the SD folder steps the
+    # pipeline (ancestral), negative prompt "dotted, noise, blur, lowres, smooth" (this class's default),
+    # --align_method adain, --start_steps 999 (pipeline_seesr.py noises the LQ latent to t=999 with
+    # scheduler.add_noise), the LQ latent from vae.encode(...).latent_dist.sample()
+    RELEASED_INFERENCE = {'sampler': 'ddpm', 'num_steps': 50, 'start_point': 'lr', 'start_timestep': 999,
+                          'guidance_scale': 5.5, 'colour_fix': 'adain', 'vae_sample': True}
+    INFERENCE_ATTRS = ('guidance_scale', 'conditioning_scale')
 
     def __init__(self, sd_path, seesr_path, scale=4, num_steps=4, start_point='lr', guidance_scale=1.0,
                  negative_prompt='dotted, noise, blur, lowres, smooth', conditioning_scale=1.0, prompt='',
                  prompt_embeds_path=None, tagger=None, lora_rank=4, lora_targets=None, controlnet_lora=False,
-                 sample_eta=0.0, rollout_eta=1.0):
+                 sample_eta=0.0, rollout_eta=1.0, inference=None, allow_no_tagger=False):
         super().__init__()
         from diffusers import AutoencoderKL, ControlNetModel, DDPMScheduler, UNet2DConditionModel
         check_folder(sd_path, {**model_layout('vae'), 'scheduler': ('scheduler_config.json',)},
@@ -141,12 +154,19 @@ class FinPercepSeeSRGenerator(DiffusionPolicy):
         self.unet = load_seesr_part(UNet2DConditionModel, seesr_path, 'unet', self._context)
         self.controlnet = load_seesr_part(ControlNetModel, seesr_path, 'controlnet', self._context)
         scheduler = DDPMScheduler.from_pretrained(sd_path, subfolder='scheduler')
-        self.prediction_type = scheduler.config.prediction_type
+        self.prediction_type, self.scheduler_config = scheduler.config.prediction_type, scheduler.config
         self.register_buffer('alphas_cumprod', scheduler.alphas_cumprod.float(), persistent=False)
         self.timesteps = spaced_timesteps(scheduler.config.num_train_timesteps, int(num_steps))
         self.prompt = PromptEmbedder(sd_path, prompt, prompt_embeds_path, tagger)
-        self.negative = PromptEmbedder(sd_path, negative_prompt) if self.guidance_scale > 1 else None
+        self.configure_inference(inference)
+        test_guidance = (self.inference or {}).get('guidance_scale', 1.0)  # the preset may guide, training not
+        self.negative = (PromptEmbedder(sd_path, negative_prompt) if max(self.guidance_scale, test_guidance) > 1
+                         else None)
         if tagger is None and hasattr(self.unet.down_blocks[0], 'image_attentions'):
+            if not allow_no_tagger:
+                raise UserInputError(f'{seesr_path} has image cross-attention (use_image_cross_attention) but '
+                                     'network_g.tagger is not set: give the RAM/DAPE tagger (FinPercepRAMTagger) '
+                                     'or set network_g.allow_no_tagger: true to skip the image attention')
             get_root_logger().warning('SeeSR: no tagger with image embeddings: the image cross-attention is skipped')
         add_lora(self.unet, lora_rank, list(lora_targets or ATTN_TARGETS))
         if controlnet_lora:
@@ -156,7 +176,7 @@ class FinPercepSeeSRGenerator(DiffusionPolicy):
     def prepare(self, lq):
         up = upscale_input(lq, self.scale, self.multiple)
         with torch.no_grad():
-            z_lq = vae_encode(self.vae, up)
+            z_lq = vae_encode(self.vae, up, sample=self.vae_sample)
         text, image = self.prompt(lq)
         return {'lq': lq, 'up': up, 'z_lq': z_lq, 'text': text, 'image': image}
 
@@ -179,7 +199,7 @@ class FinPercepSeeSRGenerator(DiffusionPolicy):
             self._context.embeds = None
 
     def predict(self, z, t, cond):
-        if self.negative is None:
+        if self.guidance_scale <= 1:
             return self._eps(z, t, cond['text'], cond['image'], cond['up'])
         neg = self.negative(cond['lq'])[0]
         image = None if cond['image'] is None else torch.cat([cond['image']] * 2)

@@ -123,11 +123,19 @@ class FinPercepStableSRGenerator(DiffusionPolicy):
         encoder_opt (dict): Overrides of the encoder/SPADE/CFW sizes (``stablesr_config``); a
             converted folder brings its own.
         sample_eta (float), rollout_eta (float): DDIM eta of ``sample`` and of GRPO/DPO rollouts.
+        inference (dict | None): Test-time preset (``archs.sr_inference``): ``{preset: released}`` is
+            ``RELEASED_INFERENCE``; validation/testing only.
     """
+    # StableSR's README test command: sr_val_ddpm_text_T_vqganfin_old.py --ddpm_steps 200 --dec_w 0.5
+    # --colorfix_type adain (or wavelet); that script samples DDPM (ancestral) on the 1000-step schedule
+    # respaced to --ddpm_steps, from pure noise, with the LQ latent drawn from the VAE posterior
+    RELEASED_INFERENCE = {'sampler': 'ddpm', 'num_steps': 200, 'start_point': 'noise', 'cfw_weight': 0.5,
+                          'colour_fix': 'adain', 'vae_sample': True}
+    INFERENCE_ATTRS = ('cfw_weight',)
 
     def __init__(self, sd_path, stablesr_path=None, scale=4, num_steps=4, cfw_weight=0.5, prompt='',
                  prompt_embeds_path=None, tagger=None, train_parts=('structcond', 'spade'), lora_rank=4,
-                 lora_targets=None, encoder_opt=None, sample_eta=0.0, rollout_eta=1.0):
+                 lora_targets=None, encoder_opt=None, sample_eta=0.0, rollout_eta=1.0, inference=None):
         super().__init__()
         from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
         check_folder(sd_path, {'scheduler': ('scheduler_config.json',)},
@@ -148,10 +156,14 @@ class FinPercepStableSRGenerator(DiffusionPolicy):
         self.unet = freeze(load_pretrained(UNet2DConditionModel, models_root, 'unet', 'UNet'))
         self.vae = freeze(load_pretrained(AutoencoderKL, models_root, 'vae', 'VAE'))
         scheduler = DDPMScheduler.from_pretrained(sd_path, subfolder='scheduler')
-        self.prediction_type = scheduler.config.prediction_type
+        self.prediction_type, self.scheduler_config = scheduler.config.prediction_type, scheduler.config
         self.register_buffer('alphas_cumprod', scheduler.alphas_cumprod.float(), persistent=False)
         self.timesteps = spaced_timesteps(scheduler.config.num_train_timesteps, int(num_steps))
         self.prompt = PromptEmbedder(sd_path, prompt, prompt_embeds_path, tagger)
+        self.configure_inference(inference)
+        test_w = (self.inference or {}).get('cfw_weight', 0)
+        if not 0 <= float(test_w) <= 1:
+            raise UserInputError(f'network_g.inference.cfw_weight must be in [0, 1], got {test_w}')
         if stablesr_path:
             with open(os.path.join(stablesr_path, CONFIG_FILE)) as f:
                 encoder_opt = {**json.load(f), **(encoder_opt or {})}
@@ -220,7 +232,7 @@ class FinPercepStableSRGenerator(DiffusionPolicy):
         self._context.enc, self._context.capture = {}, True
         try:
             with torch.no_grad():
-                z_lq = vae_encode(self.vae, up)
+                z_lq = vae_encode(self.vae, up, sample=self.vae_sample)
         finally:
             self._context.capture = False
         enc, self._context.enc = self._context.enc, None

@@ -62,7 +62,8 @@ def test_osediff_checkpoint_errors_are_clear(sd, tmp_path):
 
 def test_seesr_loads_image_cross_attention_and_trains_only_lora(sd, tmp_path):
     seesr = make_seesr_folder(str(tmp_path / 'seesr'))
-    gen = FinPercepSeeSRGenerator(sd, seesr, num_steps=3, prompt='a photo', guidance_scale=2.0)
+    gen = FinPercepSeeSRGenerator(sd, seesr, num_steps=3, prompt='a photo', guidance_scale=2.0,
+                                  allow_no_tagger=True)
     from safetensors.torch import load_file
     released = load_file(os.path.join(seesr, 'unet', 'diffusion_pytorch_model.safetensors'))
     key = 'down_blocks.0.image_attentions.0.transformer_blocks.0.attn2.to_k.weight'  # SeeSR's naming

@@ -27,7 +27,7 @@ def _network(kind, assets):
         return {'type': 'FinPercepOSEDiffGenerator', 'sd_path': assets['sd'], 'prompt': 'a photo'}
     if kind == 'seesr':
         return {'type': 'FinPercepSeeSRGenerator', 'sd_path': assets['sd'], 'seesr_path': assets['seesr'],
-                'num_steps': 2, 'prompt': 'a photo', 'controlnet_lora': True}
+                'num_steps': 2, 'prompt': 'a photo', 'controlnet_lora': True, 'allow_no_tagger': True}
     return {'type': 'FinPercepStableSRGenerator', 'sd_path': assets['stablesr_sd'], 'num_steps': 2, 'prompt': 'a photo',
             'encoder_opt': ENCODER_OPT, 'train_parts': ['structcond', 'spade', 'cfw', 'lora'], 'lora_rank': 2}
 

@@ -25,7 +25,7 @@ def _network(kind, assets):
         return {'type': 'FinPercepOSEDiffGenerator', 'sd_path': assets['sd'], 'scale': 4, 'prompt': 'a photo',
                 'explore_sigma': 0.1}
     return {'type': 'FinPercepSeeSRGenerator', 'sd_path': assets['sd'], 'seesr_path': assets['seesr'], 'scale': 4,
-            'num_steps': 2, 'prompt': 'a photo', 'rollout_eta': 1.0}
+            'num_steps': 2, 'prompt': 'a photo', 'rollout_eta': 1.0, 'allow_no_tagger': True}
 
 
 def _model(assets, tmp_path, kind, algorithm, **overrides):
