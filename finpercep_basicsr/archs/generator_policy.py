@@ -12,8 +12,9 @@ How the RLHF model uses a policy:
   ``path.pretrain_network_g`` loads: the bare BasicSR network for ``BasicSRNetPolicy`` (so the
   checkpoint works in any BasicSR tool), e.g. only the adapters for a diffusion policy.
 - ``make_reference()`` returns the frozen reference generator for the distance-to-reference
-  regulariser (default: a frozen deep copy; a diffusion policy may return a view running its frozen
-  base weights with the adapters switched off). The model saves its state once per run
+  regulariser, the ceiling and grpo/dpo (default: a frozen deep copy; a diffusion policy returns a
+  ``SharedReference`` running its own modules with frozen copies of the trained tensors, so the
+  frozen base is not copied). The model saves its ``weights_module()`` once per run
   (``net_g_ref.pth``) so that a resumed run keeps the original reference.
 - A policy is a network type: a ``network_g.type`` whose registered arch subclasses
   ``GeneratorPolicy`` is used as is (``build_policy``); any other arch is wrapped in
@@ -75,6 +76,11 @@ class GeneratorPolicy(nn.Module):
     def sample_no_grad(self, lq):
         """``sample`` without building a graph (evaluation, reference outputs, pair ranking)."""
         return self.sample(lq, grad_steps=0)
+
+    def infer(self, lq):
+        """Test-time SR of ``lq`` (validation, testing): ``sample`` without a graph. Diffusion policies may follow
+        their release's sampler instead (``network_g.inference``, ``archs.sr_inference``)."""
+        return self.sample_no_grad(lq)
 
     def sample_trajectory(self, lq):
         """Sample with a stochastic sampler and return the ``Trajectory`` (no gradients)."""
@@ -138,12 +144,16 @@ class GeneratorPolicy(nn.Module):
             p.requires_grad_(id(p) in keep_ids)
         return [n for n in names if n in keep]
 
-    def make_reference(self):
-        """A frozen eval-mode copy of the current policy (called once, after pretrained weights load)."""
-        ref = deepcopy(self).eval()
-        for p in ref.parameters():
+    def frozen_copy(self):
+        """A frozen eval-mode deep copy whose ``weights_module`` holds the tensors this policy trains (the EMA)."""
+        copy = deepcopy(self).eval()
+        for p in copy.parameters():
             p.requires_grad_(False)
-        return ref
+        return copy
+
+    def make_reference(self):
+        """A frozen copy of the current policy (called once, after pretrained weights load)."""
+        return self.frozen_copy()
 
 
 class BasicSRNetPolicy(GeneratorPolicy):

@@ -24,6 +24,7 @@ from torch import nn
 
 from finpercep_basicsr.archs.diffusion_memory import cast_frozen, enable_checkpointing, enable_vae_tiling
 from finpercep_basicsr.archs.generator_policy import GeneratorPolicy
+from finpercep_basicsr.archs.sr_inference import InferencePresets
 from finpercep_basicsr.utils.errors import UserInputError
 
 MODEL_WEIGHTS = ('diffusion_pytorch_model.safetensors', 'diffusion_pytorch_model.bin', 'model.safetensors',
@@ -125,8 +126,9 @@ class PromptEmbedder(nn.Module):
             needs no tagger weights).
         embeds_path (str | None): safetensors file with ``prompt_embeds`` (L, D) or (1, L, D).
         tagger (dict | None): Options of an arch in BasicSR's registry mapping (B, 3, H, W) images
-            in [0, 1] to a list of B prompts, or to ``(prompts, image_embeds)`` (RAM-style taggers:
-            SeeSR's image cross-attention uses the embeddings); the text encoder is then kept.
+            in [0, 1] to a list of B prompts, or to ``(prompts, image_embeds)`` (RAM-style taggers such
+            as ``FinPercepRAMTagger``: SeeSR's image cross-attention uses the embeddings); the text
+            encoder is then kept and ``prompt`` is not used.
     """
 
     def __init__(self, sd_path=None, prompt='', embeds_path=None, tagger=None):
@@ -269,12 +271,14 @@ class TrainableWeights(nn.Module):
         return missing, unexpected
 
 
-class DiffusionPolicy(GeneratorPolicy):
+class DiffusionPolicy(InferencePresets, GeneratorPolicy):
     """Base of the latent-diffusion policies: trainable-name bookkeeping and the DDIM loop.
 
     Multi-step subclasses implement ``prepare(lq) -> cond`` (dict), ``initial_latent(cond)``,
     ``predict(z, t, cond)`` (UNet output) and ``decode(z, cond)``; they set ``timesteps`` (list,
     descending), ``alphas_cumprod``, ``prediction_type``, ``sample_eta`` and ``rollout_eta``.
+
+    Test-time presets (``network_g.inference``, ``infer``) come from ``archs.sr_inference.InferencePresets``.
 
     Memory options (``rlhf.mixed_precision``, ``rlhf.gradient_checkpointing``, ``rlhf.vae_tile``)
     act on the diffusers models the subclass holds as ``unet``, ``controlnet``, ``vae`` and on the
@@ -320,17 +324,20 @@ class DiffusionPolicy(GeneratorPolicy):
         return self.sample(lq, grad_steps=grad_steps)
 
     def trainable_names(self):
-        """Names of the trained tensors; a frozen reference keeps those of the policy it copies."""
-        frozen_names = getattr(self, '_reference_names', None)
-        return list(frozen_names) if frozen_names is not None else [
-            n for n, p in self.named_parameters() if p.requires_grad]
+        """Names of the trained tensors (adapters and any other tensor with ``requires_grad``); a frozen copy keeps
+        those of the policy it copies, so the EMA stores and averages the same tensors."""
+        kept = getattr(self, '_copied_names', None)
+        return list(kept) if kept is not None else [n for n, p in self.named_parameters() if p.requires_grad]
+
+    def frozen_copy(self):
+        copy = super().frozen_copy()
+        copy._copied_names = tuple(self.trainable_names())
+        return copy
 
     def make_reference(self):
-        """Frozen copy whose ``weights_module`` still holds the adapters (``net_g_ref.pth``, resume)."""
-        names = self.trainable_names()
-        ref = super().make_reference()
-        ref._reference_names = tuple(names)
-        return ref
+        """``SharedReference``: these modules with frozen copies of the trained tensors (the base is not copied)."""
+        from finpercep_basicsr.archs.shared_reference import SharedReference  # that module builds on this one
+        return SharedReference(self)
 
     def weights_module(self):
         return TrainableWeights(self)

@@ -33,9 +33,11 @@ def random_sd_folder(root, preset, seesr=False):
     Args:
         root (str): Folder to write.
         preset (str): A key of ``PRESETS``.
-        seesr (bool): Also write ``root/seesr/{unet,controlnet}`` in SeeSR's layout (the ControlNet
-            copies the UNet's encoder; its conditioning embedding downsamples the image by the VAE's
-            factor). No image cross-attention: without a tagger SeeSR skips it, so the compute is the same.
+        seesr (bool): Also write ``root/seesr/{unet,controlnet}`` in the layout of SeeSR's released
+            folders: the ControlNet copies the UNet's encoder (its conditioning embedding downsamples the
+            image by the VAE's factor), and both carry SeeSR's image cross-attention (``image_attentions``
+            with a 512-d context, ``use_image_cross_attention: true`` in their configs), so their weights
+            count in memory. Without a tagger SeeSR needs ``allow_no_tagger`` and skips that attention.
 
     Returns:
         tuple[str, str, str | None]: The SD folder, the ``prompt_embeds`` file, and the SeeSR folder (or None).
@@ -57,10 +59,25 @@ def random_sd_folder(root, preset, seesr=False):
     seesr_path = None
     if seesr:
         seesr_path = os.path.join(root, 'seesr')
-        unet.save_pretrained(os.path.join(seesr_path, 'unet'))
         controlnet = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(16, 32, 96, 256)[:n])
-        controlnet.save_pretrained(os.path.join(seesr_path, 'controlnet'))
+        for name, model in (('unet', unet), ('controlnet', controlnet)):
+            _save_seesr_part(model, os.path.join(seesr_path, name))
     return root, embeds, seesr_path
+
+
+def _save_seesr_part(model, folder):
+    """Save ``model`` with SeeSR's image cross-attention added and flagged in its config."""
+    import json
+
+    from finpercep_basicsr.archs.seesr_arch import _Context, add_image_attentions
+    add_image_attentions(model, _Context())
+    model.save_pretrained(folder)
+    path = os.path.join(folder, 'config.json')
+    with open(path) as f:
+        config = json.load(f)
+    config['use_image_cross_attention'] = True
+    with open(path, 'w') as f:
+        json.dump(config, f)
 
 
 @contextlib.contextmanager

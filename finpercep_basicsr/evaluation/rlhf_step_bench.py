@@ -11,8 +11,9 @@ in an option file is not loaded). Three benchmarks run on it (time and memory: `
   repeat runs each once in turn, the order alternating) so a busy machine slows all alike.
 - ``run_diffusion_policies`` (``scripts/bench_diffusion_rlhf.py``): OSEDiff and SeeSR, one step of
   any algorithm, the reward model's share of it and its peak memory.
-- ``run_diffusion_memory`` (``scripts/bench_diffusion_memory.py``): OSEDiff's peak memory and time
-  per precision x gradient checkpointing x VAE tiling, a fresh policy per row.
+- ``run_diffusion_memory`` (``scripts/bench_diffusion_memory.py``): OSEDiff's, SeeSR's or StableSR's
+  peak memory and time per reference (shared or deep copy) x precision x gradient checkpointing x VAE tiling, a fresh
+  policy per row.
 """
 from collections import OrderedDict
 
@@ -121,7 +122,8 @@ def measure_steps(model, algorithm, steps, lr=1e-5):
 
     Returns:
         list[dict]: Per step ``seconds``, ``reward_share`` (reward forward time / step time),
-        ``peak_mib`` (``PeakMemory``) and ``finite`` (whether the loss was finite).
+        ``peak_mib`` and ``total_mib`` (``PeakMemory``'s ``peak`` and ``total``) and ``finite`` (whether
+        the loss was finite).
     """
     device = model.lq.device
     optim = torch.optim.Adam(model.policy.trainable_parameters(), lr=lr)
@@ -139,7 +141,7 @@ def measure_steps(model, algorithm, steps, lr=1e-5):
         with PeakMemory(device) as mem:
             total, seconds = timed(lambda: step(i), device)
         rows.append({'seconds': seconds, 'reward_share': model.reward_seconds / seconds, 'peak_mib': mem.peak,
-                     'finite': bool(torch.isfinite(total))})
+                     'total_mib': mem.total, 'finite': bool(torch.isfinite(total))})
     return rows
 
 
@@ -297,7 +299,8 @@ def run_diffusion_policies(sd_path=None, seesr_path=None, size=32, batch=1, repe
     with folders as (sd, embeds, seesr):
         prompt = {'prompt': 'a photo'} if given else {'prompt_embeds_path': embeds}
         policies = {'OSEDiff': lambda: FinPercepOSEDiffGenerator(sd, explore_sigma=0.05, **prompt),
-                    'SeeSR': lambda: FinPercepSeeSRGenerator(sd, seesr, num_steps=steps, **prompt)}
+                    'SeeSR': lambda: FinPercepSeeSRGenerator(sd, seesr, num_steps=steps, allow_no_tagger=True,
+                                                             **prompt)}
         for name, make in policies.items():
             model = BenchModel(make().to(device), reward, lq)
             algo = build_rl_algorithm({'algorithm': algorithm, 'group_size': 2})
@@ -307,59 +310,100 @@ def run_diffusion_policies(sd_path=None, seesr_path=None, size=32, batch=1, repe
                   f'peak mem +{max(r["peak_mib"] for r in rows):7.1f} MiB')
 
 
-def run_diffusion_memory(preset='small', size=256, batch=1, algorithm='refl', tile=0, precisions=None, tiling='both',
-                         threads=1):
-    """Print OSEDiff's peak memory and step time per precision x gradient checkpointing x VAE tiling.
+MEMORY_MODELS = ('osediff', 'seesr', 'stablesr')
+"""The diffusion policies ``run_diffusion_memory`` measures (``all``: every one)."""
+MEMORY_NOTES = {
+    'osediff': 'OSEDiff: one UNet step (LoRA trained) + VAE',
+    'seesr': 'SeeSR: UNet + ControlNet with their image cross-attention weights, 4 DDIM steps (gradient through '
+             'the last), UNet LoRA trained; no tagger (allow_no_tagger): the image cross-attention does not run',
+    'stablesr': 'StableSR: 4 DDIM steps (gradient through the last), time-aware encoder and SPADE trained (StableSR '
+                'default sizes), CFW in the VAE decoder (cfw_weight 0.5, frozen); tiled rows not run: CFW fuses '
+                'whole-image encoder features',
+}
 
-    The SD folder has random weights at ``preset``'s sizes (``random_diffusion.PRESETS``); the reward is
-    the mean of the SR image, so the rows show the policy's memory alone (a reward model adds the same
-    amount to every row), and the policy is its own reference (grpo's reference pass adds no copy).
-    Each row builds a fresh policy, after one warm-up row. On a CPU, run the process through
-    ``timing.rerun_with_tensor_sized_rss`` first, or freed tensors stay in the RSS.
+
+def _memory_policy(model, sd, embeds, seesr):
+    """A fresh ``model`` policy (a key of ``MEMORY_MODELS``) on the random folders, as its option files build it."""
+    from finpercep_basicsr.archs import osediff_arch, seesr_arch, stablesr_arch
+    if model == 'seesr':
+        return seesr_arch.FinPercepSeeSRGenerator(sd, seesr, prompt_embeds_path=embeds, allow_no_tagger=True)
+    if model == 'stablesr':  # train_parts: structcond and spade, as StableSR trains them (CFW frozen)
+        return stablesr_arch.FinPercepStableSRGenerator(sd, prompt_embeds_path=embeds)
+    return osediff_arch.FinPercepOSEDiffGenerator(sd, prompt_embeds_path=embeds, explore_sigma=0.05)
+
+
+def run_diffusion_memory(preset='small', size=256, batch=1, algorithm='refl', tile=0, precisions=None, tiling='both',
+                         threads=1, reference='shared', model='osediff', checkpointing='both'):
+    """Print a diffusion policy's peak memory and step time per reference x precision x checkpointing x VAE tiling.
+
+    The SD (and SeeSR) folders have random weights at ``preset``'s sizes in the released layouts
+    (``random_diffusion``); the reward is the mean of the SR image, so the rows show the policy's memory
+    alone (a reward model adds the same to every row). The step has ReFL's ``ref_opt`` term (or grpo's
+    KL term) on the frozen reference: the policy's ``SharedReference`` or the deep copy the references
+    used to be. Each row builds a fresh policy and reference, after one warm-up row per model, and
+    reports the step's peak growth and the process's total peak during the step (weights, reference
+    and step). On a CPU, run the process through ``timing.rerun_with_tensor_sized_rss`` first, or freed
+    tensors stay in the RSS; the weights are memory-mapped and enter the RSS when first read (by the
+    step, or earlier by a deep copy), so compare rows by their totals. ``MEMORY_NOTES``: each step.
 
     Args:
         preset (str): ``tiny``, ``small`` or ``sd21``. size (int): SR size in px (LQ = size / 4).
         batch (int): LQ images per step. algorithm (str): ``rlhf.algorithm``.
         tile (int): ``rlhf.vae_tile`` of the tiled rows (0: size / 2).
         precisions (list[str] | None): ``rlhf.mixed_precision`` rows (default: no, bf16, and fp16 on a GPU).
-        tiling (str): ``both``, ``off`` or ``on``: which VAE tiling rows to run.
+        tiling (str): ``both``, ``off`` or ``on``: which VAE tiling rows to run (StableSR: off only).
         threads (int): torch threads.
+        reference (str): ``shared``, ``copy`` or ``both``: which reference rows to run.
+        model (str): A key of ``MEMORY_MODELS`` or ``all``. checkpointing (str): ``both``, ``off`` or ``on`` rows.
 
     Raises:
-        UserInputError: fp16 rows without a CUDA GPU.
+        UserInputError: fp16 rows without a CUDA GPU, or an unknown model.
     """
     import finpercep_basicsr.archs  # noqa: F401  (registers the policies)
     from finpercep_basicsr.archs.diffusion_memory import configure_policy_memory
-    from finpercep_basicsr.archs.osediff_arch import FinPercepOSEDiffGenerator
+    from finpercep_basicsr.archs.generator_policy import GeneratorPolicy
     from finpercep_basicsr.evaluation.random_diffusion import random_sd
     from finpercep_basicsr.models.rl_algorithms import build_rl_algorithm
     device = _device()
     if device.type == 'cpu' and 'fp16' in (precisions or []):
         raise UserInputError('fp16 needs a CUDA GPU; use --precision no bf16 on CPU')
+    models = MEMORY_MODELS if model == 'all' else (model,)
+    if not set(models) <= set(MEMORY_MODELS):
+        raise UserInputError(f'model {model!r}: choose among {list(MEMORY_MODELS)} or all')
     torch.set_num_threads(threads)
     algo = build_rl_algorithm({'algorithm': algorithm, 'group_size': 2})
     precisions = precisions or ['no', 'bf16'] + (['fp16'] if device.type == 'cuda' else [])
     tile = tile or size // 2
     tiles = {'both': (None, tile), 'off': (None,), 'on': (tile,)}[tiling]
-    measure = 'CUDA peak allocated' if device.type == 'cuda' else 'CPU peak RSS growth (VmHWM - RSS before)'
-    print(f'OSEDiff {algorithm} step, preset {preset}, SR {size}x{size}, batch {batch}, {device.type}, '
+    references = {'both': ('shared', 'copy'), 'shared': ('shared',), 'copy': ('copy',)}[reference]
+    checkpoints = {'both': (False, True), 'off': (False,), 'on': (True,)}[checkpointing]
+    measure = ('CUDA peak allocated (growth in the step; total)' if device.type == 'cuda' else
+               'CPU peak RSS (growth in the step: VmHWM - RSS before; total: VmHWM)')
+    print(f'{"/".join(models)} {algorithm} step, preset {preset}, SR {size}x{size}, batch {batch}, {device.type}, '
           f'{threads} thread(s); memory = {measure}, MiB')
-    with random_sd(preset) as (sd, embeds, _):
-        def row(precision, checkpointing, vae_tile):
+    with random_sd(preset, seesr='seesr' in models) as (sd, embeds, seesr):
+        def row(name, ref, precision, ckpt, vae_tile):
             torch.manual_seed(0)
-            policy = FinPercepOSEDiffGenerator(sd, prompt_embeds_path=embeds, explore_sigma=0.05).to(device)
-            configure_policy_memory(policy, {'mixed_precision': precision, 'gradient_checkpointing': checkpointing,
+            policy = _memory_policy(name, sd, embeds, seesr).to(device)
+            configure_policy_memory(policy, {'mixed_precision': precision, 'gradient_checkpointing': ckpt,
                                              'vae_tile': vae_tile}, device)
+            # after the memory options, as the RLHF model makes it: the copy then holds the cast base
+            reference = policy.make_reference() if ref == 'shared' else GeneratorPolicy.make_reference(policy)
             lq = torch.rand(batch, 3, size // 4, size // 4, device=device)
-            model = BenchModel(policy, lambda sr: sr.flatten(1).mean(1), lq, reference=policy)
-            return measure_steps(model, algo, 1)[0]
+            gt = torch.rand(batch, 3, size, size, device=device)
+            bench = BenchModel(policy, lambda sr: sr.flatten(1).mean(1), lq, gt=gt, reference=reference)
+            return measure_steps(bench, algo, 1)[0]
 
-        row('no', False, None)  # warm-up: one-off allocator and kernel caches
-        print('| precision | checkpointing | vae_tile | peak MiB | step s |\n|---|---|---|---:|---:|')
-        for precision in precisions:
-            for checkpointing in (False, True):
-                for tiled in tiles:
-                    r = row(precision, checkpointing, tiled)
-                    print(f'| {precision} | {"on" if checkpointing else "off"} | {tiled or "off"} | '
-                          f'{r["peak_mib"]:8.1f} | {r["seconds"]:6.2f} |{"" if r["finite"] else " non-finite loss"}',
-                          flush=True)
+        print('\n'.join(MEMORY_NOTES[name] for name in models))
+        print('| model | reference | precision | checkpointing | vae_tile | step peak MiB | total peak MiB | step s |\n'
+              '|---|---|---|---|---|---:|---:|---:|', flush=True)
+        for name in models:
+            row(name, 'shared', 'no', False, None)  # warm-up: one-off allocator and kernel caches
+            for precision in precisions:
+                for ckpt in checkpoints:
+                    for tiled in (tiles if name != 'stablesr' else [t for t in tiles if t is None]):
+                        for ref in references:
+                            r = row(name, ref, precision, ckpt, tiled)
+                            print(f'| {name} | {ref} | {precision} | {"on" if ckpt else "off"} | '
+                                  f'{tiled or "off"} | {r["peak_mib"]:8.1f} | {r["total_mib"]:8.1f} | '
+                                  f'{r["seconds"]:6.2f} |{"" if r["finite"] else " non-finite loss"}', flush=True)

@@ -1,9 +1,11 @@
 """Wall-clock time and peak memory of a block of work, on a CPU and on a CUDA GPU alike (the benchmarks' measures).
 
-Peak memory:
-- CUDA: ``torch.cuda.max_memory_allocated`` during the block minus the allocation before it.
-- CPU: peak RSS growth: the kernel's high-water mark (``VmHWM``, reset through
-  ``/proc/self/clear_refs`` right before the block) minus the RSS before it. glibc keeps freed
+Peak memory (``PeakMemory``): ``peak`` is the block's growth, ``total`` the process's whole peak
+during the block (weights already in memory included):
+- CUDA: ``torch.cuda.max_memory_allocated`` during the block (``total``), minus the allocation
+  before it (``peak``).
+- CPU: the kernel's RSS high-water mark (``VmHWM``, reset through ``/proc/self/clear_refs`` right
+  before the block; ``total``), minus the RSS before it (``peak``). glibc keeps freed
   small blocks in the process, so RSS follows live tensor memory only when large tensors get their
   own mappings: ``rerun_with_tensor_sized_rss`` restarts a benchmark's process with
   ``MALLOC_MMAP_THRESHOLD_`` fixed for that.
@@ -68,15 +70,19 @@ def _status_mib(key):
 
 
 class PeakMemory:
-    """Peak growth over a ``with`` block in MiB (``peak``): CUDA allocator on a GPU, kernel RSS high-water mark on CPU.
+    """Peak memory of a ``with`` block in MiB: CUDA allocator on a GPU, kernel RSS high-water mark on CPU.
 
     Args:
         device (torch.device): Where the block allocates its tensors.
+
+    Attributes:
+        peak (float): Growth over what was in use when the block began.
+        total (float): The whole peak during the block (CPU: peak RSS of the process; CUDA: peak allocated).
     """
 
     def __init__(self, device):
         self.cuda = device.type == 'cuda'
-        self.peak = None
+        self.peak = self.total = None
 
     def __enter__(self):
         gc.collect()
@@ -93,6 +99,7 @@ class PeakMemory:
     def __exit__(self, *exc):
         if self.cuda:
             torch.cuda.synchronize()
-            self.peak = torch.cuda.max_memory_allocated() / 2 ** 20 - self.base
+            self.total = torch.cuda.max_memory_allocated() / 2 ** 20
         else:
-            self.peak = _status_mib('VmHWM') - self.base
+            self.total = _status_mib('VmHWM')
+        self.peak = self.total - self.base

@@ -95,9 +95,7 @@ class FinPercepRLHFModel(FinPercepBaseModel):
         self.net_g.train()
         self.ema_decay = train_opt.get('ema_decay', 0)
         if self.ema_decay > 0:
-            self.net_g_ema = deepcopy(policy).eval()
-            for p in self.net_g_ema.parameters():
-                p.requires_grad_(False)
+            self.net_g_ema = policy.frozen_copy()
             self._load_pretrained(self.net_g_ema, 'params_ema')
         self.cri_pix, self.cri_ref, self.cri_perceptual, self.cri_gan = (
             build_loss(deepcopy(train_opt[k])).to(self.device) if train_opt.get(k) else None
@@ -129,7 +127,12 @@ class FinPercepRLHFModel(FinPercepBaseModel):
         self.setup_schedulers()
 
     def _build_reference(self, policy):
-        """Frozen reference: the initial policy, or the one saved by the run being resumed."""
+        """Frozen reference: the initial policy, or the one saved by the run being resumed.
+
+        ``policy.make_reference()`` decides how: a deep copy (BasicSR nets), or a diffusion policy's
+        ``SharedReference`` running the policy's own modules (the frozen base is not copied) with
+        frozen copies of its trained tensors; ``net_g_ref.pth`` holds those tensors either way.
+        """
         ref = policy.make_reference().to(self.device)
         if self.opt['path'].get('resume_state'):
             path = os.path.join(self.opt['path']['models'], REFERENCE_FILE)
@@ -292,7 +295,7 @@ class FinPercepRLHFModel(FinPercepBaseModel):
         was_training = policy.training
         policy.eval()
         with torch.no_grad():
-            self.output = policy(self.lq, grad_steps=0)
+            self.output = policy.infer(self.lq)
         policy.train(was_training)
 
     def get_current_visuals(self):

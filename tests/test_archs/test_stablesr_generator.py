@@ -1,5 +1,6 @@
 """StableSR policy: scale, trainable parts, the CFW knob, RLHF iterations, released-weight conversion."""
 import os
+from copy import deepcopy
 
 import pytest
 import torch
@@ -62,7 +63,7 @@ def test_cfw_weight_zero_is_the_plain_decoder_and_one_changes_it(sd):
     assert (fused - plain).abs().max() > 1e-3
     fused.mean().backward()
     assert all(p.grad is not None for p in gen.cfw.parameters())
-    ref = gen.make_reference()  # a deep copy: its hooks must use its own modules and its own weight
+    ref = deepcopy(gen)  # as the EMA copy: its hooks must use its own modules and its own weight
     with torch.no_grad():
         for p in ref.cfw.parameters():
             p.zero_()

@@ -11,8 +11,8 @@ import yaml
 from tests.helpers.opt import REPO
 from tests.helpers.rlhf import TINY_RM
 
-from finpercep_basicsr.evaluation.rlhf_step_bench import (run_diffusion_memory, run_diffusion_policies,
-                                                          run_partial_tuning)
+from finpercep_basicsr.evaluation.rlhf_step_bench import (MEMORY_NOTES, run_diffusion_memory,
+                                                          run_diffusion_policies, run_partial_tuning)
 from finpercep_basicsr.evaluation.timing import MMAP_ENV, median, timed
 from finpercep_basicsr.utils.errors import UserInputError
 
@@ -49,7 +49,7 @@ from finpercep_basicsr.evaluation.timing import PeakMemory
 with PeakMemory(torch.device('cpu')) as mem:
     x = torch.ones(64, 2 ** 20 // 4)  # 64 MiB, touched
     del x
-print(mem.peak)
+print(mem.peak, mem.total)
 """
 
 
@@ -62,7 +62,8 @@ def test_timing_helpers_measure_a_block():
     env = dict(os.environ, **{MMAP_ENV: '131072'})
     result = subprocess.run([sys.executable, '-c', PEAK_OF_64_MIB], env=env, capture_output=True, text=True,
                             timeout=120, check=True)
-    assert 60 < float(result.stdout) < 80
+    peak, total = (float(v) for v in result.stdout.split())
+    assert 60 < peak < 80 and total > peak + 50  # the total adds what was resident before (torch itself)
 
 
 def test_partial_tuning_prints_full_and_partial_for_both_generators(capsys, one_thread):
@@ -109,13 +110,26 @@ def test_diffusion_policies_print_time_share_and_memory_per_policy(capsys, one_t
     assert all(float(ms) > 0 and 0 < float(share) < 100 for _, ms, share, _ in rows)
 
 
-def test_diffusion_memory_prints_one_row_per_precision_checkpointing_and_tiling(capsys, one_thread):
-    run_diffusion_memory('tiny', size=32, precisions=['no'], tiling='both', algorithm='grpo')
+@pytest.mark.parametrize('model,algorithm,tiles', [('osediff', 'grpo', ('16', 'off')), ('seesr', 'refl', ('16', 'off')),
+                                                     ('stablesr', 'grpo', ('off',))])  # StableSR's CFW: no tiling
+def test_diffusion_memory_prints_one_row_per_precision_checkpointing_and_tiling(model, algorithm, tiles, capsys,
+                                                                                one_thread):
+    run_diffusion_memory('tiny', size=32, precisions=['no'], tiling='both', algorithm=algorithm, reference='both',
+                         model=model)
     out = capsys.readouterr().out
-    assert 'memory = CPU peak RSS growth (VmHWM - RSS before), MiB' in out
-    rows = re.findall(r'^\| no \| (on|off) \| (16|off) \| +([\d.-]+) \| +([\d.]+) \|$', out, re.M)
-    assert sorted((c, t) for c, t, _, _ in rows) == [('off', '16'), ('off', 'off'), ('on', '16'), ('on', 'off')]
-    assert all(float(s) > 0 for _, _, _, s in rows)
+    assert 'memory = CPU peak RSS (growth in the step: VmHWM - RSS before; total: VmHWM), MiB' in out
+    assert MEMORY_NOTES[model] in out
+    rows = re.findall(r'^\| (\w+) \| (shared|copy) \| no \| (on|off) \| (16|off) \| +([\d.-]+) \| +([\d.]+) \| '
+                      r'+([\d.]+) \|$', out, re.M)
+    assert sorted((m, r, c, t) for m, r, c, t, *_ in rows) == sorted(
+        (model, r, c, t) for r in ('shared', 'copy') for c in ('on', 'off') for t in tiles)
+    # the total is the process's resident memory: at least the step's growth, and the weights
+    assert all(float(s) > 0 and float(total) > max(float(peak), 100) for *_, peak, total, s in rows)
+
+
+def test_diffusion_memory_rejects_fp16_on_cpu_and_unknown_models():
+    with pytest.raises(UserInputError, match="model 'ldm': choose among"):
+        run_diffusion_memory('tiny', model='ldm')
     if not torch.cuda.is_available():
         with pytest.raises(UserInputError, match='fp16 needs a CUDA GPU'):
             run_diffusion_memory('tiny', precisions=['fp16'])

@@ -31,7 +31,7 @@ def _policy(kind, assets, **kwargs):
         return FinPercepOSEDiffGenerator(assets['sd'], prompt='a photo', explore_sigma=0.1, **kwargs)
     if kind == 'seesr':  # classifier-free guidance and a ControlNet LoRA: every model in the step
         return FinPercepSeeSRGenerator(assets['sd'], assets['seesr'], num_steps=2, prompt='a photo',
-                                       guidance_scale=2.0, controlnet_lora=True, **kwargs)
+                                       guidance_scale=2.0, controlnet_lora=True, allow_no_tagger=True, **kwargs)
     return FinPercepStableSRGenerator(assets['stablesr_sd'], num_steps=2, encoder_opt=ENCODER_OPT, prompt='a photo',
                                       train_parts=['structcond', 'spade', 'cfw', 'lora'], lora_rank=2, **kwargs)
 
@@ -63,8 +63,9 @@ def test_mixed_precision_bf16_stores_the_base_in_bf16_and_trains_fp32_adapters(a
     model.rl_algorithm = build_rl_algorithm({'algorithm': 'grpo', 'group_size': 2})  # log-probs in bf16 too
     model.optimize_parameters(2)
     assert model.nonfinite_skips == 0 and torch.isfinite(torch.tensor(model.log_dict['l_total']))
-    assert model.net_ref.unet.conv_in.base_layer.weight.dtype == torch.float32  # trained in the policy: fp32 copy
-    assert model.net_ref.unet.down_blocks[0].resnets[0].conv1.weight.dtype == torch.bfloat16
+    start = model.net_ref.start_tensors()  # the reference's copies of the trained tensors: fp32
+    assert start['unet.conv_in.base_layer.weight'].dtype == torch.float32
+    assert model.net_ref.policy is policy  # it runs the policy's bf16 base
     model.test()
     assert model.output.dtype == torch.float32 and torch.isfinite(model.output).all()
 
