@@ -115,4 +115,15 @@ def check_options(path, is_train=True):
                     folder = os.path.expanduser(str(folder))
                     if not os.path.exists(folder):
                         raise OptionError(f'{path}: datasets.{phase}.{key}: {folder} does not exist')
+    _check_weight_paths(path, opt)
     return opt
+
+
+def _check_weight_paths(path, opt):
+    """Every ``network_*.<x>_path`` given must exist (released weights); checkpoints are checked when loaded."""
+    entries = [(f'{key}.{k}', v) for key, section in opt.items()
+               if key.startswith('network_') and isinstance(section, dict) for k, v in section.items()
+               if k.endswith('_path')]
+    for key_path, value in entries:
+        if isinstance(value, str) and not os.path.exists(os.path.expanduser(value)):
+            raise OptionError(f'{path}: {key_path}: {value} does not exist (see the comment next to it in the file)')
