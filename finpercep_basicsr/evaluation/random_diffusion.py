@@ -61,11 +61,11 @@ def random_sd_folder(root, preset, seesr=False):
         seesr_path = os.path.join(root, 'seesr')
         controlnet = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(16, 32, 96, 256)[:n])
         for name, model in (('unet', unet), ('controlnet', controlnet)):
-            _save_seesr_part(model, os.path.join(seesr_path, name))
+            save_seesr_part(model, os.path.join(seesr_path, name))
     return root, embeds, seesr_path
 
 
-def _save_seesr_part(model, folder):
+def save_seesr_part(model, folder):
     """Save ``model`` with SeeSR's image cross-attention added and flagged in its config."""
     import json
 

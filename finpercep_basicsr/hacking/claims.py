@@ -66,40 +66,49 @@ def protected_claim(runs, setup, judge_fit=True):
             'holds': holds, 'evidence': evidence + unfit}
 
 
+def _paired(runs, setup, other):
+    """Intervals of ``setup`` - ``other`` on the artifact ratio and the PSNR change, seed by seed, and the evidence
+    line; None when the two share no seed with both columns."""
+    artifacts = paired_differences(runs, setup, other, 'artifact_ratio')
+    psnr = paired_differences(runs, setup, other, 'psnr_change')
+    if not artifacts or not psnr:
+        return None
+    artifact_interval, psnr_interval = t_interval(artifacts), t_interval(psnr)
+    evidence = (f'paired differences {setup} - {other}: '
+                f'{describe("artifact_ratio", artifact_interval, "+.3f", artifacts)}; '
+                f'{describe("psnr_change", psnr_interval, "+.3f", psnr)}')
+    return artifact_interval, psnr_interval, evidence
+
+
+NO_SHARED_SEED = 'no seed that both set-ups ran with the columns'
+
+
 def map_claim(runs, protected, score_only):
     """The map term protects: ``protected`` minus ``score_only``, seed by seed (see the module docstring)."""
     claim = (f'the map term protects beyond the score alone: {protected} has a lower artifact ratio than '
              f'{score_only} at no lower PSNR')
-    artifacts = paired_differences(runs, protected, score_only, 'artifact_ratio')
-    psnr = paired_differences(runs, protected, score_only, 'psnr_change')
-    if not artifacts or not psnr:
-        return {'claim': claim, 'holds': None, 'evidence': 'no seed that both set-ups ran with the columns'}
-    artifact_interval, psnr_interval = t_interval(artifacts), t_interval(psnr)
+    paired = _paired(runs, protected, score_only)
+    if paired is None:
+        return {'claim': claim, 'holds': None, 'evidence': NO_SHARED_SEED}
+    artifact_interval, psnr_interval, evidence = paired
     # "no lower PSNR" fails only where the PSNR difference is shown below 0; equality cannot be shown, only refuted
     no_lower_psnr = decide(psnr_interval, below=0.0) is not True
-    holds = all_of([decide(artifact_interval, below=0.0), no_lower_psnr])
-    evidence = (f'paired differences {protected} - {score_only}: '
-                f'{describe("artifact_ratio", artifact_interval, "+.3f", artifacts)}; '
-                f'{describe("psnr_change", psnr_interval, "+.3f", psnr)}')
-    return {'claim': claim, 'holds': holds, 'evidence': evidence}
+    return {'claim': claim, 'holds': all_of([decide(artifact_interval, below=0.0), no_lower_psnr]),
+            'evidence': evidence}
 
 
 def factor_claim(runs, factor, with_setup, without_setup):
     """Does ``factor`` protect? Paired differences ``without_setup`` - ``with_setup`` (see the module docstring)."""
     claim = (f'{factor} protects: without it ({without_setup}) the artifact ratio is higher or PSNR lower than '
              f'with it ({with_setup})')
-    artifacts = paired_differences(runs, without_setup, with_setup, 'artifact_ratio')
-    psnr = paired_differences(runs, without_setup, with_setup, 'psnr_change')
-    if not artifacts or not psnr:
-        return {'claim': claim, 'holds': None, 'evidence': 'no seed that both set-ups ran with the columns'}
-    artifact_interval, psnr_interval = t_interval(artifacts), t_interval(psnr)
+    paired = _paired(runs, without_setup, with_setup)
+    if paired is None:
+        return {'claim': claim, 'holds': None, 'evidence': NO_SHARED_SEED}
+    artifact_interval, psnr_interval, evidence = paired
     worse = True in (decide(artifact_interval, above=0.0), decide(psnr_interval, below=0.0))
     # strictly better without it (an interval of equal values shows no difference, not an improvement)
     better = bool(artifact_interval and artifact_interval['hi'] < 0 or psnr_interval and psnr_interval['lo'] > 0)
     holds = True if worse and not better else False if better and not worse else None
-    evidence = (f'paired differences {without_setup} - {with_setup}: '
-                f'{describe("artifact_ratio", artifact_interval, "+.3f", artifacts)}; '
-                f'{describe("psnr_change", psnr_interval, "+.3f", psnr)}')
     return {'claim': claim, 'holds': holds, 'evidence': evidence}
 
 

@@ -57,21 +57,11 @@ def make_sd_folder(root, seed=0):
     return str(root)
 
 
-def _flag_image_attention(folder):
-    """Mark a saved model folder as SeeSR's (config key ``use_image_cross_attention``)."""
-    path = os.path.join(folder, 'config.json')
-    with open(path) as f:
-        config = json.load(f)
-    config['use_image_cross_attention'] = True
-    with open(path, 'w') as f:
-        json.dump(config, f)
-
-
 def make_seesr_folder(root, seed=0, image_attention=True):
     """``root/{unet,controlnet}`` in SeeSR's released layout (image cross-attention included)."""
     from diffusers import ControlNetModel
 
-    from finpercep_basicsr.archs.seesr_arch import _Context, add_image_attentions
+    from finpercep_basicsr.evaluation.random_diffusion import save_seesr_part
     torch.manual_seed(seed)
     unet = tiny_unet()
     controlnet = ControlNetModel(in_channels=4, block_out_channels=(8, 16), layers_per_block=1,
@@ -79,8 +69,7 @@ def make_seesr_folder(root, seed=0, image_attention=True):
                                  attention_head_dim=4, norm_num_groups=8, conditioning_embedding_out_channels=(8, 16))
     for name, model in (('unet', unet), ('controlnet', controlnet)):
         if image_attention:
-            add_image_attentions(model, _Context())
-        model.save_pretrained(os.path.join(root, name))
-        if image_attention:
-            _flag_image_attention(os.path.join(root, name))
+            save_seesr_part(model, os.path.join(root, name))
+        else:
+            model.save_pretrained(os.path.join(root, name))
     return str(root)
