@@ -39,7 +39,7 @@ def main(argv=None):
     p.add_argument('--algorithm', default='refl', choices=['refl', 'grpo'])
     p.add_argument('--tile', type=int, default=0, help='vae_tile of the tiled rows (default size / 2)')
     p.add_argument('--precision', nargs='+', default=None, choices=['no', 'bf16', 'fp16'],
-                   help='rows to run (default: no bf16, + fp16 on a GPU; bf16 convolutions are slow on most CPUs)')
+                   help='rows to run (default: no bf16, + fp16 on a GPU)')
     p.add_argument('--tiling', default='both', choices=['both', 'off', 'on'], help='VAE tiling rows')
     p.add_argument('--checkpointing', default='both', choices=['both', 'off', 'on'], help='gradient checkpointing rows')
     p.add_argument('--reference', default='shared', choices=['shared', 'copy', 'both'],
