@@ -75,13 +75,13 @@ def build_steps(files):
 def bench_table(results):
     """The report table of a bench results.json: one row per set-up and the start, means."""
     from finpercep_basicsr.evaluation.report import fmt_value
-    from finpercep_basicsr.metrics.directions import NEUTRAL, lower_is_better
+    from finpercep_basicsr.metrics.directions import JUDGE_COLUMNS, NEUTRAL, lower_is_better
     cols = [c for c in ('psnr', 'ssim', 'fsim', 'gmsd', 'piqe', 'judge_score', 'judge_pdm_rate', 'artifact_index',
                         'color_shift', 'own_reward', 'reward_gain') if c in next(iter(results['setups'].values()))]
     lower = {c for c in cols if lower_is_better(c)}
     header = ['run'] + [c if c in NEUTRAL else f'{c} {"↓" if c in lower else "↑"}' for c in cols]
     # a judge that failed its own check on the start generator is reported as unfit, not with its numbers
-    unfit = {'judge_score', 'judge_pdm_rate'} if results.get('judge_fit') is False else set()
+    unfit = set(JUDGE_COLUMNS) if results.get('judge_fit') is False else set()
     cell = lambda values, c: 'unfit' if c in unfit else fmt_value(values[c]) if c in values else '-'  # noqa: E731
     rows = [['start'] + [cell(results['start'], c) for c in cols]]
     rows += [[setup] + [cell({k: v['mean'] for k, v in table.items()}, c) for c in cols]

@@ -21,9 +21,9 @@ import numpy as np
 
 from finpercep_basicsr.evaluation.report import claim_verdict
 from finpercep_basicsr.hacking import aggregate, plan, plots
-from finpercep_basicsr.hacking.claims import JUDGE_COLUMNS, check_claims, judge_is_fit
+from finpercep_basicsr.hacking.claims import check_claims, judge_is_fit
 from finpercep_basicsr.hacking.measure import HackingScorers, final_reward_options, measure_generator
-from finpercep_basicsr.metrics.directions import lower_is_better
+from finpercep_basicsr.metrics.directions import JUDGE_COLUMNS, lower_is_better
 from finpercep_basicsr.utils.steps import StepFailed, run_steps
 from finpercep_basicsr.utils.checkpoint import atomic_write_json
 from finpercep_basicsr.utils.errors import UserInputError

@@ -24,7 +24,6 @@ PROTECTED_PSNR_DROP = 0.3
 PROTECTED_ARTIFACT_RATIO = 1.25
 # a judge counts only while it ranks GT above the start generator's output on this share of the held-out images
 JUDGE_FIT_RATE = 0.9
-JUDGE_COLUMNS = ('judge_score', 'judge_pdm_rate', 'judge_gain')
 
 
 def judge_is_fit(start_mean):

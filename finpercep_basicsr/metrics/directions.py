@@ -6,6 +6,8 @@ LOWER_IS_BETTER = frozenset({'gmsd', 'pdm_rate', 'judge_pdm_rate', 'lpips', 'dis
 # columns with no better direction: an artifact index of 1 is GT's, each set-up's own reward is on its own scale, and
 # how often a reward ceiling capped the training images describes the recipe, not the result
 NEUTRAL = ('artifact_index', 'artifact_ratio', 'own_reward', 'judge_prefers_gt', 'capped_share')
+# the columns of the benchmark's judge: reported as "unfit" while it fails its own check (hacking.claims)
+JUDGE_COLUMNS = ('judge_score', 'judge_pdm_rate', 'judge_gain')
 
 
 def lower_is_better(name, metrics=None):

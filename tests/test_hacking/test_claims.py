@@ -3,7 +3,8 @@ import pytest
 
 from finpercep_basicsr.evaluation.report import claim_verdict
 from finpercep_basicsr.hacking import aggregate
-from finpercep_basicsr.hacking.claims import JUDGE_COLUMNS, check_claims, judge_is_fit, map_claim
+from finpercep_basicsr.hacking.claims import check_claims, judge_is_fit, map_claim
+from finpercep_basicsr.metrics.directions import JUDGE_COLUMNS
 from finpercep_basicsr.hacking.statistics import decide, paired_differences, t_interval
 
 START = {'psnr': 22.0, 'reward/g': 0.0, 'reward/c': 0.5, 'reward/a': 0.5, 'judge_score': 0.1, 'artifact_index': 2.0}
