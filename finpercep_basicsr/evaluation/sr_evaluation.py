@@ -86,11 +86,16 @@ def pair_folders(lq_dir, gt_dir):
 
 
 def build_metrics(names, device='cpu'):
-    """pyiqa metrics by name; learned ones missing their weights are skipped with a note."""
+    """Full-reference metrics by name: pyiqa's, and ``vif_p`` (``metrics.pixel_vif``); learned pyiqa metrics missing
+    their weights are skipped with a note."""
     from finpercep_basicsr.losses.finpercep_global_iqa_loss import IQAMetricUnavailableError, build_pyiqa_metric
+    from finpercep_basicsr.metrics.pixel_vif import PixelVIF
 
     metrics, notes = {}, []
     for name in names:
+        if name == 'vif_p':
+            metrics[name] = (PixelVIF().to(device), False)
+            continue
         try:
             metric = build_pyiqa_metric(name, device=device)
         except IQAMetricUnavailableError as err:

@@ -1,10 +1,11 @@
-"""Photos packaged by Debian: ``opencv-doc`` sample photos, ``plasma-workspace-wallpapers`` and
-``lomiri-wallpapers-16.04`` photographs.
+"""Photos packaged by Debian: ``opencv-doc`` sample photos, ``plasma-workspace-wallpapers``,
+``lomiri-wallpapers-16.04`` and ``mate-backgrounds`` photographs.
 
 Each package is fetched with ``apt-get download`` (or given as a .deb) and unpacked with ``dpkg -x``
 (nothing is installed) into a work folder. The work folder is a cache: a .deb found there is used
 instead of downloading, and a tree already unpacked from that .deb is not unpacked again. Each function
-returns records (dict: path, name, source, licence; plasma and lomiri add author, lomiri max_width)
+returns records (dict: path, name, source, licence; plasma, lomiri and mate add author, lomiri and mate
+max_width)
 for ``photos.gather_photos``.
 """
 import glob
@@ -46,6 +47,17 @@ LOMIRI_PHOTOS = ('Bridge_by_Sander_Klootwijk', 'Dragonfly_by_Bolly', 'Picture_0B
                  'life_by_Aitzol_Berasategi', 'picosdeeuropa_by_Aitzol_Berasategi', 'seeding_by_Clements_Engelhardt',
                  'sunset_by_Aitzol_Berasategi')
 LOMIRI_MAX_WIDTH = 2560  # the photos are up to 5312 px wide; wider ones are downscaled when loaded
+
+MATE_PACKAGE = 'mate-backgrounds'
+MATE_DATA = 'usr/share/backgrounds/mate/nature'
+MATE_COPYRIGHT = f'usr/share/doc/{MATE_PACKAGE}/copyright'
+MATE_SOURCE_DIR = 'nature'
+# The package's nature/ folder (1.26.0-1): twelve photographs (checked by eye), GPL-2+ each; its abstract/ and
+# desktop/ folders are artwork. The hacking benchmark's test split, so no value is ever chosen on them.
+MATE_PHOTOS = ('Aqua', 'Blinds', 'Dune', 'FreshFlower', 'Garden', 'GreenMeadow', 'LadyBird', 'RainDrops', 'Storm',
+               'TwoWings', 'Wood', 'YellowFlower')
+# 1280-2560 px wide; at 640 a 128 px crop holds an object's worth of structure, as in the 512 px dev photos
+MATE_MAX_WIDTH = 640
 
 
 def _apt_download(package, folder):
@@ -237,6 +249,38 @@ def plasma_wallpaper_photos(workdir, deb=None, max_width=PLASMA_MAX_WIDTH):
     return records
 
 
+def _paragraph_photos(tree, deb, copyright_rel, files, name_of, max_width):
+    """Records of photos whose licence is their own ``Files`` paragraph of the package's debian/copyright.
+
+    Args:
+        tree (str): The unpacked package. deb (str): Its .deb (named in the source).
+        copyright_rel (str): The debian/copyright file in ``tree``.
+        files (list[tuple[str, str]]): (path in ``tree``, path in the source tree that ``Files`` names).
+        name_of (callable): File stem -> record name.
+        max_width (int): Wider photos are downscaled to this width when loaded (0 = keep the size).
+    """
+    from PIL import Image
+    copyright_file = os.path.join(tree, copyright_rel)
+    paragraphs = copyright_paragraphs(copyright_file) if os.path.isfile(copyright_file) else []
+    records = []
+    for rel, source_path in files:
+        path = os.path.join(tree, rel)
+        if not os.path.isfile(path):
+            continue
+        with Image.open(path) as img:
+            w, h = img.size  # from the header, no decoding
+        # each photo has its own paragraph, named by its path in the source tree; its Copyright is the photographer
+        para = covering_paragraph(paragraphs, source_path)
+        licence = _summary(para) if para else f'not stated (no Files paragraph in {copyright_rel})'
+        author = _holders(para) if para else 'unknown'
+        resize = f', downscaled to {max_width} px wide when loaded' if 0 < max_width < w else ''
+        stem = os.path.splitext(os.path.basename(rel))[0]
+        records.append(dict(path=path, name=name_of(stem), author=author, max_width=max_width,
+                            source=f'Debian {os.path.basename(deb)}: {rel} ({w}x{h}{resize}), by {author}',
+                            licence=f'{licence}; package debian/copyright, Files: {source_path}'))
+    return records
+
+
 def lomiri_wallpaper_photos(workdir, deb=None, max_width=LOMIRI_MAX_WIDTH):
     """Records of the photographs in Debian ``lomiri-wallpapers-16.04``, each with its own licence.
 
@@ -250,24 +294,23 @@ def lomiri_wallpaper_photos(workdir, deb=None, max_width=LOMIRI_MAX_WIDTH):
         licence (the file's License and Copyright in debian/copyright), author (that Copyright),
         max_width (honoured by ``gather_photos``).
     """
-    from PIL import Image
     deb, tree = unpack_deb(LOMIRI_PACKAGE, workdir, deb, flag='--lomiri_deb')
-    copyright_file = os.path.join(tree, LOMIRI_COPYRIGHT)
-    paragraphs = copyright_paragraphs(copyright_file) if os.path.isfile(copyright_file) else []
-    records = []
-    for stem in LOMIRI_PHOTOS:
-        rel = f'{LOMIRI_DATA}/{stem}.jpg'
-        path = os.path.join(tree, rel)
-        if not os.path.isfile(path):
-            continue
-        with Image.open(path) as img:
-            w, h = img.size  # from the header, no decoding
-        # each photo has its own paragraph, named by its path in the source tree; its Copyright is the photographer
-        para = covering_paragraph(paragraphs, f'{LOMIRI_SOURCE_DIR}/{stem}.jpg')
-        licence = _summary(para) if para else f'not stated (no Files paragraph in {LOMIRI_COPYRIGHT})'
-        author = _holders(para) if para else 'unknown'
-        resize = f', downscaled to {max_width} px wide when loaded' if 0 < max_width < w else ''
-        records.append(dict(path=path, name=f'lomiri_{stem.split("_by_")[0]}', author=author, max_width=max_width,
-                            source=f'Debian {os.path.basename(deb)}: {rel} ({w}x{h}{resize}), by {author}',
-                            licence=f'{licence}; package debian/copyright, Files: {LOMIRI_SOURCE_DIR}/{stem}.jpg'))
-    return records
+    files = [(f'{LOMIRI_DATA}/{stem}.jpg', f'{LOMIRI_SOURCE_DIR}/{stem}.jpg') for stem in LOMIRI_PHOTOS]
+    return _paragraph_photos(tree, deb, LOMIRI_COPYRIGHT, files, lambda stem: f'lomiri_{stem.split("_by_")[0]}',
+                             max_width)
+
+
+def mate_background_photos(workdir, deb=None, max_width=MATE_MAX_WIDTH):
+    """Records of the photographs in Debian ``mate-backgrounds`` (its nature/ folder), each with its own licence.
+
+    Args:
+        workdir (str): Cache folder for the .deb and its tree.
+        deb (str | None): An already downloaded ``mate-backgrounds_*.deb``.
+        max_width (int): Wider photos are downscaled to this width when loaded (0 = keep the size).
+
+    Returns:
+        list[dict]: as ``lomiri_wallpaper_photos``, named ``mate_<file stem>``.
+    """
+    deb, tree = unpack_deb(MATE_PACKAGE, workdir, deb, flag='--mate_deb')
+    files = [(f'{MATE_DATA}/{stem}.jpg', f'{MATE_SOURCE_DIR}/{stem}.jpg') for stem in MATE_PHOTOS]
+    return _paragraph_photos(tree, deb, MATE_COPYRIGHT, files, lambda stem: f'mate_{stem}', max_width)

@@ -31,8 +31,9 @@ import cv2
 import numpy as np
 
 from finpercep_basicsr.fgr.deb_photos import (OPENCV_DOC_DATA, OPENCV_DOC_LICENCE, OPENCV_DOC_PHOTOS,  # noqa: F401
-                                              LOMIRI_MAX_WIDTH, PLASMA_MAX_WIDTH, lomiri_wallpaper_photos,
-                                              opencv_doc_photos, plasma_wallpaper_photos)
+                                              LOMIRI_MAX_WIDTH, MATE_MAX_WIDTH, PLASMA_MAX_WIDTH,
+                                              lomiri_wallpaper_photos, mate_background_photos, opencv_doc_photos,
+                                              plasma_wallpaper_photos)
 from finpercep_basicsr.utils.errors import UserInputError
 from finpercep_basicsr.utils.image_io import BadImageError, decode_image, list_images, write_rgb8
 
@@ -148,19 +149,19 @@ def _fit_width(img, max_width):
     return img, f'downscaled from {w}x{h} to {size[0]}x{size[1]} (area interpolation, max_width {max_width})'
 
 
-PACKAGED_SOURCES = ('skimage', 'opencv-doc', 'plasma-wallpapers', 'lomiri-wallpapers')
-DEB_SOURCES = ('opencv-doc', 'plasma-wallpapers', 'lomiri-wallpapers')
+PACKAGED_SOURCES = ('skimage', 'opencv-doc', 'plasma-wallpapers', 'lomiri-wallpapers', 'mate-backgrounds')
+DEB_SOURCES = PACKAGED_SOURCES[1:]
 
 
 def gather_photos(out_dir, sources=('skimage', 'opencv-doc'), inputs=(), min_size=0, workdir=None, opencv_deb=None,
                   plasma_deb=None, plasma_max_width=PLASMA_MAX_WIDTH, lomiri_deb=None,
-                  lomiri_max_width=LOMIRI_MAX_WIDTH):
+                  lomiri_max_width=LOMIRI_MAX_WIDTH, mate_deb=None, mate_max_width=MATE_MAX_WIDTH):
     """Collect photos into ``out_dir`` as 8-bit RGB PNGs with their provenance and licences.
 
     Args:
         out_dir (str): Output folder (created).
         sources (iterable[str]): Packaged sets: ``'skimage'``, ``'opencv-doc'``, ``'plasma-wallpapers'``,
-            ``'lomiri-wallpapers'``.
+            ``'lomiri-wallpapers'``, ``'mate-backgrounds'``.
         inputs (iterable[str]): User folders, read recursively.
         min_size (int): Photos whose shorter side is below this are skipped.
         workdir (str | None): Cache for the Debian packages (``<workdir>/<package>``: the .deb and its
@@ -170,6 +171,8 @@ def gather_photos(out_dir, sources=('skimage', 'opencv-doc'), inputs=(), min_siz
         plasma_max_width (int): Per wallpaper, the largest image at most this wide (0 = the largest).
         lomiri_deb (str | None): An existing ``lomiri-wallpapers-16.04_*.deb``.
         lomiri_max_width (int): Lomiri photos wider than this are downscaled to it (0 = keep the size).
+        mate_deb (str | None): An existing ``mate-backgrounds_*.deb``.
+        mate_max_width (int): MATE photos wider than this are downscaled to it (0 = keep the size).
 
     Returns:
         dict: ``written`` (list of files), ``skipped`` ({path: reason}), ``notes`` ({path: [notes]}).
@@ -193,6 +196,8 @@ def gather_photos(out_dir, sources=('skimage', 'opencv-doc'), inputs=(), min_siz
         if 'lomiri-wallpapers' in sources:
             records += lomiri_wallpaper_photos(os.path.join(workdir, 'lomiri-wallpapers-16.04'), lomiri_deb,
                                                lomiri_max_width)
+        if 'mate-backgrounds' in sources:
+            records += mate_background_photos(os.path.join(workdir, 'mate-backgrounds'), mate_deb, mate_max_width)
         for folder in inputs:
             records += folder_photos(folder)
         rows, skipped, notes, used = [], {}, {}, set()

@@ -6,7 +6,11 @@ Per run (set-up, seed) the per-image rows are averaged; the run's ``own_reward``
 - ``reward_gain`` = own reward - the start's reward under that set-up's reward;
 - ``judge_gain`` = judge score - the start's judge score;
 - ``psnr_change`` = PSNR - the start's PSNR;
-- ``artifact_ratio`` = artifact index / the start's artifact index.
+- ``artifact_ratio`` = artifact index / the start's artifact index;
+- ``gain_of_margin`` = reward gain / the set-up's ceiling margin (``reference_margin``; set-ups with a ceiling only):
+  the share of the headroom its ceiling allowed that the run took on held-out images. The margin is in the units
+  of each set-up's own reward (``S + lambda (1 - max M)`` or ``S`` alone), so this share, not the raw gain, is
+  what compares across set-ups.
 
 Per set-up every column is summarised as mean and std over its seeds (sample std, ddof 1; 0 for
 one seed).
@@ -15,20 +19,24 @@ import numpy as np
 
 from finpercep_basicsr.metrics.directions import NEUTRAL
 
-DERIVED = ('own_reward', 'reward_gain', 'judge_gain', 'psnr_change', 'artifact_ratio')
+DERIVED = ('own_reward', 'reward_gain', 'gain_of_margin', 'judge_gain', 'psnr_change', 'artifact_ratio')
+
+
 def mean_rows(rows):
     """Column means of {image: {column: value}}."""
     cols = list(next(iter(rows.values())))
     return {c: float(np.mean([r[c] for r in rows.values()])) for c in cols}
 
 
-def run_summary(setup, run_mean, start_mean):
-    """A run's means plus the derived columns (see the module docstring)."""
+def run_summary(setup, run_mean, start_mean, margin=None):
+    """A run's means plus the derived columns (see the module docstring); ``margin``: its ceiling's, if any."""
     out = dict(run_mean)
     own = run_mean.get(f'reward/{setup}')
     if own is not None:
         out['own_reward'] = own
         out['reward_gain'] = own - start_mean[f'reward/{setup}']
+        if margin:
+            out['gain_of_margin'] = out['reward_gain'] / margin
     if 'judge_score' in run_mean:
         out['judge_gain'] = run_mean['judge_score'] - start_mean['judge_score']
     if 'psnr' in run_mean:

@@ -30,6 +30,8 @@ from finpercep_basicsr.utils.errors import UserInputError
 from finpercep_basicsr.utils.option_check import load_option_file
 
 START = 'start'
+SPLIT_NOTES = {'dev': 'the crops values were chosen on', 'test': 'photos never used to choose a value, reported once '
+               'per release'}
 
 
 def threads_per_job(jobs, environ=os.environ):
@@ -109,8 +111,9 @@ def measure_all(opt, runs, out):
     pairs = pair_folders(ev['lq'], ev['gt'])[:ev['max_images'] or None]
     metrics, notes = build_metrics(ev['metrics'])
     rewards = {setup: final_reward_options(path) for setup, seed, path in runs if seed == opt['seeds'][0]}
-    scorers = HackingScorers(rewards, load_judge(ev.get('judge')), ev['no_reference'], ev['pdm_threshold'])
     first_path = runs[0][2]
+    scorers = HackingScorers(rewards, load_judge(ev.get('judge')), ev['no_reference'], ev['pdm_threshold'],
+                             scale=int(load_option_file(first_path).get('scale', 4)))
     start_rows = measure_generator(first_path, pairs, metrics, scorers, save_dir=os.path.join(out, 'images', START),
                                    desc=START, cache=os.path.join(out, 'measure', f'{START}.json'))
     start_mean = aggregate.mean_rows(start_rows)
@@ -124,7 +127,8 @@ def measure_all(opt, runs, out):
                                  required=set(metrics) | scorers.columns([setup]))
         mean = aggregate.mean_rows(rows)
         results.append({'setup': setup, 'seed': seed, 'run': name, 'mean': mean,
-                        'summary': aggregate.run_summary(setup, mean, start_mean)})
+                        'summary': aggregate.run_summary(setup, mean, start_mean,
+                                                         rewards[setup].get('reference_margin'))})
     directions = {c: lower_is_better(c, metrics) for c in start_mean}
     return results, start_mean, notes, pairs, directions, scorers.judge
 
@@ -166,8 +170,8 @@ def add_capped_share(results, scalars):
 def columns_of(table, evaluation):
     """The table's columns: metrics, no-reference, judge, artifact index, then the derived ones."""
     first = evaluation['metrics'] + ([evaluation['no_reference']] if evaluation['no_reference'] else [])
-    order = list(first) + ['judge_score', 'judge_pdm_rate', 'artifact_index'] + list(aggregate.DERIVED) + [
-        'capped_share']
+    order = list(first) + ['detail_error', 'judge_score', 'judge_pdm_rate', 'artifact_index'] + list(
+        aggregate.DERIVED) + ['capped_share']
     present = set.union(*(set(cols) for cols in table.values()))
     return [c for c in order if c in present]
 
@@ -202,19 +206,25 @@ def run_bench(opt_path, out, seeds=None, setups=None, jobs=1, rewrite=False, gri
     grids = image_grids(out, pairs, grid_setups, grid_images, judge)
     columns = columns_of(table, opt['evaluation'])
     lower = [c for c in columns if directions.get(c, c == 'judge_pdm_rate')]
-    summary = {'bench': opt['name'], 'seeds': opt['seeds'], 'images': len(pairs), 'start': start_mean,
+    split = opt['evaluation']['split']
+    summary = {'bench': opt['name'], 'split': split, 'chosen_on_dev': opt['chosen_on_dev'], 'seeds': opt['seeds'],
+               'images': len(pairs), 'start': start_mean,
                'setups': table, 'runs': results, 'claims': claims, 'judge_fit': judge_fit, 'reward_curve_std': stds,
                'notes': notes,
                'files': {k: os.path.relpath(v, out) for k, v in files.items()},
                'grids': [os.path.relpath(g, out) for g in grids], 'grid_setups': grid_setups, 'timings': timings}
     with open(os.path.join(out, 'results.json'), 'w') as f:
         json.dump(summary, f, indent=1, default=float)
-    md = [f'# Hacking benchmark {opt["name"]}: {len(opt["seeds"])} seed(s), {len(pairs)} held-out images', '',
+    md = [f'# Hacking benchmark {opt["name"]}: {len(opt["seeds"])} seed(s), {len(pairs)} held-out images '
+          f'({split} split: {SPLIT_NOTES[split]})', '',
           aggregate.markdown(table, columns, lower, JUDGE_COLUMNS if judge_fit is False else ()), '',
           'start: ' + ', '.join(
               f'{c} {v:.4f}' for c, v in start_mean.items()), '', '## Claims', '']
     md += [f'- {claim_verdict(c)}: {c["claim"]} ({c["evidence"]})' for c in claims]
     md += [f'- {n}' for n in notes]
+    if opt['chosen_on_dev']:
+        md += ['', '## Values chosen on the dev split', '']
+        md += [f'- `{key}`: {how}' for key, how in opt['chosen_on_dev'].items()]
     with open(os.path.join(out, 'results.md'), 'w') as f:
         f.write('\n'.join(md) + '\n')
     return summary

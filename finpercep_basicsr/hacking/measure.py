@@ -10,6 +10,8 @@ Beside the full-reference metrics of ``sr_evaluation`` every image gets:
   fine detail; hacked texture drives it up, blur down);
 - ``color_shift``: RMS over the channels of the difference between the output's and GT's mean colour
   (in [0, 1] units): a global cast, which costs PSNR without any texture;
+- ``detail_error``: the error's energy above the frequencies an x4 LQ input holds (``error_bands``, in units of
+  1e-3 of MSE): invented or lost texture, which no reward model enters into;
 - the no-reference metric (``piqe`` by default: classical, no weights).
 """
 import json
@@ -20,6 +22,7 @@ import numpy as np
 import torch
 
 from finpercep_basicsr.curriculum.schedule import parse_stages
+from finpercep_basicsr.hacking.error_bands import error_bands
 from finpercep_basicsr.metrics.trivial_detectors import laplacian_energy
 from finpercep_basicsr.utils.checkpoint import atomic_write_json
 from finpercep_basicsr.utils.errors import UserInputError
@@ -78,10 +81,11 @@ class HackingScorers:
         no_reference (str | None): pyiqa no-reference metric name.
         pdm_threshold (float): Judge map value counted as an artifact pixel.
         device (str): Torch device.
+        scale (int): The SR scale, which sets ``detail_error``'s band.
     """
 
-    def __init__(self, rewards, judge_net=None, no_reference='piqe', pdm_threshold=0.5, device='cpu'):
-        self.bank = RewardBank(device)
+    def __init__(self, rewards, judge_net=None, no_reference='piqe', pdm_threshold=0.5, device='cpu', scale=4):
+        self.bank, self.scale = RewardBank(device), scale
         self.rewards, self.judge, self.threshold = rewards, judge_net, pdm_threshold
         self.nr_name, self.nr, self.nr_lower = None, None, False
         if no_reference:
@@ -93,7 +97,7 @@ class HackingScorers:
     def columns(self, setups=None):
         """The keys ``__call__`` writes; with ``setups``, of their rewards only."""
         names = {f'reward/{setup}' for setup in (self.rewards if setups is None else setups)}
-        names |= {'artifact_index', 'color_shift'}
+        names |= {'artifact_index', 'color_shift', 'detail_error'}
         if self.judge is not None:
             names |= {'judge_score', 'judge_pdm_rate', 'judge_prefers_gt'}
         return names | ({self.nr_name} if self.nr is not None else set())
@@ -112,6 +116,7 @@ class HackingScorers:
         sr_np, gt_np = sr[0].permute(1, 2, 0).cpu().numpy(), gt[0].permute(1, 2, 0).cpu().numpy()
         row['artifact_index'] = artifact_index(sr_np, gt_np)
         row['color_shift'] = color_shift(sr_np, gt_np)
+        row['detail_error'] = 1e3 * error_bands(sr_np, gt_np, self.scale)['detail']
         if self.nr is not None:
             row[self.nr_name] = float(self.nr(sr).mean())
         return row

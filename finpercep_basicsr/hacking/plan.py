@@ -8,7 +8,10 @@ Options (``scripts/bench_hacking.py -opt options/bench/hacking_realesrgan.yml``)
       train.total_iter: 80
     setups:                    # label -> RLHF option file + its own dotted overrides
       global_only: {opt: options/train/RLHF/RealESRGAN/rlhf_realesrgan_x4_global.yml, overrides: {}}
+    chosen_on_dev:             # dotted key of `common` -> how its value was chosen (on the dev split)
+      train.optim_g.lr: the smallest of 1e-4 / 2e-4 / 5e-4 at which the naive recipe hacked
     evaluation:
+      split: dev                                         # dev (values are chosen on it) or test (reported once)
       lq: datasets/test_heldout/lq
       gt: datasets/test_heldout/gt
       judge: options/pretrained/finpercep_rm_judge.yml   # an RM option file (network_reward + path)
@@ -37,12 +40,13 @@ from finpercep_basicsr.utils.checkpoint import file_sha256
 from finpercep_basicsr.utils.errors import UserInputError
 from finpercep_basicsr.utils.options_io import derive_options, read_header
 
-TOP_KEYS = {'extends', 'name', 'seeds', 'common', 'setups', 'evaluation', 'claims'}
+TOP_KEYS = {'extends', 'name', 'seeds', 'common', 'chosen_on_dev', 'setups', 'evaluation', 'claims'}
 SETUP_KEYS = {'opt', 'overrides'}
-EVAL_KEYS = {'lq', 'gt', 'judge', 'metrics', 'no_reference', 'param_key', 'pdm_threshold', 'max_images'}
+EVAL_KEYS = {'split', 'lq', 'gt', 'judge', 'metrics', 'no_reference', 'param_key', 'pdm_threshold', 'max_images'}
 CLAIM_KEYS = {'hacked', 'protected', 'unstable', 'score_only', 'factors'}
-EVAL_DEFAULTS = {'metrics': ['psnr', 'ssim', 'fsim', 'gmsd'], 'no_reference': 'piqe', 'param_key': 'params_ema',
-                 'pdm_threshold': 0.5, 'max_images': 0}
+SPLITS = ('dev', 'test')
+EVAL_DEFAULTS = {'split': 'dev', 'metrics': ['psnr', 'ssim', 'fsim', 'gmsd'], 'no_reference': 'piqe',
+                 'param_key': 'params_ema', 'pdm_threshold': 0.5, 'max_images': 0}
 
 
 def _unknown(keys, allowed, where):
@@ -85,6 +89,9 @@ def load_bench_options(path, seeds=None, setups=None):
     for key in ('lq', 'gt'):
         if key not in evaluation:
             raise UserInputError(f'{path}: evaluation.{key} is required (held-out LQ / GT folders)')
+    if evaluation['split'] not in SPLITS:
+        raise UserInputError(f'{path}: evaluation.split must be one of {", ".join(SPLITS)}, '
+                             f'got {evaluation["split"]!r}')
     opt['evaluation'] = evaluation
     opt['seeds'] = [int(s) for s in (seeds if seeds else opt.get('seeds', [0]))]
     if setups:
@@ -98,7 +105,22 @@ def load_bench_options(path, seeds=None, setups=None):
         if not isinstance(pair, dict) or set(pair) != {'with', 'without'}:
             raise UserInputError(f'{path}: claims.factors.{factor} needs {{with: SETUP, without: SETUP}}, got {pair!r}')
     opt.setdefault('common', {})
+    opt['chosen_on_dev'] = dict(opt.get('chosen_on_dev') or {})
+    for key in opt['chosen_on_dev']:
+        if not _sets_key(opt['common'], key):
+            raise UserInputError(f'{path}: chosen_on_dev.{key} names no value of common (a dotted key of common, or '
+                                 f'a key inside one)')
     return opt
+
+
+def _sets_key(common, dotted):
+    """Whether ``common`` (dotted keys -> values) sets ``dotted``: as a key, or as a key inside a dict value."""
+    for key, value in common.items():
+        if dotted == key:
+            return True
+        if dotted.startswith(key + '.') and isinstance(value, dict):
+            return _sets_key(value, dotted[len(key) + 1:])
+    return False
 
 
 def run_name(bench, setup, seed):

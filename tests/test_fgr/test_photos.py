@@ -2,6 +2,7 @@
 import json
 import os
 import subprocess
+import sys
 
 import cv2
 import numpy as np
@@ -15,6 +16,7 @@ from finpercep_basicsr.utils.errors import UserInputError
 
 REAL_PLASMA_DEB = '/tmp/debs/plasma-workspace-wallpapers_4%3a5.27.5-2_all.deb'
 REAL_LOMIRI_DEB = '/tmp/debchk/lomiri-wallpapers-16.04_20.04.0-2_all.deb'
+REAL_MATE_DEB = '/tmp/debs/mate-backgrounds_1.26.0-1_all.deb'
 
 
 def _bgr(h, w, seed=0):
@@ -255,3 +257,42 @@ def test_real_lomiri_package_gives_its_thirteen_photographs(tmp_path):
     for rec in records:
         assert rec['licence'].split(' (')[0] in ('CC-BY-4.0', 'CC-BY-SA-4.0', 'CC0-1.0') and '2018' in rec['author']
     assert {r['licence'].split(';')[0] for r in records if 'Wine' in r['name']} == {'CC-BY-4.0 (Jakub Mede, 2018)'}
+
+
+def test_mate_backgrounds_from_a_deb(tmp_path):
+    """The nature/ photographs only, each with its own debian/copyright paragraph, downscaled past max_width; the
+    source name selects them in gather_photos and the command line."""
+    nature = deb_photos.MATE_DATA
+    deb = _build_deb(tmp_path, deb_photos.MATE_PACKAGE, {
+        f'{nature}/Storm.jpg': _bgr(40, 120, seed=6),
+        f'{nature}/Wood.jpg': _bgr(30, 50, seed=7),
+        'usr/share/backgrounds/mate/abstract/Silk.png': _bgr(30, 50),  # artwork: another folder
+        f'{nature}/Unlisted.jpg': _bgr(30, 50),
+        deb_photos.MATE_COPYRIGHT: 'Format: x\nUpstream-Name: MATE Backgrounds\n\n'
+                                   'Files: *\nCopyright: MATE\nLicense: GPL-2+\n\n'
+                                   'Files: nature/Storm.jpg\nCopyright: 2008, Sergey Nazarov\nLicense: GPL-2+\n\n'
+                                   'Files: nature/Wood.jpg\nCopyright: 2008, J-F Fortin Tam\nLicense: GPL-2+\n',
+    })
+    records = deb_photos.mate_background_photos(str(tmp_path / 'w'), deb=deb, max_width=60)
+    assert [r['name'] for r in records] == ['mate_Storm', 'mate_Wood']
+    assert records[0]['licence'] == 'GPL-2+ (2008, Sergey Nazarov); package debian/copyright, Files: nature/Storm.jpg'
+    assert records[0]['source'].endswith('Storm.jpg (120x40, downscaled to 60 px wide when loaded), by 2008, '
+                                         'Sergey Nazarov')
+    out = str(tmp_path / 'photos')
+    summary = gather_photos(out, sources=('mate-backgrounds',), workdir=str(tmp_path / 'work'), mate_deb=deb,
+                            mate_max_width=60)
+    assert summary['written'] == ['mate_Storm.png', 'mate_Wood.png']
+    assert cv2.imread(os.path.join(out, 'mate_Storm.png')).shape == (20, 60, 3)
+    script = os.path.join(os.path.dirname(__file__), '..', '..', 'scripts', 'get_photos.py')
+    cli_out = str(tmp_path / 'cli')
+    subprocess.run([sys.executable, script, '--out', cli_out, '--source', 'mate-backgrounds', '--mate_deb', deb,
+                    '--mate_max_width', '50', '--workdir', str(tmp_path / 'work2')], check=True, capture_output=True)
+    assert cv2.imread(os.path.join(cli_out, 'mate_Storm.png')).shape == (17, 50, 3)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.isfile(REAL_MATE_DEB), reason='the Debian .deb is not on this machine')
+def test_real_mate_package_gives_its_twelve_photographs(tmp_path):
+    records = deb_photos.mate_background_photos(str(tmp_path / 'w'), deb=REAL_MATE_DEB)
+    assert [r['name'] for r in records] == [f'mate_{s}' for s in deb_photos.MATE_PHOTOS]
+    assert all(r['licence'].startswith('GPL-2+ (') and r['author'] != 'unknown' for r in records)

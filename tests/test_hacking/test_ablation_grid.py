@@ -1,4 +1,7 @@
-"""options/bench/hacking_ablation.yml: each factor pair differs in that factor alone, on shared seeds."""
+"""options/bench/hacking_ablation.yml: each factor pair differs in that factor alone, on shared seeds, reported on
+the test split."""
+import os
+
 import pytest
 import yaml
 from tests.helpers.opt import REPO
@@ -22,7 +25,6 @@ def _flat(tree, prefix=''):
 
 @pytest.fixture(scope='module')
 def grid(tmp_path_factory):
-    import os
     cwd = os.getcwd()
     os.chdir(REPO)  # bench files name their paths from the working folder
     try:
@@ -43,7 +45,20 @@ def test_the_grid_extends_the_bench_with_shared_seeds(grid):
     assert len(opt['seeds']) >= 8 and set(options) == set(opt['setups'])
     with open(f'{REPO}/options/bench/hacking_realesrgan.yml') as f:
         base = yaml.safe_load(f)
-    assert opt['evaluation']['lq'] == base['evaluation']['lq'] and opt['common'] == base['common']
+    assert opt['common'] == base['common'] and opt['chosen_on_dev'] == base['chosen_on_dev']
+    # values were chosen on the base's crops (dev); the grid reports on the test split, which nothing else reads
+    assert base['evaluation']['split'] == 'dev' and opt['evaluation']['split'] == 'test'
+    assert opt['evaluation']['lq'] != base['evaluation']['lq'] and 'test_split' in opt['evaluation']['lq']
+
+
+def test_no_option_file_but_the_grids_evaluation_reads_the_test_split():
+    import glob
+    readers = [path for path in glob.glob(f'{REPO}/options/**/*.yml', recursive=True)
+               if 'test_split' in open(path).read() or 'photos_test' in open(path).read()]
+    assert [os.path.relpath(p, REPO) for p in readers] == [GRID]
+    with open(f'{REPO}/{GRID}') as f:
+        text = f.read()
+    assert text.count('datasets/test_split') == 2  # evaluation.lq and .gt, nothing a training reads
 
 
 def test_each_factor_pair_differs_in_that_factor_alone(grid):

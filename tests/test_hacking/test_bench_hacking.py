@@ -61,6 +61,29 @@ def test_color_shift_is_the_rms_of_the_mean_colour_difference():
     assert color_shift(cast, gt) == pytest.approx(np.sqrt((0.03 ** 2 + 0.04 ** 2) / 3), rel=1e-4)
 
 
+def test_gain_of_margin_is_the_reward_gain_over_the_set_ups_own_margin():
+    summary = aggregate.run_summary('a', {'reward/a': 0.53}, {'reward/a': 0.5}, margin=0.1)
+    assert summary['reward_gain'] == pytest.approx(0.03) and summary['gain_of_margin'] == pytest.approx(0.3)
+    assert 'gain_of_margin' not in aggregate.run_summary('a', {'reward/a': 0.53}, {'reward/a': 0.5})  # no ceiling
+    assert 'gain_of_margin' not in aggregate.run_summary('a', {'reward/a': 0.53}, {'reward/a': 0.5}, margin=0.0)
+
+
+def test_detail_error_is_the_error_above_the_lq_band_in_thousandths():
+    import torch
+    from finpercep_basicsr.hacking.error_bands import error_bands
+    from finpercep_basicsr.hacking.measure import HackingScorers
+
+    rng = np.random.default_rng(0)
+    gt = torch.from_numpy(0.25 + 0.5 * rng.random((1, 3, 32, 32)).astype(np.float32))
+    scorers = HackingScorers({}, no_reference=None, scale=4)
+    assert 'detail_error' in scorers.columns() and scorers(gt, gt)['detail_error'] == pytest.approx(0.0, abs=1e-9)
+    cast = scorers(gt + 0.05, gt)  # a colour cast costs PSNR and is no detail error
+    assert cast['color_shift'] == pytest.approx(0.05, rel=1e-4) and cast['detail_error'] == pytest.approx(0, abs=1e-6)
+    noisy = gt + 0.1 * torch.from_numpy(rng.standard_normal((1, 3, 32, 32)).astype(np.float32))
+    expected = 1e3 * error_bands(noisy[0].permute(1, 2, 0).numpy(), gt[0].permute(1, 2, 0).numpy(), 4)['detail']
+    assert scorers(noisy, gt)['detail_error'] == pytest.approx(expected) and expected > 1.0
+
+
 def test_judge_prefers_gt_is_whether_the_judge_ranks_gt_above_the_output():
     import torch
     from finpercep_basicsr.hacking.bench import judge_check_note
@@ -94,7 +117,7 @@ def _bench_file(tmp_path, judge=True, **extra):
              'setups': {'global_only': {'opt': template, 'overrides': {'train.reward_opt.lambda_map': 0.0}},
                         'finpercep': {'opt': template, 'overrides': {'train.reward_opt.reference_margin': 0.0}}},
              'evaluation': {'lq': f'{data}/lq', 'gt': f'{data}/gt', 'judge': str(judge_opt) if judge else None,
-                            'metrics': ['psnr', 'ssim'], 'no_reference': 'piqe'},
+                            'metrics': ['psnr', 'ssim'], 'no_reference': 'piqe', 'split': 'test'},
              'claims': {'hacked': 'global_only', 'protected': 'finpercep', 'unstable': 'global_only'}}
     bench.update(extra)
     path = tmp_path / 'bench.yml'
@@ -119,10 +142,21 @@ def test_plan_writes_one_file_per_setup_and_seed(tmp_path):
     ({'claims': {'hackd': 'a'}}, 'unknown key(s) hackd'),
     ({'claims': {'factors': {'ceiling': {'with': 'finpercep'}}}}, 'claims.factors.ceiling needs {with: SETUP'),
     ({'extends': 'nowhere.yml'}, 'bench option file not found: nowhere.yml'),
+    ({'evaluation': {'lq': 'x', 'gt': 'y', 'split': 'train'}}, "split must be one of dev, test, got 'train'"),
+    ({'chosen_on_dev': {'train.optim_g.lr': 'by eye'}}, 'chosen_on_dev.train.optim_g.lr names no value of common'),
 ])
 def test_bad_bench_options_name_the_key(tmp_path, change, message):
     with pytest.raises(UserInputError, match=message.replace('(', r'\(').replace(')', r'\)')):
         plan.load_bench_options(_bench_file(tmp_path, **change))
+
+
+def test_chosen_on_dev_names_a_value_of_common_or_one_inside_it(tmp_path):
+    chosen = {'train.total_iter': 'two steps', 'train.reward_opt.pretrain_path': 'the tiny RM'}
+    opt = plan.load_bench_options(_bench_file(tmp_path, chosen_on_dev=chosen, evaluation={'lq': 'l', 'gt': 'g'}))
+    assert opt['chosen_on_dev'] == chosen and opt['evaluation']['split'] == 'dev'  # dev unless the file says test
+    common = {'train.pixel_opt': {'type': 'L1Loss', 'inner': {'weight': 1}}, 'train.total_iter': 2}
+    assert plan._sets_key(common, 'train.pixel_opt.inner.weight') and plan._sets_key(common, 'train.pixel_opt')
+    assert not plan._sets_key(common, 'train.pixel_opt.weight') and not plan._sets_key(common, 'train.total')
 
 
 def test_unknown_setup_is_named(tmp_path):
@@ -143,7 +177,8 @@ def test_tiny_bench_end_to_end_and_rerun_skips(tmp_path, monkeypatch, capsys):
     for setup in ('global_only', 'finpercep'):
         cols = results['setups'][setup]
         assert cols['psnr']['n'] == 2
-        for key in ('reward_gain', 'judge_score', 'judge_pdm_rate', 'artifact_index', 'color_shift', 'piqe', 'ssim'):
+        for key in ('reward_gain', 'judge_score', 'judge_pdm_rate', 'artifact_index', 'color_shift', 'piqe', 'ssim',
+                    'detail_error'):
             assert np.isfinite(cols[key]['mean']), key
         assert cols['judge_prefers_gt']['mean'] in (0.0, 0.5, 1.0)  # a rate over the 2 images
     # a margin-0 ceiling caps every image of the first of the 2 steps (the policy is still the reference); none: none
@@ -156,6 +191,9 @@ def test_tiny_bench_end_to_end_and_rerun_skips(tmp_path, monkeypatch, capsys):
     # the two seeds are different runs
     assert runs['finpercep_s0']['mean'] != runs['finpercep_s1']['mean']
     assert len(results['claims']) == 3  # score_only is not set in this bench file
+    assert results['split'] == 'test'
+    with open('bench/results.md') as f:
+        assert '(test split: photos never used to choose a value' in f.readline()
     for name in ('gain_vs_psnr.png', 'reward_curves.png', 'results.md'):
         assert os.path.isfile(os.path.join('bench', name)), name
     assert len(results['grids']) == 1 and os.path.isfile(os.path.join('bench', results['grids'][0]))
