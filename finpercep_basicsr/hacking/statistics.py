@@ -1,4 +1,5 @@
-"""What the seeds decide: 95 % t intervals on a mean over seeds or on a paired difference between set-ups.
+"""What the seeds decide: 95 % t intervals on a mean over seeds or on a paired difference between set-ups, and a
+seed-paired bootstrap interval on a difference of spreads.
 
 A set-up's seeds share nothing but the seed, and two set-ups run with the same seed share their data order and
 initial weights, so a difference between set-ups is taken seed by seed (paired) before its interval. A bound is
@@ -6,6 +7,7 @@ decided only when the whole interval lies on one side of it; one seed gives no i
 """
 import math
 
+import numpy as np
 from scipy import stats
 
 CONFIDENCE = 0.95
@@ -28,6 +30,27 @@ def t_interval(values, confidence=CONFIDENCE):
     sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
     half = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * sd / math.sqrt(n)
     return {'mean': mean, 'lo': mean - half, 'hi': mean + half, 'n': n}
+
+
+def spread_difference_interval(a, b, confidence=CONFIDENCE, resamples=10000, seed=0):
+    """Bootstrap interval of std(a) - std(b) (sample std over seeds), resampling the seeds jointly: ``a[i]`` and
+    ``b[i]`` ran with the same seed, so a resample keeps each pair together.
+
+    Returns:
+        dict | None: ``{'mean'`` (the observed difference), ``'lo', 'hi', 'n'}``; None for fewer than three pairs
+        (two seeds give one spread each, and no resample that varies).
+    """
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if len(a) != len(b):
+        raise ValueError(f'paired values: {len(a)} vs {len(b)}')
+    n = len(a)
+    if n < 3:
+        return None
+    idx = np.random.default_rng(seed).integers(0, n, size=(resamples, n))
+    diffs = a[idx].std(axis=1, ddof=1) - b[idx].std(axis=1, ddof=1)
+    tail = (1 - confidence) / 2 * 100
+    lo, hi = np.percentile(diffs, [tail, 100 - tail])
+    return {'mean': float(a.std(ddof=1) - b.std(ddof=1)), 'lo': float(lo), 'hi': float(hi), 'n': n}
 
 
 def per_seed(runs, setup, column):
@@ -62,11 +85,11 @@ def all_of(decisions):
     return True if all(d is True for d in decisions) else None
 
 
-def describe(name, interval, fmt='+.3f', values=None):
+def describe(name, interval, fmt='+.3f', values=None, kind='t'):
     """``name mean [lo, hi] (n seeds, ...)``; without an interval the one value there is and that it decides nothing."""
     if interval is None:
         n = len(values or [])
         shown = f' {values[0]:{fmt}}' if n == 1 else ''
         return f'{name}{shown} ({n} seed{"" if n == 1 else "s"}: no interval)'
     return (f'{name} {interval["mean"]:{fmt}} [{interval["lo"]:{fmt}}, {interval["hi"]:{fmt}}] '
-            f'({interval["n"]} seeds, {CONFIDENCE:.0%} t interval)')
+            f'({interval["n"]} seeds, {CONFIDENCE:.0%} {kind} interval)')

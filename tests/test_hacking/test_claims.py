@@ -1,4 +1,5 @@
 """The claims are decided over seeds: 95 % t intervals, paired between set-ups; one seed decides nothing."""
+import numpy as np
 import pytest
 
 from finpercep_basicsr.evaluation.report import claim_verdict
@@ -79,10 +80,37 @@ def test_single_set_up_claims_read_each_part_s_interval():
     assert _claims(noisy, protected='c')[0]['holds'] is None  # PSNR -0.2 with an interval spanning -0.3
 
 
-def test_stability_needs_two_seeds():
-    runs = [_run('g', 0, 20.0, 1.0), _run('c', 0, 21.9, 0.8)]
+def test_stability_needs_three_shared_seeds():
+    runs = [_run('g', s, 20.0 + s, 1.0) for s in range(2)] + [_run('c', s, 21.9, 0.8) for s in range(3)]
     claim = check_claims(runs, aggregate.aggregate(runs), {'protected': 'c', 'unstable': 'g'}, {'g': 0.0, 'c': 0.0})
     assert claim[-1]['holds'] is None and claim_verdict(claim[-1]) == 'not resolved'
+    assert claim[-1]['evidence'].startswith('2 shared seed(s): needs 3 or more')
+
+
+def test_stability_is_decided_on_a_seed_paired_bootstrap_of_the_spreads():
+    wild = [-2.0, 1.5, -1.8, 2.0, -2.2, 1.9, -1.5, 2.1]
+    calm = [0.10, 0.12, 0.08, 0.11, 0.09, 0.10, 0.12, 0.08]
+    runs = [_run('g', s, 22.0 + w, 1.0) for s, w in enumerate(wild)] + [_run('c', s, 22.0 + v, 0.8)
+                                                                         for s, v in enumerate(calm)]
+    claims = {'protected': 'c', 'unstable': 'g'}
+    claim = check_claims(runs, aggregate.aggregate(runs), claims, {'g': 0.1, 'c': 0.05})[-1]
+    assert claim['holds'] is True and 'seed-bootstrap interval' in claim['evidence']
+    # the same spread on both: a difference of spreads the seeds cannot show
+    alike = [_run('c', s, 22.0 - w, 0.8) for s, w in enumerate(wild[::-1])]
+    same = [r for r in runs if r['setup'] == 'g'] + alike
+    assert check_claims(same, aggregate.aggregate(same), claims, {'g': 0.1, 'c': 0.1})[-1]['holds'] is None
+    # a calmer set-up without CCL: refuted
+    swapped = [dict(r, setup={'g': 'c', 'c': 'g'}[r['setup']]) for r in runs]
+    assert check_claims(swapped, aggregate.aggregate(swapped), claims, {'g': 0.1, 'c': 0.1})[-1]['holds'] is False
+
+
+def test_spread_difference_interval_hand_checked():
+    from finpercep_basicsr.hacking.statistics import spread_difference_interval
+    assert spread_difference_interval([1.0, 2.0], [0.0, 0.0]) is None
+    same = spread_difference_interval([1.0, 2.0, 4.0], [1.0, 2.0, 4.0])
+    assert same == {'mean': 0.0, 'lo': 0.0, 'hi': 0.0, 'n': 3}  # every resample draws the same seeds from both
+    shifted = spread_difference_interval([1.0, 2.0, 4.0], [0.0, 0.0, 0.0])
+    assert shifted['mean'] == pytest.approx(np.std([1.0, 2.0, 4.0], ddof=1)) and shifted['lo'] == 0.0
 
 
 def test_an_unfit_judge_is_no_part_of_the_protected_claim():
