@@ -109,14 +109,26 @@ class EfficientNetLiteFeatures(nn.Module):
         self.strides = [4, 8, 16, 32]
         assert len(self.level_ends) == 4, f'unexpected block layout in {variant}'
 
-    def forward(self, x):
-        x = F.relu6(conv_bn(self.stem[0], self.stem[1], self.normalize(x)))
-        feats = []
-        for i, block in enumerate(self.blocks):
-            x = mbconv(block, x)
-            if i in self.level_ends:
+    def step_modules(self):
+        """The modules of the encoder's steps, in order: the stem, then each block (see ``run``)."""
+        return [self.stem] + list(self.blocks)
+
+    def run(self, x, start=0, stop=None, feats=()):
+        """Steps ``start`` to ``stop`` (exclusive; None = the end) on ``x``: step 0 normalises and applies the
+        stem, step i >= 1 block i - 1. Returns the last step's output and ``feats`` with the levels the steps end
+        appended, so a run split in two gives what one run gives."""
+        feats = list(feats)
+        for i in range(start, len(self.blocks) + 1 if stop is None else stop):
+            if i == 0:
+                x = F.relu6(conv_bn(self.stem[0], self.stem[1], self.normalize(x)))
+                continue
+            x = mbconv(self.blocks[i - 1], x)
+            if i - 1 in self.level_ends:
                 feats.append(x)
-        return feats
+        return x, feats
+
+    def forward(self, x):
+        return self.run(x)[1]
 
 
 class TimmFeatures(nn.Module):

@@ -122,23 +122,63 @@ class FinPercepRewardNet(nn.Module):
             raise ValueError(f'FinPercepRewardNet expects pixels in [0, 1], got [{lo.item():.3g}, {hi.item():.3g}] '
                              '(divide 8-bit images by 255; map [-1, 1] outputs with (x + 1) / 2)')
 
-    def forward(self, x):
-        """x (B, 3, H, W) in [0, 1] -> {'score': (B,), 'pdm': (B, 1, H, W)}."""
-        self.check_input(x)
+    def _pad(self, x):
         h, w = x.shape[-2:]
         m = self.pad_multiple
         pad_h, pad_w = (-h) % m, (-w) % m
         # reflect needs the pad smaller than the image; tiny images fall back to replicate
         mode = 'reflect' if min(h, w) > max(pad_h, pad_w) else 'replicate'
-        xp = F.pad(x, (0, pad_w, 0, pad_h), mode=mode) if pad_h or pad_w else x
-        feats = self.encoder(xp)
+        return F.pad(x, (0, pad_w, 0, pad_h), mode=mode) if pad_h or pad_w else x
+
+    def frozen_steps(self):
+        """How many leading encoder steps are frozen (``freeze_encoder``; no trainable weight, BatchNorm fixed), so
+        their output depends on the image alone; 0 for an encoder without steps (``run``)."""
+        if not self._encoder_frozen or not hasattr(self.encoder, 'run'):
+            return 0
+        steps = 0
+        for module in self.encoder.step_modules():
+            if any(p.requires_grad for p in module.parameters()):
+                break
+            steps += 1
+        return steps
+
+    @torch.no_grad()
+    def frozen_features(self, x):
+        """What a training step recomputes identically for the same image: the frozen encoder steps' output and the
+        levels they end, and the texture statistics (fixed filters). ``forward(x, frozen=...)`` takes it instead of
+        recomputing; the result is the same.
+
+        Returns:
+            dict: ``steps`` (int), ``hidden`` (tensor), ``levels`` (list of tensors), ``stats`` (tensor | None).
+        """
+        self.check_input(x)
+        xp = self._pad(x)
+        steps = self.frozen_steps()
+        hidden, levels = self.encoder.run(xp, 0, steps) if steps else (xp, [])
+        stats = self.decoder.stats(xp) if self.decoder is not None and self.decoder.stats is not None else None
+        return {'steps': steps, 'hidden': hidden, 'levels': levels, 'stats': stats}
+
+    def forward(self, x, frozen=None):
+        """x (B, 3, H, W) in [0, 1] -> {'score': (B,), 'pdm': (B, 1, H, W)}; ``frozen``: ``frozen_features(x)``."""
+        self.check_input(x)
+        h, w = x.shape[-2:]
+        xp = self._pad(x)
+        if frozen is None:
+            feats, stats = self.encoder(xp), None
+        else:
+            if frozen['steps'] != self.frozen_steps():
+                raise ValueError(f'frozen features of {frozen["steps"]} encoder steps; {self.frozen_steps()} are '
+                                 'frozen now')
+            feats = self.encoder.run(frozen['hidden'], frozen['steps'], None, frozen['levels'])[1] if frozen[
+                'steps'] else self.encoder(xp)
+            stats = frozen['stats']
         top = feats[-1]
         pooled = top.mean(dim=(2, 3))
         if self.decoder is None:
             pdm = x.new_zeros(x.size(0), 1, h, w)
             weighted = torch.zeros_like(pooled)
         else:
-            pdm_full = torch.sigmoid(self.decoder(feats, xp))
+            pdm_full = torch.sigmoid(self.decoder(feats, xp, stats))
             # the padding is not part of the image: weight only the real region of the map
             valid = torch.zeros_like(pdm_full)
             valid[..., :h, :w] = 1

@@ -117,14 +117,16 @@ class StagedFPNDecoder(nn.Module):
         # grown network scores like its previous stage; the rank loss learns it
         self.map_gain = nn.Parameter(torch.zeros(1))
 
-    def forward(self, feats, image):
-        """feats: encoder levels (finest first); image (B,3,H,W). Returns logits (B,1,H,W)."""
+    def forward(self, feats, image, stats=None):
+        """feats: encoder levels (finest first); image (B,3,H,W); stats: ``self.stats(image)`` when already
+        computed (a training step's cache). Returns logits (B,1,H,W)."""
         top = self.levels[-1]
         x = self.lateral[str(top)](feats[top])
         for i in reversed(self.levels[:-1]):
             x = F.interpolate(x, size=feats[i].shape[-2:], mode='bilinear', align_corners=False)
             x = self.fuse[str(i)](x + self.lateral[str(i)](feats[i]))
-        stats = self.stats(image) if self.stats is not None else None
+        if stats is None and self.stats is not None:
+            stats = self.stats(image)
         if stats is not None:
             x = self.texture(x, stats)
         logits = F.interpolate(self.head(x), size=image.shape[-2:], mode='bilinear', align_corners=False)

@@ -39,13 +39,24 @@ class ConvPyramid(nn.Module):
         self.strides = list(PYRAMID_STRIDES)
         self.pad_multiple = 32
 
-    def forward(self, x):
-        x = self.stem(x * 2 - 1)  # centre the [0, 1] input
-        feats = []
-        for level in self.levels:
-            x = level(x)
+    def step_modules(self):
+        """The modules of the encoder's steps, in order: the stem, then each level (see ``run``)."""
+        return [self.stem] + list(self.levels)
+
+    def run(self, x, start=0, stop=None, feats=()):
+        """Steps ``start`` to ``stop`` (exclusive; None = the end): step 0 is the stem, step i >= 1 level i - 1,
+        whose output is appended to ``feats``. Returns the last output and the levels."""
+        feats = list(feats)
+        for i in range(start, len(self.levels) + 1 if stop is None else stop):
+            if i == 0:
+                x = self.stem(x * 2 - 1)  # centre the [0, 1] input
+                continue
+            x = self.levels[i - 1](x)
             feats.append(x)
-        return feats
+        return x, feats
+
+    def forward(self, x):
+        return self.run(x)[1]
 
 
 class CLIPVisionPyramid(nn.Module):

@@ -37,7 +37,8 @@ class FinPercepFGRDataset(data.Dataset):
         use_hflip (bool), use_rot (bool): Augmentations, applied identically to every image and map.
 
     Returns per item: ``gt``, ``sr``, ``syn`` (3, H, W) and ``mask``, ``pdm`` (1, H, W), float32 in
-    [0, 1], plus ``name`` and ``gt_path``.
+    [0, 1], plus ``name``, ``gt_path`` and ``aug`` (the crop and flips drawn, ``top,left,hflip,rot``; ``none``
+    outside training): a training step's feature cache keys a sample by its ``gt_path`` and ``aug``.
     """
 
     def __init__(self, opt):
@@ -165,15 +166,19 @@ class FinPercepFGRDataset(data.Dataset):
         sizes = {a.shape[:2] for a in arrays.values()}
         if len(sizes) != 1:
             raise UserInputError(f'FGR sample {name} in {self.root}: images and maps differ in size {sizes}')
+        aug = 'none'
         if self.opt.get('phase') == 'train':
-            arrays = self._augment(arrays, name)
+            arrays, aug = self._augment(arrays, name)
         out = {k: torch.from_numpy(np.ascontiguousarray(v.transpose(2, 0, 1))) for k, v in arrays.items()}
-        out.update(name=name, gt_path=self._path('gt', name))
+        out.update(name=name, gt_path=self._path('gt', name), aug=aug)
         return out
 
     def _augment(self, arrays, name):
+        """Random crop, flip and transpose, the same for every image and map; returns the arrays and a key of what
+        was drawn (``top,left,hflip,rot``: the same key, the same pixels)."""
         size = self.opt.get('gt_size')
         h, w = next(iter(arrays.values())).shape[:2]
+        top = left = 0
         if size:
             if h < size or w < size:
                 raise UserInputError(f'FGR sample {name} ({h}x{w}) is smaller than gt_size {size}')
@@ -185,7 +190,7 @@ class FinPercepFGRDataset(data.Dataset):
             arrays = {k: v[:, ::-1] for k, v in arrays.items()}
         if rot:
             arrays = {k: v.transpose(1, 0, 2) for k, v in arrays.items()}
-        return arrays
+        return arrays, f'{top},{left},{int(hflip)},{int(rot)}'
 
     def __len__(self):
         return len(self.names)

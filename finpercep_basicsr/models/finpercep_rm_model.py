@@ -10,6 +10,7 @@ from basicsr.utils import get_root_logger
 from basicsr.utils.registry import METRIC_REGISTRY, MODEL_REGISTRY
 
 from finpercep_basicsr.metrics import METRICS
+from finpercep_basicsr.models.feature_cache import FeatureCache
 from finpercep_basicsr.models.finpercep_base_model import FinPercepBaseModel
 from finpercep_basicsr.utils.errors import UserInputError
 
@@ -39,6 +40,12 @@ class FinPercepRMModel(FinPercepBaseModel):
             parameters that still train (e.g. the last, low-resolution blocks); the backward pass then
             stops there, several times cheaper on a CPU than through the whole encoder.
         train.encoder_lr_mult (float): Encoder learning rate = ``lr * encoder_lr_mult`` (default 1).
+        train.feature_cache (dict | None): ``{max_gb: 4}`` keeps what a step recomputes identically for a sample
+            seen again with the same crop and flips (the frozen encoder steps and the texture statistics,
+            ``models/feature_cache.py``) on the model's device; the losses and gradients are the same as without it.
+            Needs ``freeze_encoder`` (or the texture branch) to have anything to keep.
+        train.autocast (str | None): ``bf16`` runs the training forward under bfloat16 autocast (the losses
+            in float32); validation stays in float32.
         train.map_opt: map loss on (syn, label) and (GT, zero map) (``FinPercepMapLoss``; not at stage 0).
         train.rank_opt: ``FinPercepRankLoss`` on (S_SR, S_syn, S_GT).
         train.align_opt: ``FinPercepAlignLoss`` on S_GT.
@@ -97,6 +104,22 @@ class FinPercepRMModel(FinPercepBaseModel):
         self.optimizer_reward = self.get_optimizer(optim_type, groups, lr, **optim_opt)
         self.optimizers.append(self.optimizer_reward)
         self.setup_schedulers()
+        self.feature_cache = self._build_feature_cache(train_opt.get('feature_cache'), bare)
+        self.autocast = train_opt.get('autocast')
+        if self.autocast not in (None, 'bf16'):
+            raise UserInputError(f'train.autocast: {self.autocast!r}; use bf16 or leave it out (float32)')
+
+    def _build_feature_cache(self, cache_opt, bare):
+        if not cache_opt:
+            return None
+        if not isinstance(cache_opt, dict) or set(cache_opt) - {'max_gb'}:
+            raise UserInputError(f'train.feature_cache: expected {{max_gb: GB}}, got {cache_opt!r}')
+        has_stats = bare.decoder is not None and bare.decoder.stats is not None
+        if bare.frozen_steps() == 0 and not has_stats:
+            raise UserInputError('train.feature_cache: nothing to keep: no frozen encoder step (set '
+                                 'train.freeze_encoder, with an efficientnet-lite or conv encoder) and no texture '
+                                 'branch')
+        return FeatureCache(float(cache_opt.get('max_gb', 4)) * 2 ** 30)
 
     def _build_loss(self, key):
         loss_opt = self.opt['train'].get(key)
@@ -104,19 +127,31 @@ class FinPercepRMModel(FinPercepBaseModel):
 
     def feed_data(self, data):
         self.batch = {k: v.to(self.device) for k, v in data.items() if torch.is_tensor(v)}
+        self.sample_keys = [f'{path}|{aug}' for path, aug in zip(data.get('gt_path', ()), data.get('aug', ()))]
 
-    def _forward_triplet(self, net):
-        """One forward over SR, syn and GT stacked (one BatchNorm batch); returns scores and maps per kind."""
+    def _forward_triplet(self, net, cached=False):
+        """One forward over SR, syn and GT stacked (one BatchNorm batch); returns scores and maps per kind. With
+        ``cached``, the frozen features come from the feature cache."""
         b = self.batch
-        out = net(torch.cat([b['sr'], b['syn'], b['gt']], dim=0))
+        images = torch.cat([b['sr'], b['syn'], b['gt']], dim=0)
+        kwargs = {}
+        if cached:
+            keys = [f'{kind}|{key}' for kind in ('sr', 'syn', 'gt') for key in self.sample_keys]
+            kwargs['frozen'] = self.feature_cache.batch(keys, images, self.get_bare_model(net).frozen_features)
+        out = net(images, **kwargs)
         result = {}
         for key in ('score', 'pdm'):
-            result[f'{key}_sr'], result[f'{key}_syn'], result[f'{key}_gt'] = out[key].chunk(3)
+            result[f'{key}_sr'], result[f'{key}_syn'], result[f'{key}_gt'] = out[key].float().chunk(3)
         return result
 
     def optimize_parameters(self, current_iter):
         self.optimizer_reward.zero_grad()
-        out = self._forward_triplet(self.net_reward)
+        cached = self.feature_cache is not None
+        if cached and len(self.sample_keys) != self.batch['gt'].size(0):
+            raise UserInputError('train.feature_cache needs each sample\'s gt_path and aug from the training dataset '
+                                 '(FinPercepFGRDataset gives them)')
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast == 'bf16'):
+            out = self._forward_triplet(self.net_reward, cached)
         b = self.batch
         loss_dict = OrderedDict()
         if self.cri_map is not None:
@@ -131,6 +166,8 @@ class FinPercepRMModel(FinPercepBaseModel):
         sum(loss_dict.values()).backward()
         self.optimizer_reward.step()
         self.log_dict = self.reduce_loss_dict(loss_dict)
+        if self.feature_cache is not None:
+            self.log_dict['feature_cache_hit_rate'] = self.feature_cache.hit_rate()
         if self.ema_decay > 0:
             self.ema_update(self.net_reward_ema, self.get_bare_model(self.net_reward), self.ema_decay_at(current_iter))
 
