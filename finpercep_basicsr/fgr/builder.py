@@ -36,7 +36,7 @@ from finpercep_basicsr.utils.checkpoint import atomic_write_json
 from finpercep_basicsr.utils.errors import UserInputError
 
 # options that change how a build runs, not what it produces (left out of the plan fingerprint)
-RUN_KEYS = ('num_workers', 'max_samples', 'lmdb', 'contact_sheet', 'name')
+RUN_KEYS = ('num_workers', 'max_samples', 'lmdb', 'contact_sheet', 'name', 'allow_heldout_families')
 PLAN_FILE = 'build_plan.json'
 SUMMARY_FILE = 'build_summary.json'
 # a fixed tag keeps the scale draw independent of the crop box drawn from the same crop seed
@@ -253,12 +253,28 @@ def read_summary(root):
         return None
 
 
+def check_heldout_families(opt):
+    """A training build (``split: train``) may not use the evaluation-only SR families (SPAN, Real-CUGAN), unless
+    ``allow_heldout_families: true`` says the held-out measurement is given up on purpose."""
+    from finpercep_basicsr.fgr.sources.ncnn_models import EVALUATION_ONLY_FAMILIES, evaluation_only_models
+    if opt.get('split', 'train') != 'train' or opt.get('allow_heldout_families'):
+        return
+    for source in opt['sr_sources']:
+        models = evaluation_only_models(source)
+        if models:
+            raise UserInputError(
+                f'sr_sources[{source.get("name", source.get("type"))}]: {", ".join(models)} is of a held-out family '
+                f'({", ".join(EVALUATION_ONLY_FAMILIES)}: evaluation only, so the map is measured on GAN texture it '
+                f'never saw); build it with split: val, or set allow_heldout_families: true to train on it')
+
+
 def prepare(opt):
     """The resolved dataroot, photos, plan and plan fingerprint of a build's options.
 
     ``{split}`` in ``dataroot`` names the split's folder, so one option file builds train and val.
     """
     root = os.path.abspath(os.path.expanduser(str(opt['dataroot']).replace('{split}', str(opt.get('split', 'train')))))
+    check_heldout_families(opt)
     photos = select_split(list_photos(opt['photos'].get('folders')), opt)
     return root, photos, BuildPlan(opt, photos), plan_fingerprint(opt, photos)
 

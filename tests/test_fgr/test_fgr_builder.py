@@ -365,3 +365,35 @@ def test_scales_and_degradation_mix_reach_the_samples(tmp_path):
     assert _folder_bytes(str(tmp_path / 'again')) == _folder_bytes(opt['dataroot'])
     with pytest.raises(UserInputError, match='photos.scales'):
         build_fgr(dict(opt, dataroot=str(tmp_path / 'bad'), photos=dict(opt['photos'], scales=[0])), progress=False)
+
+
+def test_a_training_build_refuses_the_held_out_families():
+    from finpercep_basicsr.fgr.builder import check_heldout_families
+    span = {'type': 'ncnn', 'name': 'span_cr', 'model': 'span-clearreality-x4'}
+    nested = {'type': 'artifact_oversharpen', 'name': 'sharp_cugan', 'base': {'type': 'ncnn',
+                                                                              'model': 'realcugan-se-x2'}}
+    for source, model in ((span, 'span-clearreality-x4'), (nested, 'realcugan-se-x2')):
+        with pytest.raises(UserInputError, match=f'{model} is of a held-out family .span, realcugan: evaluation'):
+            check_heldout_families({'sr_sources': [{'type': 'bicubic'}, source]})
+        check_heldout_families({'sr_sources': [source], 'split': 'val'})  # an evaluation set may
+        check_heldout_families({'sr_sources': [source], 'allow_heldout_families': True})
+    check_heldout_families({'sr_sources': [{'type': 'ncnn', 'model': 'realesrgan-x4plus'}]})
+
+
+def test_no_shipped_option_file_trains_on_a_held_out_family():
+    """SPAN and Real-CUGAN stay evaluation-only: no option file builds training data from them or lifts the guard."""
+    import glob
+
+    import yaml
+    from tests.helpers.opt import REPO
+
+    from finpercep_basicsr.fgr.sources.ncnn_models import EVALUATION_ONLY_FAMILIES, PACKAGED_MODELS
+    held_out = [name for name, spec in PACKAGED_MODELS.items() if spec.family in EVALUATION_ONLY_FAMILIES]
+    assert len(held_out) == 6
+    for path in glob.glob(f'{REPO}/options/**/*.yml', recursive=True):
+        text = open(path).read()
+        assert 'allow_heldout_families' not in text, path
+        opt = yaml.safe_load(text) or {}
+        # a build file's split can be changed on the command line: an evaluation set of them must state split: val
+        if 'sr_sources' in opt and opt.get('split') != 'val':
+            assert not any(name in text for name in held_out), path

@@ -110,6 +110,28 @@ PACKAGED_MODELS = {
 }
 
 
+# The project's held-out SR families: the reward model is measured on them (GAN-type texture it never saw, from two
+# independent wheels) and trained on none of them; an FGR training build refuses them (``fgr.builder``)
+EVALUATION_ONLY_FAMILIES = ('span', 'realcugan')
+
+
+def evaluation_only_models(source_opt):
+    """The packaged models of ``EVALUATION_ONLY_FAMILIES`` that an ``sr_sources`` entry names, anywhere inside it
+    (an artifact source's base included)."""
+    found = []
+    if isinstance(source_opt, dict):
+        model = source_opt.get('model')
+        if isinstance(model, str) and model in PACKAGED_MODELS and PACKAGED_MODELS[model].family in \
+                EVALUATION_ONLY_FAMILIES:
+            found.append(model)
+        for value in source_opt.values():
+            found += evaluation_only_models(value)
+    elif isinstance(source_opt, list):
+        for value in source_opt:
+            found += evaluation_only_models(value)
+    return found
+
+
 def packaged_model(name):
     """The ``PackagedModel`` spec of ``name``; raises ``UserInputError`` for an unknown name."""
     if name not in PACKAGED_MODELS:
