@@ -152,8 +152,10 @@ def test_bad_bench_options_name_the_key(tmp_path, change, message):
 
 def test_chosen_on_dev_names_a_value_of_common_or_one_inside_it(tmp_path):
     chosen = {'train.total_iter': 'two steps', 'train.reward_opt.pretrain_path': 'the tiny RM'}
-    opt = plan.load_bench_options(_bench_file(tmp_path, chosen_on_dev=chosen, evaluation={'lq': 'l', 'gt': 'g'}))
+    opt = plan.load_bench_options(_bench_file(tmp_path, chosen_on_dev=chosen, evaluation={'lq': 'l', 'gt': 'g'},
+                                              seeds=None))
     assert opt['chosen_on_dev'] == chosen and opt['evaluation']['split'] == 'dev'  # dev unless the file says test
+    assert opt['seeds'] == list(range(8))  # eight seeds unless the file names its own
     common = {'train.pixel_opt': {'type': 'L1Loss', 'inner': {'weight': 1}}, 'train.total_iter': 2}
     assert plan._sets_key(common, 'train.pixel_opt.inner.weight') and plan._sets_key(common, 'train.pixel_opt')
     assert not plan._sets_key(common, 'train.pixel_opt.weight') and not plan._sets_key(common, 'train.total')
