@@ -11,7 +11,12 @@ import torch
 
 
 def _tensors(frozen):
-    return [t for t in [frozen['hidden'], *frozen['levels'], frozen['stats']] if t is not None]
+    """The distinct tensors of a ``frozen_features`` dict (the hidden state is often the last level itself)."""
+    unique = {}
+    for t in [frozen['hidden'], *frozen['levels'], frozen['stats']]:
+        if t is not None:
+            unique.setdefault(id(t), t)
+    return list(unique.values())
 
 
 def _nbytes(frozen):
@@ -19,8 +24,16 @@ def _nbytes(frozen):
 
 
 def _take(frozen, i):
-    """Sample ``i`` of a batched ``frozen_features`` dict (copied, so the batch can be freed)."""
-    one = lambda t: None if t is None else t[i:i + 1].clone()  # noqa: E731
+    """Sample ``i`` of a batched ``frozen_features`` dict, copied (so the batch can be freed) once per tensor."""
+    copies = {}
+
+    def one(t):
+        if t is None:
+            return None
+        if id(t) not in copies:
+            copies[id(t)] = t[i:i + 1].clone()
+        return copies[id(t)]
+
     return {'steps': frozen['steps'], 'hidden': one(frozen['hidden']), 'levels': [one(t) for t in frozen['levels']],
             'stats': one(frozen['stats'])}
 

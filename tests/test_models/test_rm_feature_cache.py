@@ -86,6 +86,12 @@ def test_the_cache_computes_only_misses_and_drops_the_least_recently_used_past_i
     tiny = FeatureCache(max_bytes=one - 1)
     tiny.batch(['a'], images[:1], compute)
     assert len(tiny) == 0 and tiny.bytes == 0  # larger than the whole budget: never stored
+    # the hidden state that is also the last level is kept once
+    shared = FeatureCache(max_bytes=10 * one)
+    shared.batch(['a'], images[:1], lambda x: (lambda h: {'steps': 1, 'hidden': h, 'levels': [x + 1, h],
+                                                          'stats': None})(x * 2))
+    kept = shared.items['a']
+    assert kept['hidden'] is kept['levels'][1] and shared.bytes == one
 
 
 @pytest.mark.parametrize('train, message', [
