@@ -143,10 +143,11 @@ class FinPercepRewardNet(nn.Module):
         return steps
 
     @torch.no_grad()
-    def frozen_features(self, x):
+    def frozen_features(self, x, texture_stats=True):
         """What a training step recomputes identically for the same image: the frozen encoder steps' output and the
         levels they end, and the texture statistics (fixed filters). ``forward(x, frozen=...)`` takes it instead of
-        recomputing; the result is the same.
+        recomputing; the result is the same. ``texture_stats=False`` leaves the statistics out (``forward`` then
+        computes them): at 128 px they take 2.3x the memory of the frozen levels and a third of their time.
 
         Returns:
             dict: ``steps`` (int), ``hidden`` (tensor), ``levels`` (list of tensors), ``stats`` (tensor | None).
@@ -155,7 +156,8 @@ class FinPercepRewardNet(nn.Module):
         xp = self._pad(x)
         steps = self.frozen_steps()
         hidden, levels = self.encoder.run(xp, 0, steps) if steps else (xp, [])
-        stats = self.decoder.stats(xp) if self.decoder is not None and self.decoder.stats is not None else None
+        has_stats = self.decoder is not None and self.decoder.stats is not None
+        stats = self.decoder.stats(xp) if texture_stats and has_stats else None
         return {'steps': steps, 'hidden': hidden, 'levels': levels, 'stats': stats}
 
     def forward(self, x, frozen=None):

@@ -41,9 +41,9 @@ class FinPercepRMModel(FinPercepBaseModel):
             stops there, several times cheaper on a CPU than through the whole encoder.
         train.encoder_lr_mult (float): Encoder learning rate = ``lr * encoder_lr_mult`` (default 1).
         train.feature_cache (dict | None): ``{max_gb: 4}`` keeps what a step recomputes identically for a sample
-            seen again with the same crop and flips (the frozen encoder steps and the texture statistics,
-            ``models/feature_cache.py``) on the model's device; the losses and gradients are the same as without it.
-            Needs ``freeze_encoder`` (or the texture branch) to have anything to keep.
+            seen again with the same crop and flips (the frozen encoder steps and, unless ``texture_stats: false``,
+            the texture statistics; ``models/feature_cache.py``) on the model's device; the losses and gradients are
+            the same as without it. Needs ``freeze_encoder`` (or the texture branch) to have anything to keep.
         train.autocast (str | None): ``bf16`` runs the training forward under bfloat16 autocast (the losses
             in float32); validation stays in float32.
         train.map_opt: map loss on (syn, label) and (GT, zero map) (``FinPercepMapLoss``; not at stage 0).
@@ -112,9 +112,11 @@ class FinPercepRMModel(FinPercepBaseModel):
     def _build_feature_cache(self, cache_opt, bare):
         if not cache_opt:
             return None
-        if not isinstance(cache_opt, dict) or set(cache_opt) - {'max_gb'}:
-            raise UserInputError(f'train.feature_cache: expected {{max_gb: GB}}, got {cache_opt!r}')
-        has_stats = bare.decoder is not None and bare.decoder.stats is not None
+        if not isinstance(cache_opt, dict) or set(cache_opt) - {'max_gb', 'texture_stats'}:
+            raise UserInputError(f'train.feature_cache: expected {{max_gb: GB, texture_stats: bool}}, '
+                                 f'got {cache_opt!r}')
+        self.cache_texture_stats = bool(cache_opt.get('texture_stats', True))
+        has_stats = self.cache_texture_stats and bare.decoder is not None and bare.decoder.stats is not None
         if bare.frozen_steps() == 0 and not has_stats:
             raise UserInputError('train.feature_cache: nothing to keep: no frozen encoder step (set '
                                  'train.freeze_encoder, with an efficientnet-lite or conv encoder) and no texture '
@@ -137,7 +139,9 @@ class FinPercepRMModel(FinPercepBaseModel):
         kwargs = {}
         if cached:
             keys = [f'{kind}|{key}' for kind in ('sr', 'syn', 'gt') for key in self.sample_keys]
-            kwargs['frozen'] = self.feature_cache.batch(keys, images, self.get_bare_model(net).frozen_features)
+            bare = self.get_bare_model(net)
+            kwargs['frozen'] = self.feature_cache.batch(
+                keys, images, lambda x: bare.frozen_features(x, texture_stats=self.cache_texture_stats))
         out = net(images, **kwargs)
         result = {}
         for key in ('score', 'pdm'):

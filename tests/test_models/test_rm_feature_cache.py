@@ -24,9 +24,10 @@ def _trainable(model):
     return {n: p for n, p in model.net_reward.named_parameters() if p.requires_grad}
 
 
-def test_the_cached_step_gives_the_uncached_losses_gradients_and_weights(tmp_path, fgr_folder):
+@pytest.mark.parametrize('texture_stats', [True, False])
+def test_the_cached_step_gives_the_uncached_losses_gradients_and_weights(tmp_path, fgr_folder, texture_stats):
     plain = _model(tmp_path / 'a', fgr_folder, **FROZEN)
-    cached = _model(tmp_path / 'b', fgr_folder, **FROZEN, feature_cache={'max_gb': 1})
+    cached = _model(tmp_path / 'b', fgr_folder, **FROZEN, feature_cache={'max_gb': 1, 'texture_stats': texture_stats})
     assert cached.get_bare_model(cached.net_reward).frozen_steps() == 4  # the stem and levels 0-2; level 3 trains
     _, batch = _batch(fgr_folder)
     for step in (1, 2):  # step 1 fills the cache, step 2 reads it
@@ -42,6 +43,7 @@ def test_the_cached_step_gives_the_uncached_losses_gradients_and_weights(tmp_pat
             torch.testing.assert_close(weights[name], p, rtol=1e-5, atol=1e-7, msg=f'{step} {name}')
     assert cached.feature_cache.hit_rate() == 0.5 and cached.log_dict['feature_cache_hit_rate'] == 0.5
     assert len(cached.feature_cache) == 3 * batch['gt'].size(0)  # SR, syn and GT of each sample
+    assert all((item['stats'] is not None) == texture_stats for item in cached.feature_cache.items.values())
 
 
 def test_efficientnet_lite_split_at_its_first_trainable_block_gives_the_same_scores_maps_and_gradients():
@@ -96,7 +98,8 @@ def test_the_cache_computes_only_misses_and_drops_the_least_recently_used_past_i
 
 @pytest.mark.parametrize('train, message', [
     (dict(feature_cache={'max_gb': 1}), 'train.feature_cache: nothing to keep'),
-    (dict(FROZEN, feature_cache={'gb': 1}), 'train.feature_cache: expected {max_gb: GB}'),
+    (dict(FROZEN, feature_cache={'gb': 1}), 'train.feature_cache: expected {max_gb: GB, texture_stats: bool}'),
+    (dict(feature_cache={'max_gb': 1, 'texture_stats': False}), 'train.feature_cache: nothing to keep'),
     (dict(autocast='fp16'), "train.autocast: 'fp16'; use bf16"),
 ])
 def test_bad_cache_and_autocast_options_name_the_key(tmp_path, fgr_folder, train, message):
