@@ -7,7 +7,7 @@ Each repeat times every set-up once in turn, so a busy machine slows them alike,
 
 - ``uncached``: the step as it always ran;
 - ``cached``: ``train.feature_cache``, every sample already in the cache (the steady state from the second pass
-  over a sample with the same crop and flips);
+  over a sample with the same crop and flips); ``cached, levels only``: the same with ``texture_stats: false``;
 - with ``--bf16``, the same two under ``train.autocast: bf16``.
 """
 import os
@@ -26,7 +26,8 @@ def _model(opt, train):
     from finpercep_basicsr.models.finpercep_rm_model import FinPercepRMModel
     opt = deepcopy(opt)
     opt['path'] = {'pretrain_network_reward': None, 'models': os.devnull, 'training_states': os.devnull}
-    opt['train'] = {k: v for k, v in opt['train'].items() if k != 'align_opt'}  # its base is a checkpoint
+    # the set-up decides the cache and the precision; align_opt's base is a checkpoint
+    opt['train'] = {k: v for k, v in opt['train'].items() if k not in ('align_opt', 'feature_cache', 'autocast')}
     opt['train'].update(train)
     opt['network_reward']['pretrained'] = opt['network_reward'].get('pretrained', True)
     opt.update(is_train=True, dist=False, rank=0, world_size=1, num_gpu=torch.cuda.device_count(), val=None)
@@ -49,7 +50,8 @@ def run_rm_train_bench(opt_path=DEFAULT_OPT, size=256, batch_size=8, repeats=5, 
     opt = load_option_file(opt_path)
     if not (opt.get('train') or {}).get('freeze_encoder'):
         raise UserInputError(f'{opt_path}: train.freeze_encoder is off, so the cache keeps only the texture statistics')
-    setups = {'uncached': {}, 'cached': {'feature_cache': {'max_gb': 8}}}
+    setups = {'uncached': {}, 'cached': {'feature_cache': {'max_gb': 8}},
+              'cached, levels only': {'feature_cache': {'max_gb': 8, 'texture_stats': False}}}
     if bf16:
         setups.update({f'{k} bf16': dict(v, autocast='bf16') for k, v in list(setups.items())})
     models = {name: _model(opt, train) for name, train in setups.items()}
