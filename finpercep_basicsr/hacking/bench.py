@@ -65,8 +65,13 @@ def train_all(runs, out, jobs=1):
         w.join()
     if errors:
         raise errors[0]
-    with open(os.path.join(out, 'timings.json'), 'w') as f:
-        json.dump(timings, f, indent=1)
+    # as run_steps does with one lane: a rerun adds its time to the earlier runs' (skipped steps add 0)
+    path = os.path.join(out, 'timings.json')
+    if os.path.isfile(path):
+        with open(path) as f:
+            earlier = json.load(f)
+        timings = {name: earlier.get(name, 0.0) + seconds for name, seconds in timings.items()}
+    atomic_write_json(path, timings, indent=1)
     return timings
 
 

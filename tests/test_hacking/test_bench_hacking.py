@@ -199,12 +199,15 @@ def test_tiny_bench_end_to_end_and_rerun_skips(tmp_path, monkeypatch, capsys):
     for name in ('gain_vs_psnr.png', 'reward_curves.png', 'results.md'):
         assert os.path.isfile(os.path.join('bench', name)), name
     assert len(results['grids']) == 1 and os.path.isfile(os.path.join('bench', results['grids'][0]))
-    # a rerun trains nothing and re-reads the cached measurements
+    # a rerun trains nothing, re-reads the cached measurements and keeps the trainings' times
     mtime = os.path.getmtime('bench/measure/finpercep_s0.json')
+    trained = json.load(open('bench/timings.json'))
+    assert set(trained) == set(runs) and all(seconds > 0 for seconds in trained.values())
     capsys.readouterr()
-    run_bench(bench, 'bench')
+    run_bench(bench, 'bench', jobs=2)
     assert 'done already, skipped' in capsys.readouterr().err
     assert os.path.getmtime('bench/measure/finpercep_s0.json') == mtime
+    assert json.load(open('bench/timings.json')) == trained
 
 
 def test_an_experiment_trained_from_other_options_is_not_reused(tmp_path, monkeypatch):
