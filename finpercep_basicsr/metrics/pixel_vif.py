@@ -6,8 +6,6 @@ split). The pixel-domain form has no such step; ``piq.vif_p`` computes it, here 
 """
 import torch
 
-from finpercep_basicsr.utils.errors import UserInputError
-
 MIN_SIZE = 41  # its coarsest of four scales filters a 1/8-size image with a 5x5 window
 
 
@@ -19,7 +17,7 @@ class PixelVIF(torch.nn.Module):
     def forward(self, sr, gt):
         import piq
         if min(sr.shape[-2:]) < MIN_SIZE:
-            raise UserInputError(f'vif_p needs images of at least {MIN_SIZE}x{MIN_SIZE} px, got '
+            raise ValueError(f'vif_p needs images of at least {MIN_SIZE}x{MIN_SIZE} px, got '
                                  f'{tuple(sr.shape[-2:])}; leave it out of the metrics for smaller crops')
         return piq.vif_p(sr.double().clamp(0, 1), gt.double().clamp(0, 1), data_range=1.0,
                          reduction='none').to(sr.dtype)
