@@ -165,15 +165,14 @@ class FinPercepRewardNet(nn.Module):
         self.check_input(x)
         h, w = x.shape[-2:]
         xp = self._pad(x)
-        if frozen is None:
-            feats, stats = self.encoder(xp), None
+        if frozen is not None and frozen['steps'] != self.frozen_steps():
+            raise ValueError(f'frozen features of {frozen["steps"]} encoder steps; {self.frozen_steps()} are '
+                             'frozen now')
+        if frozen is not None and frozen['steps']:  # continue the encoder where the frozen steps stopped
+            feats = self.encoder.run(frozen['hidden'], frozen['steps'], None, frozen['levels'])[1]
         else:
-            if frozen['steps'] != self.frozen_steps():
-                raise ValueError(f'frozen features of {frozen["steps"]} encoder steps; {self.frozen_steps()} are '
-                                 'frozen now')
-            feats = self.encoder.run(frozen['hidden'], frozen['steps'], None, frozen['levels'])[1] if frozen[
-                'steps'] else self.encoder(xp)
-            stats = frozen['stats']
+            feats = self.encoder(xp)
+        stats = frozen['stats'] if frozen is not None else None
         top = feats[-1]
         pooled = top.mean(dim=(2, 3))
         if self.decoder is None:
