@@ -40,11 +40,13 @@ def write_options(out, repo, preset, rewrite=False):
     n = preset['rlhf_iters']
     common = bench['common']
     common['train.reward_opt']['pretrain_path'] = os.path.join(repo, common['train.reward_opt']['pretrain_path'])
-    common.update({'train.total_iter': n, 'datasets.train.gt_size': preset['rlhf_patch'],
-                   'datasets.val.gt_size': preset['rlhf_patch'],
-                   'datasets.train.batch_size_per_gpu': preset['rlhf_batch'],
-                   'logger.print_freq': max(1, n // 16), 'logger.save_checkpoint_freq': max(1, n // 2),
-                   'logger.keep_checkpoints': 1})
+    resized = {'train.total_iter': n, 'datasets.train.gt_size': preset['rlhf_patch'],
+               'datasets.val.gt_size': preset['rlhf_patch'], 'datasets.train.batch_size_per_gpu': preset['rlhf_batch'],
+               'logger.print_freq': max(1, n // 16), 'logger.save_checkpoint_freq': max(1, n // 2),
+               'logger.keep_checkpoints': 1}
+    common.update(resized)
+    # what the preset sets was not chosen on the dev split: the results list only the values the demo keeps
+    bench['chosen_on_dev'] = {k: v for k, v in (bench.get('chosen_on_dev') or {}).items() if k not in resized}
     for spec in bench['setups'].values():
         spec['opt'] = os.path.join(repo, spec['opt'])
         stages = (spec.get('overrides') or {}).get('train.ccl.stages')

@@ -63,6 +63,8 @@ def test_tiny_demo_on_the_shipped_reward_model(tmp_path):
         for got, want in zip(_row_cells(md, setup), expected):
             assert got == (want if want == 'unfit' else pytest.approx(want, abs=1e-4))
     assert _row_cells(md, 'start')[0] == pytest.approx(results['start']['psnr'], abs=1e-4)
+    # the dev choices the demo keeps are listed; those its preset resizes are not
+    assert 'train.optim_g.lr' in results['chosen_on_dev'] and 'train.total_iter' not in results['chosen_on_dev']
     findings = md.split('## What the numbers say')[1]
     # one draw decides nothing: it says so, and every claim is listed as not resolved
     assert '- One draw (1 seed): the numbers below decide no claim' in findings
