@@ -73,3 +73,13 @@ def make_seesr_folder(root, seed=0, image_attention=True):
         else:
             model.save_pretrained(os.path.join(root, name))
     return str(root)
+
+
+def tiny_diffusion_network(kind, sd_path, seesr_path=None):
+    """``network_g`` of a tiny x4 OSEDiff (``kind='osediff'``) or SeeSR generator on the folders above (SeeSR without
+    its tagger: the tests have no RAM weights)."""
+    if kind == 'osediff':
+        return {'type': 'FinPercepOSEDiffGenerator', 'sd_path': sd_path, 'scale': 4, 'prompt': 'a photo',
+                'explore_sigma': 0.1}
+    return {'type': 'FinPercepSeeSRGenerator', 'sd_path': sd_path, 'seesr_path': seesr_path, 'scale': 4,
+            'num_steps': 2, 'prompt': 'a photo', 'rollout_eta': 1.0, 'allow_no_tagger': True}

@@ -3,8 +3,9 @@ import os
 
 import pytest
 import torch
-from tests.helpers.diffusion import make_sd_folder, make_seesr_folder
-from tests.helpers.rlhf import make_paired_folder, make_reward_checkpoint, model_from_option_file, write_rlhf_options
+from tests.helpers.diffusion import make_sd_folder, make_seesr_folder, tiny_diffusion_network
+from tests.helpers.rlhf import (make_paired_folder, make_reward_checkpoint, model_from_option_file, random_batch,
+                                write_rlhf_options)
 
 import finpercep_basicsr  # noqa: F401
 
@@ -20,24 +21,12 @@ def assets(tmp_path_factory):
             'rm': [make_reward_checkpoint(root / f'rm{i}.pth', seed=i) for i in range(2)]}
 
 
-def _network(kind, assets):
-    if kind == 'osediff':
-        return {'type': 'FinPercepOSEDiffGenerator', 'sd_path': assets['sd'], 'scale': 4, 'prompt': 'a photo',
-                'explore_sigma': 0.1}
-    return {'type': 'FinPercepSeeSRGenerator', 'sd_path': assets['sd'], 'seesr_path': assets['seesr'], 'scale': 4,
-            'num_steps': 2, 'prompt': 'a photo', 'rollout_eta': 1.0, 'allow_no_tagger': True}
-
-
 def _model(assets, tmp_path, kind, algorithm, **overrides):
     rlhf = {'algorithm': algorithm, 'grad_steps': 1, 'group_size': 2, 'kl_weight': 0.1, 'beta': 10.0}
-    path = write_rlhf_options(tmp_path / 'opt.yml', assets['data'], assets['rm'][0], network_g=_network(kind, assets),
-                              rlhf=rlhf, train__ema_decay=0, **overrides)
+    network = tiny_diffusion_network(kind, assets['sd'], assets['seesr'])
+    path = write_rlhf_options(tmp_path / 'opt.yml', assets['data'], assets['rm'][0], network_g=network, rlhf=rlhf,
+                              train__ema_decay=0, **overrides)
     return model_from_option_file(path, tmp_path)
-
-
-def _batch():
-    g = torch.Generator().manual_seed(0)
-    return {'lq': torch.rand(1, 3, 8, 8, generator=g), 'gt': torch.rand(1, 3, 32, 32, generator=g)}
 
 
 @pytest.mark.parametrize('kind', ['osediff', 'seesr'])
@@ -50,7 +39,7 @@ def test_rlhf_iterations_update_only_the_adapters(assets, tmp_path, kind):
     frozen = {n: p.detach().clone() for n, p in policy.named_parameters() if not p.requires_grad}
     assert frozen and all('lora_' in n or 'conv_in' in n for n, p in policy.named_parameters() if p.requires_grad)
     assert all(p.dtype == torch.float32 for p in policy.trainable_parameters())
-    model.feed_data(_batch())
+    model.feed_data(random_batch(batch=1))
     for it, algorithm in enumerate(('refl', 'grpo', 'dpo'), 1):
         model.rl_algorithm = build_rl_algorithm({'algorithm': algorithm, 'group_size': 2, 'kl_weight': 0.1,
                                                  'beta': 10.0})
@@ -70,7 +59,7 @@ def test_rlhf_iterations_update_only_the_adapters(assets, tmp_path, kind):
 def test_grpo_needs_a_stochastic_policy(assets, tmp_path):
     from finpercep_basicsr.utils.errors import UserInputError
     model = _model(assets, tmp_path, 'osediff', 'grpo', network_g__explore_sigma=0.0)
-    model.feed_data(_batch())
+    model.feed_data(random_batch(batch=1))
     with pytest.raises(UserInputError, match='stochastic'):
         model.optimize_parameters(1)
 
@@ -80,7 +69,7 @@ def test_save_resume_and_ccl_stage_change(assets, tmp_path):
                       {'start_iter': 2, 'reward': {'pretrain_path': assets['rm'][1]}}]}
     torch.manual_seed(0)
     model = _model(assets, tmp_path, 'osediff', 'refl', train__ccl=ccl)
-    model.feed_data(_batch())
+    model.feed_data(random_batch(batch=1))
     stages = []
     for it in (1, 2, 3):
         model.optimize_parameters(it)
@@ -95,5 +84,5 @@ def test_save_resume_and_ccl_stage_change(assets, tmp_path):
                      path__pretrain_network_g=str(tmp_path / 'models' / 'net_g_3.pth'))
     now = resumed.net_g.weights_module().state_dict()
     assert all(torch.equal(saved[k], now[k]) for k in saved)
-    lq = _batch()['lq']
+    lq = random_batch(batch=1)['lq']
     assert torch.allclose(resumed.net_g.sample_no_grad(lq), model.net_g.sample_no_grad(lq), atol=1e-6)

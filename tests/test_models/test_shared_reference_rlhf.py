@@ -1,8 +1,9 @@
 """FinPercepRLHFModel with a diffusion policy's shared reference: ReFL (ref_opt), grpo, save and resume."""
 import pytest
 import torch
-from tests.helpers.diffusion import make_sd_folder, make_seesr_folder
-from tests.helpers.rlhf import make_paired_folder, make_reward_checkpoint, model_from_option_file, write_rlhf_options
+from tests.helpers.diffusion import make_sd_folder, make_seesr_folder, tiny_diffusion_network
+from tests.helpers.rlhf import (make_paired_folder, make_reward_checkpoint, model_from_option_file, random_batch,
+                                write_rlhf_options)
 
 import finpercep_basicsr  # noqa: F401
 from finpercep_basicsr.archs.shared_reference import SharedReference
@@ -20,11 +21,7 @@ def assets(tmp_path_factory):
 
 
 def _model(assets, tmp_path, kind, **overrides):
-    network = {'type': 'FinPercepOSEDiffGenerator', 'sd_path': assets['sd'], 'prompt': 'a photo',
-               'explore_sigma': 0.1}
-    if kind == 'seesr':
-        network = {'type': 'FinPercepSeeSRGenerator', 'sd_path': assets['sd'], 'seesr_path': assets['seesr'],
-                   'num_steps': 2, 'prompt': 'a photo', 'rollout_eta': 1.0}
+    network = tiny_diffusion_network(kind, assets['sd'], assets['seesr'])
     path = write_rlhf_options(tmp_path / 'opt.yml', assets['data'], assets['rm'], network_g=network,
                               rlhf={'algorithm': 'refl', 'grad_steps': 1, 'group_size': 2}, **overrides)
     return model_from_option_file(path, tmp_path)
@@ -36,11 +33,6 @@ def _seeded(net, lq):
     return net(lq, grad_steps=0)
 
 
-def _batch():
-    g = torch.Generator().manual_seed(0)
-    return {'lq': torch.rand(1, 3, 8, 8, generator=g), 'gt': torch.rand(1, 3, 32, 32, generator=g)}
-
-
 @pytest.mark.parametrize('kind', ['osediff', 'seesr'])
 def test_refl_and_grpo_steps_with_the_shared_reference(assets, tmp_path, kind):
     torch.manual_seed(0)
@@ -48,7 +40,7 @@ def test_refl_and_grpo_steps_with_the_shared_reference(assets, tmp_path, kind):
     policy = model.net_g
     assert isinstance(model.net_ref, SharedReference) and model.net_ref.policy is policy
     assert model.net_g_ema is not policy and model.net_g_ema.unet is not policy.unet  # the EMA keeps its copy
-    model.feed_data(_batch())
+    model.feed_data(random_batch(batch=1))
     start = _seeded(model.net_ref, model.lq)
     for it in (1, 2):
         model.optimize_parameters(it)
@@ -63,7 +55,7 @@ def test_refl_and_grpo_steps_with_the_shared_reference(assets, tmp_path, kind):
 def test_save_and_resume_keep_the_start_reference(assets, tmp_path):
     torch.manual_seed(0)
     model = _model(assets, tmp_path, 'osediff', train__ema_decay=0)
-    model.feed_data(_batch())
+    model.feed_data(random_batch(batch=1))
     start = model.net_ref(model.lq, grad_steps=0)
     for it in (1, 2):
         model.optimize_parameters(it)
@@ -73,7 +65,7 @@ def test_save_and_resume_keep_the_start_reference(assets, tmp_path):
     resumed = _model(assets, tmp_path, 'osediff', train__ema_decay=0,
                      path__pretrain_network_g=str(tmp_path / 'models' / 'net_g_2.pth'),
                      path__resume_state=str(tmp_path / 'states' / '2.state'))
-    resumed.feed_data(_batch())
+    resumed.feed_data(random_batch(batch=1))
     assert torch.allclose(resumed.net_g.sample_no_grad(resumed.lq), model.net_g.sample_no_grad(model.lq), atol=1e-6)
     assert torch.allclose(resumed.net_ref(resumed.lq, grad_steps=0), start, atol=1e-6)
 
@@ -85,7 +77,7 @@ def test_the_ema_of_a_diffusion_policy_averages_its_trained_tensors(assets, tmp_
     ema, trained = model.net_g_ema.weights_module(), model.net_g.weights_module()
     assert list(ema.state_dict()) == list(trained.state_dict()) and len(ema.state_dict()) > 0
     start = {k: v.clone() for k, v in ema.state_dict().items()}
-    model.feed_data(_batch())
+    model.feed_data(random_batch(batch=1))
     model.optimize_parameters(1)
     moved = [k for k, v in ema.state_dict().items() if not torch.equal(v, start[k])]
     assert moved and set(moved) <= set(trained.state_dict())
