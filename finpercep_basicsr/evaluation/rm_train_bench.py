@@ -29,7 +29,6 @@ def _model(opt, train):
     # the set-up decides the cache and the precision; align_opt's base is a checkpoint
     opt['train'] = {k: v for k, v in opt['train'].items() if k not in ('align_opt', 'feature_cache', 'autocast')}
     opt['train'].update(train)
-    opt['network_reward']['pretrained'] = opt['network_reward'].get('pretrained', True)
     opt.update(is_train=True, dist=False, rank=0, world_size=1, num_gpu=torch.cuda.device_count(), val=None)
     torch.manual_seed(0)
     return FinPercepRMModel(opt)

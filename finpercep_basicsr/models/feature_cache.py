@@ -40,9 +40,11 @@ def _take(frozen, i):
 
 def _stack(items):
     cat = lambda ts: None if ts[0] is None else torch.cat(ts)  # noqa: E731
-    return {'steps': items[0]['steps'], 'hidden': cat([it['hidden'] for it in items]),
-            'levels': [cat(list(level)) for level in zip(*[it['levels'] for it in items])],
-            'stats': cat([it['stats'] for it in items])}
+    levels = [cat(list(level)) for level in zip(*[it['levels'] for it in items])]
+    # the hidden state kept once as the last level is batched once too
+    shared = bool(levels) and all(it['hidden'] is it['levels'][-1] for it in items)
+    return {'steps': items[0]['steps'], 'hidden': levels[-1] if shared else cat([it['hidden'] for it in items]),
+            'levels': levels, 'stats': cat([it['stats'] for it in items])}
 
 
 class FeatureCache:

@@ -94,6 +94,9 @@ def test_the_cache_computes_only_misses_and_drops_the_least_recently_used_past_i
                                                           'stats': None})(x * 2))
     kept = shared.items['a']
     assert kept['hidden'] is kept['levels'][1] and shared.bytes == one
+    out = shared.batch(['a'], images[:1], compute)
+    assert out['hidden'] is out['levels'][1]
+    torch.testing.assert_close(out['hidden'], images[:1] * 2)
 
 
 @pytest.mark.parametrize('train, message', [
