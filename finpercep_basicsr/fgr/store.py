@@ -3,6 +3,7 @@
 Layout (the contract every reader relies on)::
 
     <root>/{gt,sr,syn}/<name>.png   8-bit RGB
+    <root>/lq/<name>.png            8-bit RGB, the degraded input the SR image was made from (1/scale size)
     <root>/mask/<name>.png          8-bit, 255 = region taken from SR
     <root>/pdm/<name>.png           16-bit label map M_gt in [0, 1]
     <root>/meta_info.jsonl          one JSON object per finished sample (``name`` + provenance)
@@ -23,7 +24,7 @@ import numpy as np
 
 from finpercep_basicsr.utils.image_io import write_map16, write_rgb8
 
-IMAGE_KEYS = ('gt', 'sr', 'syn')
+IMAGE_KEYS = ('gt', 'sr', 'syn', 'lq')
 MAP_KEYS = ('mask', 'pdm')
 FGR_KEYS = IMAGE_KEYS + MAP_KEYS
 META_NAME = 'meta_info.jsonl'
@@ -51,11 +52,11 @@ def clean_temp_files(root):
 
 
 def write_sample(root, name, sample):
-    """Write one sample's five files atomically (each to a temp name, then renamed into place).
+    """Write one sample's six files atomically (each to a temp name, then renamed into place).
 
     Args:
-        sample (dict): ``gt``, ``sr``, ``syn`` float32 (H, W, 3) and ``mask``, ``pdm`` float32 (H, W),
-            all in [0, 1].
+        sample (dict): ``gt``, ``sr``, ``syn`` float32 (H, W, 3), ``lq`` float32 (H / scale, W / scale, 3) and
+            ``mask``, ``pdm`` float32 (H, W), all in [0, 1].
     """
     staged = []
     for key in FGR_KEYS:
@@ -73,6 +74,14 @@ def write_sample(root, name, sample):
         staged.append((tmp, final))
     for tmp, final in staged:
         os.replace(tmp, final)
+
+
+def write_image(root, key, name, image):
+    """Write one 8-bit RGB file of a finished sample atomically (``write_sample`` writes all of a new one's)."""
+    final = os.path.join(root, key, f'{name}.png')
+    tmp = os.path.join(root, key, f'{name}{_TMP_TAG}{os.getpid()}.png')
+    write_rgb8(tmp, image)
+    os.replace(tmp, final)
 
 
 def read_meta(root):
@@ -109,7 +118,9 @@ def write_meta(root, entries):
 
 def _lmdb_is_current(root):
     meta_lmdb = os.path.join(root, LMDB_DIR, META_NAME)
-    if not os.path.isfile(meta_lmdb):
+    # an LMDB made before a key was stored (the LQ) is stale too
+    if not os.path.isfile(meta_lmdb) or not all(os.path.isdir(os.path.join(root, LMDB_DIR, f'{key}.lmdb'))
+                                                for key in FGR_KEYS):
         return False
     with open(meta_lmdb, 'rb') as a, open(os.path.join(root, META_NAME), 'rb') as b:
         return a.read() == b.read()

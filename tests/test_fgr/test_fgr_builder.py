@@ -2,6 +2,7 @@
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,11 +17,13 @@ from skimage import data
 from finpercep_basicsr.data.finpercep_fgr_dataset import FinPercepFGRDataset
 from finpercep_basicsr.fgr.builder import build_fgr, load_build_options
 from finpercep_basicsr.fgr.shards import build_or_merge
+from finpercep_basicsr.fgr.sources import build_sr_source
 from finpercep_basicsr.utils.errors import UserInputError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TINY = os.path.join(ROOT, 'options', 'data', 'fgr_build_tiny.yml')
 KEYS = ('gt', 'sr', 'syn', 'mask', 'pdm')
+FOLDER_KEYS = KEYS + ('lq',)  # the LQ is stored; the dataset reads the other five
 
 
 def _write(path, img):
@@ -54,7 +57,7 @@ def _opt(tmp_path, photos, name='fgr', **overrides):
 def _folder_bytes(root):
     """Every data file and the meta file of an FGR folder, as bytes (the run-dependent summary excluded)."""
     out = {}
-    for key in KEYS:
+    for key in FOLDER_KEYS:
         for name in sorted(os.listdir(os.path.join(root, key))):
             with open(os.path.join(root, key, name), 'rb') as f:
                 out[f'{key}/{name}'] = f.read()
@@ -92,6 +95,7 @@ def test_build_writes_the_folder_contract(built):
     opt, summary = built
     root = opt['dataroot']
     assert summary['samples'] == summary['built_now'] == 3 * 2 * 2 and not summary['skipped_photos']
+    sources = {s['name']: build_sr_source(dict(s)) for s in opt['sr_sources']}
     with open(os.path.join(root, 'meta_info.jsonl')) as f:
         meta = [json.loads(line) for line in f]
     assert [m['index'] for m in meta] == list(range(12))
@@ -114,6 +118,12 @@ def test_build_writes_the_folder_contract(built):
         assert pdm.dtype == np.uint16 and pdm.shape == (64, 64) and pdm.max() > 0
         assert np.all(pdm[mask == 0] == 0)
         np.testing.assert_array_equal(syn, np.where(mask[..., None] == 255, sr, gt))
+        # the stored LQ is the SR source's input: the source run on it gives the stored SR image
+        lq = cv2.imread(os.path.join(root, 'lq', m['name'] + '.png'))[..., ::-1].astype(np.float32) / 255
+        assert lq.shape == (16, 16, 3)
+        source = sources[m['sr_model']]
+        made = np.round(np.clip(np.asarray(source(lq)), 0, 1) * 255).astype(np.uint8)
+        np.testing.assert_array_equal(made, sr[..., ::-1])
         assert m['mask_area'] == pytest.approx((mask == 255).mean(), abs=1e-6)
     sheet = cv2.imread(summary['contact_sheet'])
     assert sheet is not None and sheet.shape[1] == 3 * 64
@@ -140,6 +150,18 @@ def test_rerun_is_a_no_op_and_a_changed_plan_is_refused(built, tmp_path):
     with pytest.raises(UserInputError, match='other options or photos'):
         build_fgr(dict(opt, seed=7), progress=False)
     assert _folder_bytes(opt['dataroot']) == before
+
+
+def test_a_rerun_adds_the_lq_to_a_set_built_without_it(built, tmp_path):
+    opt, _ = built
+    old = tmp_path / 'old'
+    shutil.copytree(opt['dataroot'], old)
+    shutil.rmtree(old / 'lq')
+    shutil.rmtree(old / 'lmdb' / 'lq.lmdb')
+    again = build_fgr(dict(opt, dataroot=str(old)), progress=False)
+    assert again['built_now'] == 0 and again['lmdb_rebuilt']
+    assert _folder_bytes(str(old)) == _folder_bytes(opt['dataroot'])
+    assert os.path.isdir(old / 'lmdb' / 'lq.lmdb')
 
 
 def test_stopped_build_resumes_to_the_same_dataset(built, tmp_path):
