@@ -23,7 +23,9 @@ the same held-out images and their GT:
   about 13 grey levels: an error a viewer sees, well above 8-bit rounding and resampling noise).
 
 "Best trivial" is the best of the three trivial detectors on each metric; the reward model beats it
-when its value is strictly higher.
+when its value is strictly higher. With ``lq_floors`` the LQ-aware floors (``metrics.trivial_detectors.LQ_DETECTORS``)
+are measured beside them, from each FGR sample's ``lq/`` image and the hacking check's LQ folder; they are not in the
+"best trivial" of a reward model that does not see the LQ.
 """
 import math
 import os
@@ -33,7 +35,8 @@ import numpy as np
 
 from finpercep_basicsr.fgr.store import read_meta
 from finpercep_basicsr.metrics.finpercep_rm_metric import map_auc, srcc, triplet_accuracy
-from finpercep_basicsr.metrics.trivial_detectors import TRIVIAL_DETECTORS, trivial_detector
+from finpercep_basicsr.metrics.trivial_detectors import (LQ_DETECTORS, TRIVIAL_DETECTORS, lq_detector, trivial_detector,
+                                                         upsample_lq)
 from finpercep_basicsr.utils.errors import UserInputError
 from finpercep_basicsr.utils.image_io import decode_map, list_images, read_image
 
@@ -53,9 +56,27 @@ def reward_detector(net, tile=512, overlap=64, batch_size=4, device='cpu'):
     return detect
 
 
-def build_detectors(rm_detect, window=7):
-    """``{'rm': rm_detect, 'constant': ..., 'laplacian': ..., 'blur': ...}`` (insertion order = table order)."""
-    return {RM: rm_detect, **{k: trivial_detector(k, window) for k in TRIVIAL_DETECTORS}}
+def build_detectors(rm_detect, window=7, lq_floors=False):
+    """``{'rm': rm_detect, 'constant': ..., 'laplacian': ..., 'blur': ...}`` (insertion order = table order), then
+    the LQ-aware floors with ``lq_floors``."""
+    detectors = {RM: rm_detect, **{k: trivial_detector(k, window) for k in TRIVIAL_DETECTORS}}
+    if lq_floors:
+        detectors.update({k: lq_detector(k, window) for k in LQ_DETECTORS})
+    return detectors
+
+
+def needs_lq(detectors):
+    return any(getattr(detect, 'needs_lq', False) for detect in detectors.values())
+
+
+def run_detector(detect, images, lqs):
+    """``detect(images)``, or ``detect(images, lqs)`` for an LQ-aware detector."""
+    return detect(images, lqs) if getattr(detect, 'needs_lq', False) else detect(images)
+
+
+def upsampled_lq(path, shape):
+    """The LQ image at ``path`` upsampled to ``shape`` (H, W) (``upsample_lq``), so that it crops with its HR image."""
+    return upsample_lq(read_image(path), shape)
 
 
 def parse_family_map(items):
@@ -131,14 +152,25 @@ def fgr_samples(folders, rules=(), families=None, limit=0):
     return sorted(kept, key=lambda s: s['family'])
 
 
-def load_fgr_sample(sample, max_size=None):
-    """Images ``gt``, ``syn``, ``sr`` (H, W, 3) and maps ``mask``, ``pdm`` (H, W) of one sample, cropped alike."""
+def load_fgr_sample(sample, max_size=None, with_lq=False):
+    """Images ``gt``, ``syn``, ``sr`` (H, W, 3) and maps ``mask``, ``pdm`` (H, W) of one sample, cropped alike; with
+    ``with_lq`` also ``lq``, its LQ upsampled to (H, W, 3).
+
+    Raises:
+        UserInputError: Sizes differ, or ``with_lq`` and the sample has no ``lq/`` image.
+    """
     root, name = sample['root'], sample['name']
     out = {k: read_image(os.path.join(root, k, f'{name}.png')) for k in ('gt', 'syn', 'sr')}
     out.update({k: _read_map(os.path.join(root, k, f'{name}.png')) for k in ('mask', 'pdm')})
     shapes = {k: v.shape[:2] for k, v in out.items()}
     if len(set(shapes.values())) != 1:
         raise UserInputError(f'{root} sample {name}: image sizes differ {shapes}')
+    if with_lq:
+        path = os.path.join(root, 'lq', f'{name}.png')
+        if not os.path.isfile(path):
+            raise UserInputError(f'{path} missing: the set was built before the LQ was stored; rerun its build '
+                                 'command (scripts/build_fgr.py -opt ...) to add it')
+        out['lq'] = upsampled_lq(path, shapes['gt'])
     return {k: center_crop(v, max_size) for k, v in out.items()}
 
 
@@ -156,16 +188,18 @@ def evaluate_fgr(samples, detectors, label_thr=0.1, max_size=None, chunk=8):
     """
     rec = {k: [] for k in ('mask', 'label', 'l1_syn', 'l1_sr')}
     outs = {d: {'gt': [], 'syn': [], 'sr': [], 'map': []} for d in detectors}
+    with_lq = needs_lq(detectors)
     for start in range(0, len(samples), chunk):
-        loaded = [load_fgr_sample(s, max_size) for s in samples[start:start + chunk]]
+        loaded = [load_fgr_sample(s, max_size, with_lq) for s in samples[start:start + chunk]]
         for x in loaded:
             rec['mask'].append(x['mask'] > 0.5)
             rec['label'].append(x['pdm'] > label_thr)
             rec['l1_syn'].append(l1_to_gt(x['syn'], x['gt']))
             rec['l1_sr'].append(l1_to_gt(x['sr'], x['gt']))
         images = [x[k] for x in loaded for k in ('gt', 'syn', 'sr')]
+        lqs = [x['lq'] for x in loaded for _ in range(3)] if with_lq else None
         for name, detect in detectors.items():
-            results = detect(images)
+            results = run_detector(detect, images, lqs)
             for i in range(len(loaded)):
                 (s_gt, _), (s_syn, m_syn), (s_sr, _) = results[3 * i:3 * i + 3]
                 o = outs[name]
@@ -194,13 +228,13 @@ def evaluate_fgr(samples, detectors, label_thr=0.1, max_size=None, chunk=8):
     return {'families': {f: group(idx) for f, idx in families.items()}, POOLED: group(list(range(len(samples))))}
 
 
-def hack_triplets(start_dir, hacked_dir, gt_dir):
-    """(name, start path, hacked path, GT path) for every image of ``hacked_dir`` (same file names).
+def hack_triplets(start_dir, hacked_dir, gt_dir, lq_dir=None):
+    """(name, start path, hacked path, GT path, LQ path or None) for every image of ``hacked_dir`` (same file names).
 
     Raises:
-        UserInputError: A folder without images, or an image missing from the start or GT folder.
+        UserInputError: A folder without images, or an image missing from the start, GT or LQ folder.
     """
-    for folder in (start_dir, hacked_dir, gt_dir):
+    for folder in (start_dir, hacked_dir, gt_dir) + ((lq_dir,) if lq_dir else ()):
         if not os.path.isdir(folder):
             raise UserInputError(f'no such folder: {folder}')
     hacked = list_images(hacked_dir)
@@ -209,12 +243,12 @@ def hack_triplets(start_dir, hacked_dir, gt_dir):
     triplets = []
     for path in hacked:
         name = os.path.basename(path)
-        others = [os.path.join(d, name) for d in (start_dir, gt_dir)]
+        others = [os.path.join(d, name) for d in (start_dir, gt_dir) + ((lq_dir,) if lq_dir else ())]
         for other in others:
             if not os.path.isfile(other):
-                raise UserInputError(f'{other} missing: --hack-start, --hack-out and --hack-gt need the same '
-                                     'file names')
-        triplets.append((name, others[0], path, others[1]))
+                raise UserInputError(f'{other} missing: --hack-start, --hack-out, --hack-gt and --hack-lq need the '
+                                     'same file names')
+        triplets.append((name, others[0], path, others[1], others[2] if lq_dir else None))
     return triplets
 
 
@@ -236,14 +270,18 @@ def evaluate_hacking(triplets, detectors, error_thr=0.05, max_size=None):
     """
     added, per = [], {d: {'s_start': [], 's_hacked': [], 'mean_start': [], 'mean_hacked': [], 'maps': []}
                       for d in detectors}
-    for name, start_path, hacked_path, gt_path in triplets:
-        imgs = [center_crop(read_image(p), max_size) for p in (start_path, hacked_path, gt_path)]
+    with_lq = needs_lq(detectors)
+    if with_lq and any(t[4] is None for t in triplets):
+        raise UserInputError('the LQ-aware floors need the hacked images\' LQ inputs (--hack-lq DIR)')
+    for name, start_path, hacked_path, gt_path, lq_path in triplets:
+        imgs = [read_image(p) for p in (start_path, hacked_path, gt_path)]
         if len({i.shape for i in imgs}) != 1:
             raise UserInputError(f'{name}: start, hacked and GT sizes differ {[i.shape[:2] for i in imgs]}')
-        start, hacked, gt = imgs
+        lq = center_crop(upsampled_lq(lq_path, imgs[0].shape[:2]), max_size) if with_lq else None
+        start, hacked, gt = (center_crop(i, max_size) for i in imgs)
         added.append(added_error(start, hacked, gt, error_thr))
         for d, detect in detectors.items():
-            (s_start, m_start), (s_hacked, m_hacked) = detect([start, hacked])
+            (s_start, m_start), (s_hacked, m_hacked) = run_detector(detect, [start, hacked], [lq, lq])
             p = per[d]
             p['s_start'].append(s_start)
             p['s_hacked'].append(s_hacked)

@@ -2,13 +2,14 @@
 
     python scripts/eval_rm_generalization.py --reward-opt options/pretrained/finpercep_rm.yml \
         --fgr datasets/fgr_heldout [MORE_FGR ...] [--family-map 'realesr-animevideov3.*=animevideo'] \
-        [--hack-start START_DIR --hack-out HACKED_DIR --hack-gt GT_DIR] --out results/rm_generalization.json
+        [--hack-start START_DIR --hack-out HACKED_DIR --hack-gt GT_DIR [--hack-lq LQ_DIR]] [--lq-floors] \
+        --out results/rm_generalization.json
 
 The metrics are described in ``finpercep_basicsr.evaluation.rm_generalization``. The JSON file holds::
 
     {"reward": {"opt", "checkpoint", "stage", "has_map"},
      "settings": {"window", "label_thr", "hack_error_thr", "max_size", "tile", "tile_overlap", ...},
-     "detectors": ["rm", "constant", "laplacian", "blur"],
+     "detectors": ["rm", "constant", "laplacian", "blur"],   # + "lq_residual", "lq_agreement" with --lq-floors
      "fgr": {"folders": [...],
              "families": {FAMILY: {"samples", "sr_models", "metrics": {DETECTOR: {METRIC: value}},
                                    "best_trivial": {METRIC: {"detector", "value"}},
@@ -25,12 +26,9 @@ import json
 import math
 import os
 
-from finpercep_basicsr.evaluation.rm_generalization import (FGR_METRICS, HACK_METRICS, POOLED, RM, build_detectors,
+from finpercep_basicsr.evaluation.rm_generalization import (FGR_METRICS, HACK_METRICS, POOLED, build_detectors,
                                                             compare, evaluate_fgr, evaluate_hacking, fgr_samples,
                                                             hack_triplets, parse_family_map, reward_detector)
-from finpercep_basicsr.metrics.trivial_detectors import TRIVIAL_DETECTORS
-
-DETECTORS = (RM,) + TRIVIAL_DETECTORS
 _METRIC_TITLES = {
     'map_auc': 'pixel ROC-AUC of the syn map vs the swap mask (> 0.5)',
     'map_auc_label': 'the same vs the label map > LABEL_THR',
@@ -59,24 +57,28 @@ def jsonable(obj):
     return obj
 
 
-def _num(v):
-    return '     n/a' if v is None or (isinstance(v, float) and math.isnan(v)) else f'{v:8.3f}'
+def _width(detectors):
+    return max(8, *(len(d) for d in detectors))
 
 
-def _rows(label, n, group, names):
+def _num(v, width=8):
+    return f'{"n/a":>{width}s}' if v is None or (isinstance(v, float) and math.isnan(v)) else f'{v:{width}.3f}'
+
+
+def _rows(label, n, group, names, detectors):
     lines = []
     for i, m in enumerate(names):
         best, beats = group['best_trivial'][m], group['rm_beats_trivial'][m]
         best_text = f'{best["detector"]:9s} {best["value"]:6.3f}' if best else f'{"n/a":16s}'
         verdict = 'n/a' if beats is None else ('yes' if beats else 'no')
         head = f'{label:24s} {n:5d}' if i == 0 else ' ' * 30
-        lines.append(f'{head} {m:18s} ' + ' '.join(_num(group['metrics'][d][m]) for d in DETECTORS)
+        lines.append(f'{head} {m:18s} ' + ' '.join(_num(group['metrics'][d][m], _width(detectors)) for d in detectors)
                      + f'  {best_text}  {verdict}')
     return lines
 
 
-def _header(first):
-    return (f'{first:24s} {"n":>5s} {"metric":18s} ' + ' '.join(f'{d:>8s}' for d in DETECTORS)
+def _header(first, detectors):
+    return (f'{first:24s} {"n":>5s} {"metric":18s} ' + ' '.join(f'{d:>{_width(detectors)}s}' for d in detectors)
             + f'  {"best trivial":16s}  RM beats it')
 
 
@@ -84,15 +86,15 @@ def format_report(result):
     """The printed tables (FGR per family + pooled, then the hacking check)."""
     lines = []
     fgr, hack = result.get('fgr'), result.get('hacking')
-    settings = result['settings']
+    settings, detectors = result['settings'], result['detectors']
     if fgr:
         lines.append(f'FGR generalisation ({", ".join(fgr["folders"])}); Laplacian window {settings["window"]} px, '
                      f'LABEL_THR {settings["label_thr"]}')
         lines += [f'  {m}: {_METRIC_TITLES[m]}' for m in FGR_METRICS]
-        lines.append(_header('family'))
+        lines.append(_header('family', detectors))
         for family, group in fgr['families'].items():
-            lines += _rows(family, group['samples'], group, FGR_METRICS)
-        lines += _rows(POOLED, fgr[POOLED]['samples'], fgr[POOLED], FGR_METRICS)
+            lines += _rows(family, group['samples'], group, FGR_METRICS, detectors)
+        lines += _rows(POOLED, fgr[POOLED]['samples'], fgr[POOLED], FGR_METRICS, detectors)
         for m, ok in fgr['rm_beats_trivial_on_every_family'].items():
             failing = [f for f, g in fgr['families'].items() if not g['rm_beats_trivial'][m]]
             lines.append(f'RM beats the best trivial detector on every family, {m}: {"yes" if ok else "no"}'
@@ -102,8 +104,8 @@ def format_report(result):
         lines.append(f'Hacking check ({hack["images"]} images; {100 * hack["added_error_fraction"]:.1f} % of pixels '
                      f'with added error > {settings["hack_error_thr"]})')
         lines += [f'  {m}: {_METRIC_TITLES[m]}' for m in HACK_METRICS]
-        lines.append(_header(''))
-        lines += _rows('hacked vs start', hack['images'], hack, HACK_METRICS)
+        lines.append(_header('', detectors))
+        lines += _rows('hacked vs start', hack['images'], hack, HACK_METRICS, detectors)
     return '\n'.join(lines)
 
 
@@ -123,6 +125,11 @@ def parse_args(argv=None):
     p.add_argument('--hack-start', metavar='DIR', help="the start generator's outputs")
     p.add_argument('--hack-out', metavar='DIR', help="the hacked generator's outputs (same file names)")
     p.add_argument('--hack-gt', metavar='DIR', help='the GT images (same file names)')
+    p.add_argument('--hack-lq', metavar='DIR', help='the LQ inputs of the hacked images (same file names; for '
+                   '--lq-floors)')
+    p.add_argument('--lq-floors', action='store_true',
+                   help='also measure the LQ-aware floors (lq_residual, lq_agreement): from the FGR sets\' lq/ '
+                   'images and --hack-lq; printed beside, not in "best trivial"')
     p.add_argument('--hack-error-thr', type=float, default=0.05,
                    help='added error (mean over channels, [0, 1] units) that marks a hacked pixel')
     p.add_argument('--window', type=int, default=7, help='box window of the Laplacian energy (pixels)')
@@ -139,6 +146,10 @@ def parse_args(argv=None):
         p.error('--hack-start, --hack-out and --hack-gt go together')
     if not args.fgr and not any(hack):
         p.error('nothing to evaluate: give --fgr DIR and/or --hack-start/--hack-out/--hack-gt')
+    if args.hack_lq and not all(hack):
+        p.error('--hack-lq goes with --hack-start, --hack-out and --hack-gt')
+    if args.lq_floors and all(hack) and not args.hack_lq:
+        p.error('--lq-floors with the hacking check needs the hacked images\' LQ inputs: --hack-lq DIR')
     if (args.window < 1 or args.limit < 0 or args.max_size < 0 or args.tile < 32
             or not 0 <= args.tile_overlap < args.tile):
         p.error('need --window >= 1, --limit >= 0, --max-size >= 0, --tile >= 32 and 0 <= --tile-overlap < --tile')
@@ -154,7 +165,7 @@ def run(args):
         torch.set_num_threads(args.threads)
     net, ckpt = load_reward_net(args.reward_opt, args.ckpt, param_key=args.param_key, device=args.device)
     detectors = build_detectors(reward_detector(net, args.tile, args.tile_overlap, args.batch_size, args.device),
-                                args.window)
+                                args.window, args.lq_floors)
     max_size = args.max_size or None
     result = {'reward': {'opt': args.reward_opt, 'checkpoint': ckpt, 'stage': net.stage, 'has_map': net.has_map},
               'settings': {'window': args.window, 'label_thr': args.label_thr, 'hack_error_thr': args.hack_error_thr,
@@ -170,9 +181,10 @@ def run(args):
             m: all(g['rm_beats_trivial'][m] for g in fgr['families'].values()) for m in FGR_METRICS}
         result['fgr'] = {'folders': list(args.fgr), **fgr}
     if args.hack_out:
-        triplets = hack_triplets(args.hack_start, args.hack_out, args.hack_gt)
+        triplets = hack_triplets(args.hack_start, args.hack_out, args.hack_gt, args.hack_lq)
         hack = add_comparison(evaluate_hacking(triplets, detectors, args.hack_error_thr, max_size), HACK_METRICS)
-        result['hacking'] = {'start': args.hack_start, 'hacked': args.hack_out, 'gt': args.hack_gt, **hack}
+        result['hacking'] = {'start': args.hack_start, 'hacked': args.hack_out, 'gt': args.hack_gt,
+                             'lq': args.hack_lq, **hack}
     result = jsonable(result)
     print(format_report(result))
     folder = os.path.dirname(os.path.abspath(args.out))

@@ -8,11 +8,21 @@ quality, higher map value = more degraded), so one evaluation loop runs all of t
 - ``laplacian``: map = local energy of the Laplacian (catches over-sharpening, noise, hacked
   texture), score = -mean(map);
 - ``blur``: its negation, map = -energy, score = +mean(energy) (catches blur).
+
+LQ-aware floors (``LQ_DETECTORS``), for a reward that sees the LQ input as well (``lq_detector``):
+
+- ``lq_residual``: map = local mean of |image - bicubic-upsampled LQ| (detail the LQ does not support, and colour
+  or tone moved away from it), score = -mean(map);
+- ``lq_agreement``: its negation. On FGR data it is the strong one: an SR model's output agrees with its LQ more
+  closely than the GT does (the degradation's noise, blur and JPEG are in the LQ, not in the GT), so a map that
+  learns "agrees with the LQ = SR region" finds swaps without seeing any artifact, and would reward a generator for
+  moving away from its input.
 """
 import cv2
 import numpy as np
 
 TRIVIAL_DETECTORS = ('constant', 'laplacian', 'blur')
+LQ_DETECTORS = ('lq_residual', 'lq_agreement')
 
 
 def laplacian_energy(img, window=7):
@@ -57,4 +67,43 @@ def trivial_detector(kind, window=7):
             results.append((-sign * float(energy.mean()), sign * energy))
         return results
 
+    return detect
+
+
+def upsample_lq(lq, shape):
+    """An RGB LQ image bicubic-upsampled to ``shape`` (H, W) and clipped to [0, 1] (a no-op at that size)."""
+    lq = np.asarray(lq, np.float32)
+    if lq.shape[:2] == tuple(shape[:2]):
+        return lq
+    return np.clip(cv2.resize(lq, (shape[1], shape[0]), interpolation=cv2.INTER_CUBIC), 0, 1)
+
+
+def lq_residual(img, lq, window=7):
+    """Local mean (``window`` box, borders reflected) of mean_c|img - ``upsample_lq(lq)``|: float32 (H, W)."""
+    img = np.asarray(img, np.float32)
+    return cv2.blur(np.abs(img - upsample_lq(lq, img.shape)).mean(axis=2), (window, window),
+                    borderType=cv2.BORDER_REFLECT)
+
+
+def lq_detector(kind, window=7):
+    """An LQ-aware detector ``(images, lqs) -> [(score, map (H, W)), ...]`` (``LQ_DETECTORS``); its ``needs_lq``
+    attribute is True.
+
+    Raises:
+        ValueError: Unknown ``kind`` or ``window`` < 1.
+    """
+    if kind not in LQ_DETECTORS:
+        raise ValueError(f'unknown LQ detector {kind!r}: choose {", ".join(LQ_DETECTORS)}')
+    if window < 1:
+        raise ValueError(f'window must be >= 1, got {window}')
+    sign = 1.0 if kind == 'lq_residual' else -1.0
+
+    def detect(images, lqs):
+        results = []
+        for img, lq in zip(images, lqs, strict=True):
+            residual = lq_residual(img, lq, window)
+            results.append((-sign * float(residual.mean()), sign * residual))
+        return results
+
+    detect.needs_lq = True
     return detect

@@ -10,7 +10,7 @@ import yaml
 from scipy.stats import spearmanr
 
 from finpercep_basicsr.archs.finpercep_rm_arch import FinPercepRewardNet
-from finpercep_basicsr.metrics.trivial_detectors import laplacian_energy, trivial_detector
+from finpercep_basicsr.metrics.trivial_detectors import laplacian_energy, lq_detector, trivial_detector
 from finpercep_basicsr.evaluation.rm_generalization import (build_detectors, evaluate_fgr, evaluate_hacking, family_of,
                                                  fgr_samples, hack_triplets, parse_family_map)
 from finpercep_basicsr.evaluation.rm_generalization_report import main
@@ -226,3 +226,48 @@ def test_cli_bad_input_exits_2(tmp_path, capsys):
         main(['--reward-opt', opt, '--hack-start', str(tmp_path), '--out', 'x.json'])
     assert exc.value.code == 2
     assert not os.path.exists(tmp_path / 'o.json')
+
+
+def test_lq_floors_find_the_region_the_lq_does_not_support():
+    lq = np.random.default_rng(0).random((8, 8, 3)).astype(np.float32)
+    up = np.clip(cv2.resize(lq, (32, 32), interpolation=cv2.INTER_CUBIC), 0, 1)
+    img = up.copy()
+    img[:, 16:] = np.clip(img[:, 16:] + 0.3, 0, 1)  # the right half moved away from its LQ
+    (score, residual), = lq_detector('lq_residual', 3)([img], [lq])
+    assert residual[:, :14].max() < 1e-5 and residual[:, 18:].min() > 0.05
+    assert score == pytest.approx(-residual.mean())
+    (agree_score, agreement), = lq_detector('lq_agreement', 3)([img], [up])  # an LQ already at size works alike
+    assert np.allclose(agreement, -residual, atol=1e-6) and agree_score == pytest.approx(-score)
+    assert lq_detector('lq_residual').needs_lq
+    with pytest.raises(ValueError, match='unknown LQ detector'):
+        lq_detector('laplacian')
+
+
+def test_lq_floors_run_beside_and_stay_out_of_best_trivial(tmp_path, capsys, one_thread):
+    root = tmp_path / 'fgr'
+    write_fgr(str(root))
+    trivial = {k: v for k, v in build_detectors(None, window=3, lq_floors=True).items() if k != 'rm'}
+    samples = fgr_samples([str(root)])
+    with pytest.raises(UserInputError, match='lq/0000.png missing.*rerun its build'):
+        evaluate_fgr(samples, trivial)
+    for i in range(len(SAMPLES)):  # each sample's LQ: its GT's 2x2 block means
+        gt = cv2.imread(str(root / 'gt' / f'{i:04d}.png'))
+        _write_rgb(str(root / 'lq' / f'{i:04d}.png'), cv2.resize(gt, (2, 2), interpolation=cv2.INTER_AREA)[..., ::-1])
+    metrics = evaluate_fgr(samples, trivial)['pooled']['metrics']
+    assert metrics['lq_agreement']['map_auc'] == pytest.approx(1 - metrics['lq_residual']['map_auc'])
+    write_hacking(str(tmp_path / 'hack'))
+    out = tmp_path / 'gen.json'
+    hack = ['--hack-start', str(tmp_path / 'hack' / 'start'), '--hack-out', str(tmp_path / 'hack' / 'hacked'),
+            '--hack-gt', str(tmp_path / 'hack' / 'gt')]
+    argv = ['--reward-opt', _reward_opt(tmp_path), '--fgr', str(root), '--window', '3', '--out', str(out),
+            '--threads', '1', '--lq-floors'] + hack
+    with pytest.raises(SystemExit):
+        main(argv)
+    assert '--hack-lq' in capsys.readouterr().err
+    assert main(argv + ['--hack-lq', str(tmp_path / 'hack' / 'gt')]) == 0
+    printed = capsys.readouterr().out
+    assert 'lq_residual' in printed.splitlines()[5] and 'lq_agreement' in printed.splitlines()[5]
+    result = json.load(open(out))
+    assert result['detectors'][-2:] == ['lq_residual', 'lq_agreement'] and result['hacking']['lq'].endswith('gt')
+    bests = [g['best_trivial'][m] for g in result['fgr']['families'].values() for m in g['best_trivial']]
+    assert all(b is None or b['detector'] in ('constant', 'laplacian', 'blur') for b in bests)
