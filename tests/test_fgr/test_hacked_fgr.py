@@ -88,3 +88,49 @@ def test_bad_option_files_are_named(tmp_path):
     path.write_text('- a list\n')
     with pytest.raises(UserInputError, match='expected a mapping of options'):
         build_hacked_fgr_from_file(str(path), split='val')
+
+
+def _tree_bytes(root):
+    out = {}
+    for folder, _, names in os.walk(root):
+        for name in names:
+            if name.endswith('.png') or name == 'meta_info.jsonl':
+                with open(os.path.join(folder, name), 'rb') as f:
+                    out[os.path.relpath(os.path.join(folder, name), root)] = f.read()
+    return out
+
+
+@pytest.mark.slow
+def test_a_hack_source_is_seeded_the_same_options_give_the_same_generators_and_samples(tmp_path):
+    import torch
+    results = []
+    for copy in ('a', 'b'):
+        opt = _options(tmp_path / copy)
+        os.makedirs(opt['workdir'])
+        build_hacked_fgr(opt, progress=False)
+        weights = torch.load(tmp_path / copy / 'work' / 'experiments' / 'hack' / 'models' / 'net_g_2.pth')['params']
+        files = _tree_bytes(tmp_path / copy / 'fgr' / 'train')
+        # the meta lines name the photos' and checkpoints' paths, which differ by the copy's folder
+        files['meta_info.jsonl'] = files['meta_info.jsonl'].replace(str(tmp_path / copy).encode(), b'')
+        results.append((weights, files))
+    (wa, fa), (wb, fb) = results
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert fa.keys() == fb.keys() and fa == fb and any(k.startswith('sr') for k in fa)
+
+
+def test_the_shipped_hack_recipe_is_seeded_and_leaves_the_hacking_checks_run_out():
+    """fgr_hacked_v3.yml: every run has its own seed, and none is the hacking check's held-out pair (Real-ESRGAN
+    x4plus against the shipped RM's score alone, the benchmark grid's global_only)."""
+    from finpercep_basicsr.utils.option_check import load_option_file
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    recipe = load_option_file(os.path.join(root, 'options', 'data', 'pretrained', 'fgr_hacked_v3.yml'))
+    seeds = [run['overrides']['manual_seed'] for run in recipe['runs']]
+    assert len(set(seeds)) == len(seeds) == len(recipe['runs'])
+    for run in recipe['runs']:
+        with open(os.path.join(root, run['opt'])) as f:
+            base = yaml.safe_load(f)
+        reward = run['overrides'].get('train.reward_opt', base['train']['reward_opt'])
+        generator = base['network_g']['type']
+        score_alone = reward.get('lambda_map', 1.0) == 0 or reward['type'] == 'FinPercepGlobalIQALoss'
+        shipped = reward.get('pretrain_path') == 'weights/finpercep_rm.pth'
+        assert not (generator == 'RRDBNet' and score_alone and shipped), run['name']
