@@ -35,6 +35,12 @@ class FinPercepFGRDataset(data.Dataset):
             FileClient.
         gt_size (int | None): Random crop size during training; None keeps full images.
         use_hflip (bool), use_rot (bool): Augmentations, applied identically to every image and map.
+        pdm_scale (float | None): Re-express every label map on this one distance scale, so that its values
+            compare across samples (how severe, not only where). The builder's percentile normalisation
+            (``labels.normalize``) divides each sample's distance by its own ``label_scale`` (in
+            ``meta_info.jsonl``), which maps every swap's worst pixels to 1, however faint; this gives
+            ``min(1, pdm * label_scale / pdm_scale)``. Exact below the sample's own clip point (its top 1 % of
+            pixels, stored as 1, become ``label_scale / pdm_scale`` where that is less than 1).
 
     Returns per item: ``gt``, ``sr``, ``syn`` (3, H, W) and ``mask``, ``pdm`` (1, H, W), float32 in
     [0, 1], plus ``name``, ``gt_path`` and ``aug`` (the crop and flips drawn, ``top,left,hflip,rot``; ``none``
@@ -46,6 +52,9 @@ class FinPercepFGRDataset(data.Dataset):
         self.opt = opt
         self.root = opt['dataroot']
         self.parts = None
+        self.pdm_scale = opt.get('pdm_scale')
+        if self.pdm_scale is not None and not (isinstance(self.pdm_scale, (int, float)) and self.pdm_scale > 0):
+            raise UserInputError(f'FGR dataset: pdm_scale must be a positive number, got {self.pdm_scale!r}')
         if isinstance(self.root, (list, tuple)):
             self._init_parts(opt)
             return
@@ -86,11 +95,21 @@ class FinPercepFGRDataset(data.Dataset):
         meta = os.path.join(folder, 'meta_info.jsonl')
         if os.path.isfile(meta):
             with open(meta) as f:
-                names = [json.loads(line)['name'] for line in f if line.strip()]
+                entries = [json.loads(line) for line in f if line.strip()]
+            names = [e['name'] for e in entries]
+            if self.pdm_scale is not None:
+                self.label_scales = {e['name']: e.get('label_scale') for e in entries}
+                lacking = [n for n, v in self.label_scales.items() if v is None]
+                if lacking:
+                    raise UserInputError(f'FGR dataset: pdm_scale needs label_scale in {meta}; sample {lacking[0]} '
+                                         'has none')
         elif os.path.isdir(os.path.join(folder, 'gt')):
             names = sorted(os.path.splitext(n)[0] for n in os.listdir(os.path.join(folder, 'gt')))
         else:
             names = []
+        if self.pdm_scale is not None and names and not os.path.isfile(meta):
+            raise UserInputError(f'FGR dataset: pdm_scale needs the samples\' label_scale from {meta}, which is '
+                                 'missing')
         if not names:
             raise UserInputError(f'FGR dataroot {folder} holds no samples (no meta_info.jsonl and no gt/ images)')
         return names
@@ -163,6 +182,8 @@ class FinPercepFGRDataset(data.Dataset):
             return self.parts[part][item]
         name = self.names[index]
         arrays = {key: self._read(key, name) for key in ALL_KEYS}
+        if self.pdm_scale is not None:
+            arrays['pdm'] = np.minimum(arrays['pdm'] * (self.label_scales[name] / self.pdm_scale), 1.0)
         sizes = {a.shape[:2] for a in arrays.values()}
         if len(sizes) != 1:
             raise UserInputError(f'FGR sample {name} in {self.root}: images and maps differ in size {sizes}')

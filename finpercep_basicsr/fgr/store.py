@@ -116,11 +116,17 @@ def write_meta(root, entries):
     os.replace(tmp, path)
 
 
+def stored_keys(root):
+    """The folders of ``root`` an LMDB copies: every FGR key, but the LQ of a set made before it was stored (its build
+    command, rerun, adds it)."""
+    return tuple(k for k in FGR_KEYS if k != 'lq' or os.path.isdir(os.path.join(root, k)))
+
+
 def _lmdb_is_current(root):
     meta_lmdb = os.path.join(root, LMDB_DIR, META_NAME)
     # an LMDB made before a key was stored (the LQ) is stale too
     if not os.path.isfile(meta_lmdb) or not all(os.path.isdir(os.path.join(root, LMDB_DIR, f'{key}.lmdb'))
-                                                for key in FGR_KEYS):
+                                                for key in stored_keys(root)):
         return False
     with open(meta_lmdb, 'rb') as a, open(os.path.join(root, META_NAME), 'rb') as b:
         return a.read() == b.read()
@@ -152,7 +158,7 @@ def build_lmdb(root, names):
     tmp = os.path.join(root, LMDB_DIR + _TMP_TAG)
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)
-    for key in FGR_KEYS:
+    for key in stored_keys(root):
         paths = [os.path.join(root, key, f'{n}.png') for n in names]
         # the map is virtual (sparse): a generous bound costs nothing, an overflow aborts the build
         map_size = 2 * sum(os.path.getsize(p) for p in paths) + 8192 * len(paths) + (64 << 20)

@@ -29,6 +29,6 @@ def make_fgr_folder(root, num=4, size=32, seed=0):
             write_rgb8(os.path.join(root, 'syn', f'{name}.png'), syn)
             cv2.imwrite(os.path.join(root, 'mask', f'{name}.png'), (mask * 255).astype(np.uint8))
             write_map16(os.path.join(root, 'pdm', f'{name}.png'), pdm)
-            meta.write(json.dumps({'name': name, 'photo': 'random', 'sr_model': 'blur+noise',
-                                   'mask_kind': 'rect', 'seed': seed}) + '\n')
+            meta.write(json.dumps({'name': name, 'photo': 'random', 'sr_model': 'blur+noise', 'mask_kind': 'rect',
+                                   'seed': seed, 'label_scale': float(max(diff.max(), 1e-8))}) + '\n')
     return root

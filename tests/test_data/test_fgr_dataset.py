@@ -1,4 +1,5 @@
 """FinPercepFGRDataset: disk and LMDB backends agree, augmentation keeps every image and map aligned."""
+import json
 import os
 import random
 import shutil
@@ -112,3 +113,27 @@ def test_several_dataroots_read_as_one_with_repeats(tmp_path):
         FinPercepFGRDataset({'dataroot': [a, b], 'dataroot_repeat': [1], 'phase': 'val'})
     with pytest.raises(UserInputError, match='not a folder'):
         FinPercepFGRDataset({'dataroot': [a, str(tmp_path / 'missing')], 'phase': 'val'})
+
+
+def test_pdm_scale_puts_every_label_on_one_severity_scale(tmp_path):
+    root = make_fgr_folder(str(tmp_path / 'fgr'), num=3, size=32, seed=2)
+    plain = FinPercepFGRDataset({'dataroot': root, 'phase': 'val'})
+    scale = 0.05
+    scaled = FinPercepFGRDataset({'dataroot': root, 'phase': 'val', 'pdm_scale': scale})
+    with open(os.path.join(root, 'meta_info.jsonl')) as f:
+        label_scales = [json.loads(line)['label_scale'] for line in f]
+    peaks = []
+    for i, ls in enumerate(label_scales):
+        expected = torch.clamp(plain[i]['pdm'] * (ls / scale), max=1.0)
+        torch.testing.assert_close(scaled[i]['pdm'], expected)
+        torch.testing.assert_close(scaled[i]['syn'], plain[i]['syn'])  # only the label changes
+        peaks.append(float(scaled[i]['pdm'].max()))
+    # per sample each label peaks at 1; on one scale the peaks follow each swap's own worst distance
+    assert all(float(plain[i]['pdm'].max()) == pytest.approx(1.0, abs=1e-4) for i in range(3))
+    assert peaks == pytest.approx([min(1.0, ls / scale) for ls in label_scales], abs=1e-4)
+    with pytest.raises(UserInputError, match='pdm_scale must be a positive number'):
+        FinPercepFGRDataset({'dataroot': root, 'pdm_scale': 0})
+    lines = open(os.path.join(root, 'meta_info.jsonl')).read().replace('"label_scale"', '"other"')
+    open(os.path.join(root, 'meta_info.jsonl'), 'w').write(lines)
+    with pytest.raises(UserInputError, match='pdm_scale needs label_scale in .*meta_info.jsonl'):
+        FinPercepFGRDataset({'dataroot': root, 'pdm_scale': scale})
