@@ -42,8 +42,13 @@ class FinPercepRewardNet(nn.Module):
         texture (bool): The decoder's texture branch (``rm_texture``): fixed high-pass statistics of
             the image at full resolution, so the map sees pixel-level texture (stages 1..3).
         texture_windows (list[int]): Window sizes (odd, pixels) of those statistics.
+        lq_condition (bool): The map can also see the SR input (``forward(x, lq=...)``): statistics of how the image
+            departs from the upsampled LQ (``rm_texture.LQSupportStats``) enter the decoder through zero-initialised
+            branches. Without an LQ the network scores as a no-reference model (the branches are skipped), so a
+            model trained with LQ dropout serves both. Stages 1..3.
 
-    Input: (B, 3, H, W) RGB in [0, 1], any H and W (padded to the encoder stride, cropped back).
+    Input: (B, 3, H, W) RGB in [0, 1], any H and W (padded to the encoder stride, cropped back); optionally ``lq``
+    (B, 3, h, w) in [0, 1], h <= H and w <= W, the input ``x`` was super-resolved from (upsampled here, bicubic).
     Output: ``{'score': (B,), 'pdm': (B, 1, H, W)}``; the score is higher for better quality, the
     map in [0, 1] is 1 where strongly degraded. At stage 0 the map is all zeros (no degradation
     is localised) and carries no gradient, so a reward ``l1 * S + l2 * (1 - max M)`` reduces to the
@@ -51,16 +56,20 @@ class FinPercepRewardNet(nn.Module):
     """
 
     def __init__(self, encoder='efficientnet-lite0', pretrained=True, weights_path=None, channels=None, stage=MAX_STAGE,
-                 decoder_width=32, refine_ch=8, mlp_hidden=128, texture=True, texture_windows=(3, 9)):
+                 decoder_width=32, refine_ch=8, mlp_hidden=128, texture=True, texture_windows=(3, 9),
+                 lq_condition=False):
         super().__init__()
         if stage not in range(MAX_STAGE + 1):
             raise ValueError(f'FinPercepRewardNet: stage must be 0..{MAX_STAGE}, got {stage}')
+        if lq_condition and stage == 0:
+            raise ValueError('FinPercepRewardNet: lq_condition needs a map (stage 1..3)')
         self.stage = stage
+        self.lq_condition = bool(lq_condition)
         self.encoder = build_rm_encoder(encoder, pretrained=pretrained, weights_path=weights_path, channels=channels)
         self.pad_multiple = self.encoder.pad_multiple
         top_ch = self.encoder.channels[-1]
         self.decoder = StagedFPNDecoder(self.encoder.channels, stage, decoder_width, refine_ch, texture,
-                                        texture_windows) if stage > 0 else None
+                                        texture_windows, lq_condition) if stage > 0 else None
         self.score_head = nn.Sequential(nn.Linear(2 * top_ch, mlp_hidden), nn.LeakyReLU(0.2, inplace=True),
                                         nn.Linear(mlp_hidden, 1))
         with torch.no_grad():  # the map-weighted half starts silent: stage k+1 scores like stage k
@@ -122,6 +131,22 @@ class FinPercepRewardNet(nn.Module):
             raise ValueError(f'FinPercepRewardNet expects pixels in [0, 1], got [{lo.item():.3g}, {hi.item():.3g}] '
                              '(divide 8-bit images by 255; map [-1, 1] outputs with (x + 1) / 2)')
 
+    def upsampled_lq(self, lq, x):
+        """``lq`` (B, 3, h, w) checked against ``x`` (B, 3, H, W) and upsampled to H x W (bicubic, clipped to [0, 1]).
+
+        Raises:
+            ValueError: This network is not LQ-conditioned, or the LQ's shape or range does not fit ``x``.
+        """
+        if not self.lq_condition:
+            raise ValueError('this FinPercepRewardNet is not LQ-conditioned (lq_condition: false); score without lq')
+        self.check_input(lq)
+        if lq.size(0) != x.size(0) or lq.size(2) > x.size(2) or lq.size(3) > x.size(3):
+            raise ValueError(f'lq {tuple(lq.shape)} does not fit the image {tuple(x.shape)}: one LQ per image, no '
+                             'larger than it')
+        if lq.shape[-2:] == x.shape[-2:]:
+            return lq
+        return F.interpolate(lq, size=x.shape[-2:], mode='bicubic', align_corners=False).clamp(0, 1)
+
     def _pad(self, x):
         h, w = x.shape[-2:]
         m = self.pad_multiple
@@ -160,9 +185,11 @@ class FinPercepRewardNet(nn.Module):
         stats = self.decoder.stats(xp) if texture_stats and has_stats else None
         return {'steps': steps, 'hidden': hidden, 'levels': levels, 'stats': stats}
 
-    def forward(self, x, frozen=None):
-        """x (B, 3, H, W) in [0, 1] -> {'score': (B,), 'pdm': (B, 1, H, W)}; ``frozen``: ``frozen_features(x)``."""
+    def forward(self, x, frozen=None, lq=None):
+        """x (B, 3, H, W) in [0, 1] -> {'score': (B,), 'pdm': (B, 1, H, W)}; ``frozen``: ``frozen_features(x)``;
+        ``lq``: the LQ input of ``x`` (LQ-conditioned networks; None scores without it)."""
         self.check_input(x)
+        lq_up = self._pad(self.upsampled_lq(lq, x)) if lq is not None else None
         h, w = x.shape[-2:]
         xp = self._pad(x)
         if frozen is not None and frozen['steps'] != self.frozen_steps():
@@ -179,7 +206,7 @@ class FinPercepRewardNet(nn.Module):
             pdm = x.new_zeros(x.size(0), 1, h, w)
             weighted = torch.zeros_like(pooled)
         else:
-            pdm_full = torch.sigmoid(self.decoder(feats, xp, stats))
+            pdm_full = torch.sigmoid(self.decoder(feats, xp, stats, lq_up))
             # the padding is not part of the image: weight only the real region of the map
             valid = torch.zeros_like(pdm_full)
             valid[..., :h, :w] = 1

@@ -21,12 +21,16 @@ new parts then learn the finer detail.
 With ``texture`` on, fixed high-pass statistics of the image (``rm_texture``) are added to the
 finest decoder feature before the map head (zero-initialised branch) and given to the stage-3
 refinement, so the map sees pixel-level texture as the trivial sharpness and blur detectors do.
+
+With ``lq_condition`` on, the statistics of the image against its LQ input (``rm_texture.LQSupportStats``) are
+added the same way, through their own zero-initialised branches, when an LQ is given; without one the decoder is
+the no-reference decoder, parameter for parameter.
 """
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from finpercep_basicsr.archs.rm_texture import TextureBranch, TextureStats
+from finpercep_basicsr.archs.rm_texture import LQSupportStats, TextureBranch, TextureStats
 
 MAX_STAGE = 3
 _LEVELS = {1: (2, 3), 2: (0, 1, 2, 3), 3: (0, 1, 2, 3)}
@@ -89,9 +93,11 @@ class StagedFPNDecoder(nn.Module):
         refine_ch (int): Width of the stage-3 full-resolution branch.
         texture (bool): Add the texture branch (``rm_texture``) to the finest feature and the refinement.
         texture_windows (list[int]): Window sizes of the texture statistics.
+        lq_condition (bool): Add the LQ-support branches (used when ``forward`` gets ``lq_up``).
     """
 
-    def __init__(self, in_channels, stage, width=64, refine_ch=16, texture=False, texture_windows=(3, 9)):
+    def __init__(self, in_channels, stage, width=64, refine_ch=16, texture=False, texture_windows=(3, 9),
+                 lq_condition=False):
         super().__init__()
         if stage not in _LEVELS:
             raise ValueError(f'decoder stage must be 1..{MAX_STAGE}, got {stage}')
@@ -113,13 +119,20 @@ class StagedFPNDecoder(nn.Module):
         self.texture = TextureBranch(self.stats.channels, width) if texture else None
         stats_ch = self.stats.channels if texture else 0
         self.refine = FullResRefine(width, refine_ch, stats_ch) if stage >= 3 else None
+        self.lq_stats = LQSupportStats(texture_windows) if lq_condition else None
+        self.lq_texture = TextureBranch(self.lq_stats.channels, width) if lq_condition else None
+        # the LQ's full-resolution correction of the logits: the statistics and the logits in, zero-initialised out
+        self.lq_refine = nn.Sequential(
+            nn.Conv2d(self.lq_stats.channels + 1, refine_ch, 3, 1, 1), nn.LeakyReLU(0.2, inplace=True),
+            _zero_conv(refine_ch, 1, 3)) if lq_condition and stage >= 3 else None
         # how strongly the mean map lowers the global score (FinPercepRewardNet): starts at 0 so a
         # grown network scores like its previous stage; the rank loss learns it
         self.map_gain = nn.Parameter(torch.zeros(1))
 
-    def forward(self, feats, image, stats=None):
+    def forward(self, feats, image, stats=None, lq_up=None):
         """feats: encoder levels (finest first); image (B,3,H,W); stats: ``self.stats(image)`` when already
-        computed (a training step's cache). Returns logits (B,1,H,W)."""
+        computed (a training step's cache); lq_up: the LQ input upsampled to the image's size, or None (no-reference).
+        Returns logits (B,1,H,W)."""
         top = self.levels[-1]
         x = self.lateral[str(top)](feats[top])
         for i in reversed(self.levels[:-1]):
@@ -129,7 +142,12 @@ class StagedFPNDecoder(nn.Module):
             stats = self.stats(image)
         if stats is not None:
             x = self.texture(x, stats)
+        lq_stats = self.lq_stats(image, lq_up) if lq_up is not None else None
+        if lq_stats is not None:
+            x = self.lq_texture(x, lq_stats)
         logits = F.interpolate(self.head(x), size=image.shape[-2:], mode='bilinear', align_corners=False)
         if self.refine is not None:
             logits = self.refine(image, x, logits, stats)
+        if lq_stats is not None and self.lq_refine is not None:
+            logits = logits + self.lq_refine(torch.cat([lq_stats, logits], dim=1))
         return logits

@@ -10,6 +10,9 @@ decoder what the trivial detectors see, so the learned map can use it in either 
   second-order, i.e. ringing and etching rather than edges). Fixed filters, no parameters, cheap.
 - ``TextureBranch``: two convolutions that fold those statistics into a decoder feature map; the
   last one is zero-initialised, so adding the branch to a trained decoder starts as the identity.
+- ``LQSupportStats``: for an LQ-conditioned map, how the image departs from its (upsampled) LQ input: the
+  log energy of the residual and the differences of the two log energies above. Detail the LQ does not
+  support raises them; an output that only hugs its LQ lowers them.
 """
 import torch
 import torch.nn.functional as F
@@ -48,18 +51,38 @@ class TextureStats(nn.Module):
         self.register_buffer('kernels', torch.stack([lap, sobel, sobel.t()]).unsqueeze(1), persistent=False)
         self.channels = 3 * len(self.windows)
 
+    def luminance(self, x):
+        return (x * self.luma).sum(dim=1, keepdim=True)
+
+    def log_energies(self, x):
+        """Per window, (B, 2, H, W): the log local energies of the luminance Laplacian and gradient magnitude."""
+        resp = F.conv2d(F.pad(self.luminance(x), (1, 1, 1, 1), mode='replicate'), self.kernels)
+        energies = torch.cat([resp[:, :1].square(), resp[:, 1:].square().sum(dim=1, keepdim=True)], dim=1)
+        return [torch.log((_box_mean(energies, w) if w > 1 else energies) + _EPS) for w in self.windows]
+
     def forward(self, x):
-        y = (x * self.luma).sum(dim=1, keepdim=True)
-        resp = F.conv2d(F.pad(y, (1, 1, 1, 1), mode='replicate'), self.kernels)
-        lap_sq = resp[:, :1].square()
-        grad_sq = resp[:, 1:].square().sum(dim=1, keepdim=True)
-        energies = torch.cat([lap_sq, grad_sq], dim=1)
         out = []
-        for w in self.windows:
-            e = _box_mean(energies, w) if w > 1 else energies
-            log_e = torch.log(e + _EPS)
+        for log_e in self.log_energies(x):
             # centred on typical photo values (about -9 for both); the difference is scale-free
             out += [(log_e[:, :1] + 9.0) / 3.0, (log_e[:, 1:] + 9.0) / 3.0, log_e[:, :1] - log_e[:, 1:]]
+        return torch.cat(out, dim=1)
+
+
+class LQSupportStats(TextureStats):
+    """Fixed statistics of an image against its LQ input upsampled to the same size.
+
+    Per window: log energy of the luminance residual (image - LQ), and the image's log Laplacian and gradient
+    energies minus the LQ's (> 0: detail added over the LQ, invented or sharpened; < 0: detail lost).
+
+    Input: image and upsampled LQ, (B, 3, H, W) each. Output: (B, 3 * len(windows), H, W).
+    """
+
+    def forward(self, x, lq_up):
+        residual = self.luminance(x - lq_up).square()
+        out = []
+        for w, log_x, log_lq in zip(self.windows, self.log_energies(x), self.log_energies(lq_up)):
+            log_r = torch.log((_box_mean(residual, w) if w > 1 else residual) + _EPS)
+            out += [(log_r + 9.0) / 3.0, (log_x - log_lq) / 3.0]
         return torch.cat(out, dim=1)
 
 

@@ -110,6 +110,7 @@ class RewardCoEvolution:
         for p in net.parameters():
             p.requires_grad_(True)
         try:
+            # an LQ-conditioned network is refreshed in its no-reference mode: its LQ branches keep their weights
             out = net(torch.cat([sr.clamp(0, 1), gt], dim=0))
             score_sr, score_gt = out['score'].chunk(2)
             pdm_sr, pdm_gt = out['pdm'].chunk(2)

@@ -169,7 +169,7 @@ class RewardCurriculum:
         indices = range(len(self.stages)) if current_iter is None else [i for i, _ in self.blend(current_iter)]
         return any(self.stages[i]['reward'].get('reference_margin') is not None for i in indices)
 
-    def rewards(self, sr, current_iter, gt=None, reference=None):
+    def rewards(self, sr, current_iter, gt=None, reference=None, lq=None):
         """Per-image reward of the stages blended at ``current_iter``: sum_k blend_k * loss_weight_k * R_k.
 
         Args:
@@ -179,6 +179,7 @@ class RewardCurriculum:
             reference (Tensor | None): (N / G, 3, H, W) the frozen reference generator's output for the
                 input of each group of G consecutive images; a reward with ``reference_margin`` counts
                 each image only up to its reference's reward + margin. None: uncapped.
+            lq (Tensor | None): (N, 3, h, w) the input of each image, for LQ-conditioned reward models.
 
         Returns:
             tuple[Tensor, dict]: Rewards (N,), and for the log the blend-weighted means of the terms
@@ -186,7 +187,7 @@ class RewardCurriculum:
         """
         total, logs = 0, {}
         for module, weight in self.step(current_iter):
-            reward, terms = module.image_rewards(sr, gt, reference)
+            reward, terms = module.image_rewards(sr, gt, reference, lq)
             total = total + weight * module.loss_weight * reward
             for name in LOG_TERMS:
                 if name in terms:

@@ -12,9 +12,9 @@ from torch.utils import data
 from finpercep_basicsr.utils.errors import UserInputError
 from finpercep_basicsr.utils.image_io import decode_image, decode_map
 
-IMAGE_KEYS = ('gt', 'sr', 'syn')
+IMAGE_KEYS = ('gt', 'sr', 'syn', 'lq')
 MAP_KEYS = ('mask', 'pdm')
-ALL_KEYS = IMAGE_KEYS + MAP_KEYS
+ALL_KEYS = ('gt', 'sr', 'syn') + MAP_KEYS
 # py-lmdb refuses to open one environment twice in a process (e.g. a train and a val set on the same
 # LMDB), so readers are shared per process; the pid keeps a forked worker off its parent's handles
 _LMDB_CLIENTS = {}
@@ -41,10 +41,13 @@ class FinPercepFGRDataset(data.Dataset):
             ``meta_info.jsonl``), which maps every swap's worst pixels to 1, however faint; this gives
             ``min(1, pdm * label_scale / pdm_scale)``. Exact below the sample's own clip point (its top 1 % of
             pixels, stored as 1, become ``label_scale / pdm_scale`` where that is less than 1).
+        use_lq (bool): Also read each sample's LQ input (``lq/<name>.png``, 1 / scale of the sample's size), for an
+            LQ-conditioned reward model; training crops then start on the LQ's pixel grid.
 
     Returns per item: ``gt``, ``sr``, ``syn`` (3, H, W) and ``mask``, ``pdm`` (1, H, W), float32 in
-    [0, 1], plus ``name``, ``gt_path`` and ``aug`` (the crop and flips drawn, ``top,left,hflip,rot``; ``none``
-    outside training): a training step's feature cache keys a sample by its ``gt_path`` and ``aug``.
+    [0, 1] (with ``use_lq`` also ``lq`` (3, H / scale, W / scale)), plus ``name``, ``gt_path`` and ``aug`` (the crop
+    and flips drawn, ``top,left,hflip,rot``; ``none`` outside training): a training step's feature cache keys a sample
+    by its ``gt_path`` and ``aug``.
     """
 
     def __init__(self, opt):
@@ -53,6 +56,7 @@ class FinPercepFGRDataset(data.Dataset):
         self.root = opt['dataroot']
         self.parts = None
         self.pdm_scale = opt.get('pdm_scale')
+        self.keys = ALL_KEYS + (('lq',) if opt.get('use_lq') else ())
         if self.pdm_scale is not None and not (isinstance(self.pdm_scale, (int, float)) and self.pdm_scale > 0):
             raise UserInputError(f'FGR dataset: pdm_scale must be a positive number, got {self.pdm_scale!r}')
         if isinstance(self.root, (list, tuple)):
@@ -116,19 +120,21 @@ class FinPercepFGRDataset(data.Dataset):
 
     def _check_disk_files(self):
         """Every listed sample must have all five files; one listing per folder keeps this cheap."""
-        for key in ALL_KEYS:
+        for key in self.keys:
             folder = os.path.join(self.root, key)
             present = set(os.listdir(folder)) if os.path.isdir(folder) else set()
             missing = [n for n in self.names if f'{n}.png' not in present]
             if missing:
+                hint = ' (a set built before the LQ was stored: rerun its build command to add it)' \
+                    if key == 'lq' else ''
                 raise UserInputError(f'FGR set {self.root}: {len(missing)} sample(s) lack {key}/<name>.png, '
-                                     f'e.g. {os.path.join(folder, missing[0] + ".png")}')
+                                     f'e.g. {os.path.join(folder, missing[0] + ".png")}{hint}')
 
     def _check_lmdb_keys(self):
         """Every listed sample must be in every LMDB with one shape, at least ``gt_size`` (from meta_info.txt)."""
         size = self.opt.get('gt_size')
         shapes = {}
-        for key in ALL_KEYS:
+        for key in self.keys:
             info = os.path.join(self.db_root, f'{key}.lmdb', 'meta_info.txt')
             if not os.path.isfile(info):
                 raise UserInputError(f'FGR LMDB {os.path.join(self.db_root, key + ".lmdb")} is missing or has no '
@@ -139,6 +145,8 @@ class FinPercepFGRDataset(data.Dataset):
                 shape = entries.get(f'{name}.png')
                 if shape is None:
                     raise UserInputError(f'FGR LMDB {info}: sample {name} is missing')
+                if key == 'lq':  # 1 / scale of the sample's size, checked when read
+                    continue
                 hw = tuple(int(v) for v in shape.strip('()').split(',')[:2])
                 if shapes.setdefault(name, hw) != hw:
                     raise UserInputError(f'FGR sample {name} in {self.db_root}: {key} is {hw}, gt is {shapes[name]}')
@@ -149,12 +157,12 @@ class FinPercepFGRDataset(data.Dataset):
     def _client(self):
         if self.file_client is None:
             if self.backend == 'lmdb':
-                paths = [os.path.realpath(os.path.join(self.db_root, f'{k}.lmdb')) for k in ALL_KEYS]
+                paths = [os.path.realpath(os.path.join(self.db_root, f'{k}.lmdb')) for k in self.keys]
                 # the data files' inodes: an LMDB rebuilt in place (build_fgr swaps folders) is a new reader
                 inodes = tuple(os.stat(os.path.join(p, 'data.mdb')).st_ino for p in paths)
                 cache_key = (os.getpid(), tuple(paths), inodes, repr(sorted(self.io_opt.items())))
                 if cache_key not in _LMDB_CLIENTS:
-                    _LMDB_CLIENTS[cache_key] = FileClient('lmdb', db_paths=paths, client_keys=list(ALL_KEYS),
+                    _LMDB_CLIENTS[cache_key] = FileClient('lmdb', db_paths=paths, client_keys=list(self.keys),
                                                           **self.io_opt)
                 self.file_client = _LMDB_CLIENTS[cache_key]
             else:
@@ -181,37 +189,57 @@ class FinPercepFGRDataset(data.Dataset):
             part, item = self.index[index]
             return self.parts[part][item]
         name = self.names[index]
-        arrays = {key: self._read(key, name) for key in ALL_KEYS}
+        arrays = {key: self._read(key, name) for key in self.keys}
         if self.pdm_scale is not None:
             arrays['pdm'] = np.minimum(arrays['pdm'] * (self.label_scales[name] / self.pdm_scale), 1.0)
+        lq = arrays.pop('lq', None)
         sizes = {a.shape[:2] for a in arrays.values()}
         if len(sizes) != 1:
             raise UserInputError(f'FGR sample {name} in {self.root}: images and maps differ in size {sizes}')
+        scale = self._lq_scale(name, next(iter(sizes)), lq) if lq is not None else 1
         aug = 'none'
         if self.opt.get('phase') == 'train':
-            arrays, aug = self._augment(arrays, name)
+            arrays, lq, aug = self._augment(arrays, name, lq, scale)
+        if lq is not None:
+            arrays['lq'] = lq
         out = {k: torch.from_numpy(np.ascontiguousarray(v.transpose(2, 0, 1))) for k, v in arrays.items()}
         out.update(name=name, gt_path=self._path('gt', name), aug=aug)
         return out
 
-    def _augment(self, arrays, name):
-        """Random crop, flip and transpose, the same for every image and map; returns the arrays and a key of what
-        was drawn (``top,left,hflip,rot``: the same key, the same pixels)."""
+    def _lq_scale(self, name, hw, lq):
+        """The integer factor between the sample's size ``hw`` and its LQ's."""
+        scale = hw[0] // max(lq.shape[0], 1)
+        if scale < 1 or (lq.shape[0] * scale, lq.shape[1] * scale) != tuple(hw):
+            raise UserInputError(f'FGR sample {name} in {self.root}: lq is {lq.shape[:2]}, not the sample\'s size '
+                                 f'{tuple(hw)} over an integer scale')
+        return scale
+
+    def _augment(self, arrays, name, lq=None, scale=1):
+        """Random crop, flip and transpose, the same for every image and map (and the LQ, whose crop is the same
+        region: with an LQ the crop starts on its pixel grid); returns the arrays, the LQ and a key of what was drawn
+        (``top,left,hflip,rot``: the same key, the same pixels)."""
         size = self.opt.get('gt_size')
         h, w = next(iter(arrays.values())).shape[:2]
         top = left = 0
         if size:
             if h < size or w < size:
                 raise UserInputError(f'FGR sample {name} ({h}x{w}) is smaller than gt_size {size}')
-            top, left = random.randint(0, h - size), random.randint(0, w - size)
+            if size % scale:
+                raise UserInputError(f'gt_size {size} is not a multiple of the LQ scale {scale} (sample {name})')
+            top, left = scale * random.randint(0, (h - size) // scale), scale * random.randint(0, (w - size) // scale)
             arrays = {k: v[top:top + size, left:left + size] for k, v in arrays.items()}
+            if lq is not None:
+                lq = lq[top // scale:(top + size) // scale, left // scale:(left + size) // scale]
         hflip = self.opt.get('use_hflip', True) and random.random() < 0.5
         rot = self.opt.get('use_rot', True) and random.random() < 0.5
+        if lq is not None:
+            arrays['lq'] = lq
         if hflip:
             arrays = {k: v[:, ::-1] for k, v in arrays.items()}
         if rot:
             arrays = {k: v.transpose(1, 0, 2) for k, v in arrays.items()}
-        return arrays, f'{top},{left},{int(hflip)},{int(rot)}'
+        lq = arrays.pop('lq', None)
+        return arrays, lq, f'{top},{left},{int(hflip)},{int(rot)}'
 
     def __len__(self):
         return len(self.names)

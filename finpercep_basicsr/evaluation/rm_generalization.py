@@ -46,13 +46,16 @@ RM = 'rm'
 POOLED = 'pooled'
 
 
-def reward_detector(net, tile=512, overlap=64, batch_size=4, device='cpu'):
-    """The reward network as a detector (tiled, no grad; see ``finpercep_basicsr.evaluation.score.score_images``)."""
+def reward_detector(net, tile=512, overlap=64, batch_size=4, device='cpu', use_lq=True):
+    """The reward network as a detector (tiled, no grad; see ``finpercep_basicsr.evaluation.score.score_images``).
+    An LQ-conditioned network is given each image's LQ (``needs_lq``) unless ``use_lq`` is False (its no-reference
+    fallback)."""
     from finpercep_basicsr.evaluation.score import score_images
 
-    def detect(images):
-        return [(s, m) for s, m, _ in score_images(net, images, tile, overlap, batch_size, device)]
+    def detect(images, lqs=None):
+        return [(s, m) for s, m, _ in score_images(net, images, tile, overlap, batch_size, device, lqs)]
 
+    detect.needs_lq = bool(use_lq and getattr(net, 'lq_condition', False))
     return detect
 
 

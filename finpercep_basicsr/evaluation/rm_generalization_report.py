@@ -29,6 +29,8 @@ import os
 from finpercep_basicsr.evaluation.rm_generalization import (FGR_METRICS, HACK_METRICS, POOLED, build_detectors,
                                                             compare, evaluate_fgr, evaluate_hacking, fgr_samples,
                                                             hack_triplets, parse_family_map, reward_detector)
+from finpercep_basicsr.utils.errors import UserInputError
+
 _METRIC_TITLES = {
     'map_auc': 'pixel ROC-AUC of the syn map vs the swap mask (> 0.5)',
     'map_auc_label': 'the same vs the label map > LABEL_THR',
@@ -127,6 +129,8 @@ def parse_args(argv=None):
     p.add_argument('--hack-gt', metavar='DIR', help='the GT images (same file names)')
     p.add_argument('--hack-lq', metavar='DIR', help='the LQ inputs of the hacked images (same file names; for '
                    '--lq-floors)')
+    p.add_argument('--rm-without-lq', action='store_true',
+                   help='score an LQ-conditioned reward model without its LQ (its no-reference fallback)')
     p.add_argument('--lq-floors', action='store_true',
                    help='also measure the LQ-aware floors (lq_residual, lq_agreement): from the FGR sets\' lq/ '
                    'images and --hack-lq; printed beside, not in "best trivial"')
@@ -164,10 +168,14 @@ def run(args):
     if args.threads:
         torch.set_num_threads(args.threads)
     net, ckpt = load_reward_net(args.reward_opt, args.ckpt, param_key=args.param_key, device=args.device)
-    detectors = build_detectors(reward_detector(net, args.tile, args.tile_overlap, args.batch_size, args.device),
-                                args.window, args.lq_floors)
+    rm_detect = reward_detector(net, args.tile, args.tile_overlap, args.batch_size, args.device, not args.rm_without_lq)
+    if rm_detect.needs_lq and args.hack_out and not args.hack_lq:
+        raise UserInputError('this reward model is LQ-conditioned: give the hacked images\' LQ inputs (--hack-lq DIR) '
+                             'or score it without them (--rm-without-lq)')
+    detectors = build_detectors(rm_detect, args.window, args.lq_floors)
     max_size = args.max_size or None
-    result = {'reward': {'opt': args.reward_opt, 'checkpoint': ckpt, 'stage': net.stage, 'has_map': net.has_map},
+    result = {'reward': {'opt': args.reward_opt, 'checkpoint': ckpt, 'stage': net.stage, 'has_map': net.has_map,
+                         'given_lq': rm_detect.needs_lq},
               'settings': {'window': args.window, 'label_thr': args.label_thr, 'hack_error_thr': args.hack_error_thr,
                            'max_size': max_size, 'tile': args.tile, 'tile_overlap': args.tile_overlap,
                            'family_map': args.family_map, 'families': args.families, 'limit': args.limit},

@@ -10,6 +10,9 @@ Images larger than ``--tile`` are scored in overlapping tiles whose maps are ble
 ramps (no seams); the image score is the pixel-weighted mean of the tile scores. Unreadable images
 are reported (naming the file) and skipped. Writes ``scores.csv``, ``scores.json``,
 ``overlays/<name>.png`` (image | heatmap overlay) and ``maps/<name>.png`` (16-bit PDM).
+
+An LQ-conditioned model (``network_reward.lq_condition``) also takes the images' LQ inputs, ``--lq DIR`` (the same
+file names); without ``--lq`` it scores as a no-reference model.
 """
 import argparse
 import csv
@@ -105,16 +108,29 @@ def tiles_of(h, w, tile, overlap):
     return [(t, left, th, tw) for t in tile_starts(h, tile, overlap) for left in tile_starts(w, tile, overlap)]
 
 
+def _tile_batch(arrays, chunk, device):
+    """The (idx, box) tiles of ``chunk`` cut from ``arrays`` (H, W, 3), as one (N, 3, th, tw) tensor."""
+    stack = np.stack([arrays[idx][t:t + th, left:left + tw] for idx, (t, left, th, tw) in chunk])
+    return torch.from_numpy(stack).permute(0, 3, 1, 2).contiguous().to(device)
+
+
 @torch.no_grad()
-def score_images(net, images, tile=512, overlap=64, batch_size=4, device='cpu'):
+def score_images(net, images, tile=512, overlap=64, batch_size=4, device='cpu', lqs=None):
     """Score a list of RGB float images (H, W, 3) in [0, 1].
 
     Tiles of every image are grouped by shape and run ``batch_size`` at a time; maps are blended
-    with ``ramp`` weights, so overlapping tiles join without seams.
+    with ``ramp`` weights, so overlapping tiles join without seams. ``lqs`` (an LQ-conditioned network): each
+    image's LQ input (h, w, 3), upsampled to the image's size as the network does it and tiled with it.
 
     Returns:
         list[tuple[float, np.ndarray, int]]: (score, PDM (H, W) in [0, 1], number of tiles) per image.
     """
+    if lqs is not None:
+        from finpercep_basicsr.metrics.trivial_detectors import upsample_lq
+        if not getattr(net, 'lq_condition', False):
+            raise UserInputError('this reward model is not LQ-conditioned (network_reward.lq_condition): score '
+                                 'without LQ images')
+        lqs = [upsample_lq(lq, img.shape) for lq, img in zip(lqs, images, strict=True)]
     jobs = {}
     for idx, img in enumerate(images):
         for box in tiles_of(img.shape[0], img.shape[1], tile, overlap):
@@ -127,8 +143,8 @@ def score_images(net, images, tile=512, overlap=64, batch_size=4, device='cpu'):
     for shape, items in jobs.items():
         for i in range(0, len(items), batch_size):
             chunk = items[i:i + batch_size]
-            batch = np.stack([images[idx][t:t + th, left:left + tw] for idx, (t, left, th, tw) in chunk])
-            out = net(torch.from_numpy(batch).permute(0, 3, 1, 2).contiguous().to(device))
+            x = _tile_batch(images, chunk, device)
+            out = net(x) if lqs is None else net(x, lq=_tile_batch(lqs, chunk, device))
             for (idx, (t, left, th, tw)), s, m in zip(chunk, out['score'].float().cpu().numpy(),
                                                       out['pdm'][:, 0].float().cpu().numpy()):
                 h, w = images[idx].shape[:2]
@@ -157,11 +173,25 @@ def _unique_name(path, used):
     return name
 
 
+def _read_lq(folder, path):
+    """The LQ input of the image ``path``: the file of the same name in ``folder``."""
+    from finpercep_basicsr.utils.image_io import read_image
+    lq_path = os.path.join(folder, os.path.basename(path))
+    if not os.path.isfile(lq_path):
+        raise UserInputError(f'no LQ image {lq_path} for {path} (--lq needs the same file names)')
+    return read_image(lq_path)
+
+
 def run(args):
     from finpercep_basicsr.utils.image_io import read_image, write_map16
     device = torch.device('cuda' if args.device == 'auto' and torch.cuda.is_available() else
                           ('cpu' if args.device == 'auto' else args.device))
     net, ckpt = load_reward_net(args.opt, args.ckpt, args.network_yml, args.param_key, device)
+    if args.lq and not getattr(net, 'lq_condition', False):
+        raise UserInputError(f'--lq {args.lq}: this reward model is not LQ-conditioned (network_reward.lq_condition); '
+                             'score without it')
+    if args.lq and not os.path.isdir(args.lq):
+        raise UserInputError(f'--lq {args.lq} is not a folder')
     files = images_of(args.inputs)
     if not files:
         raise UserInputError(f'no images found in {", ".join(args.inputs)}')
@@ -173,14 +203,15 @@ def run(args):
         loaded = []
         for path in files[start:start + args.batch_size]:
             try:
-                loaded.append((path, read_image(path)))
+                loaded.append((path, read_image(path), _read_lq(args.lq, path) if args.lq else None))
             except UserInputError as err:
                 print(f'skipping {path}: {err}', file=sys.stderr)
                 skipped.append({'file': path, 'error': str(err)})
         if not loaded:
             continue
-        results = score_images(net, [img for _, img in loaded], args.tile, args.tile_overlap, args.batch_size, device)
-        for (path, img), (score, pdm, n_tiles) in zip(loaded, results):
+        results = score_images(net, [img for _, img, _ in loaded], args.tile, args.tile_overlap, args.batch_size,
+                               device, [lq for _, _, lq in loaded] if args.lq else None)
+        for (path, img, _), (score, pdm, n_tiles) in zip(loaded, results):
             name = _unique_name(path, used)
             row = {'file': path, 'name': name, 'score': round(score, 6), 'pdm_mean': round(float(pdm.mean()), 6),
                    'pdm_max': round(float(pdm.max()), 6), 'degraded_fraction': round(float((pdm > 0.5).mean()), 6),
@@ -196,7 +227,7 @@ def run(args):
         writer = csv.DictWriter(f, fieldnames=fields, extrasaction='ignore')
         writer.writeheader()
         writer.writerows(rows)
-    summary = {'checkpoint': ckpt, 'stage': net.stage, 'has_map': net.has_map, 'device': str(device),
+    summary = {'checkpoint': ckpt, 'stage': net.stage, 'has_map': net.has_map, 'device': str(device), 'lq': args.lq,
                'tile': args.tile, 'tile_overlap': args.tile_overlap, 'results': rows, 'skipped': skipped}
     with open(os.path.join(args.out, 'scores.json'), 'w') as f:
         json.dump(summary, f, indent=2)
@@ -219,6 +250,8 @@ def main(argv=None):
     parser.add_argument('--batch-size', type=int, default=4)
     parser.add_argument('--tile', type=int, default=512, help='tile size for large images (pixels)')
     parser.add_argument('--tile-overlap', type=int, default=64)
+    parser.add_argument('--lq', metavar='DIR', help='LQ-conditioned models: the LQ inputs of the images (same file '
+                        'names); without it they score as no-reference models')
     parser.add_argument('--quiet', action='store_true')
     args = parser.parse_args(argv)
     if args.tile_overlap >= args.tile or args.tile < 32 or args.batch_size < 1:

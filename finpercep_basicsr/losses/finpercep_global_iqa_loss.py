@@ -2,7 +2,8 @@
 import torch
 from basicsr.utils.registry import LOSS_REGISTRY
 
-from finpercep_basicsr.losses.finpercep_reward_loss import FrozenRewardLoss, build_frozen_reward_net, nonfinite_terms
+from finpercep_basicsr.losses.finpercep_reward_loss import (FrozenRewardLoss, build_frozen_reward_net, nonfinite_terms,
+                                                           score_with)
 from finpercep_basicsr.losses.loss_utils import check_detach_lowpass, check_reduction, scored_image
 from finpercep_basicsr.utils.errors import UserInputError
 
@@ -80,12 +81,12 @@ class FinPercepGlobalIQALoss(FrozenRewardLoss):
             raise UserInputError(f'FinPercepGlobalIQALoss: metric must be "rm" or "pyiqa:<name>", got {metric!r}')
         self.net.eval()
 
-    def rewards(self, sr, gt=None):
+    def rewards(self, sr, gt=None, lq=None):
         if not torch.isfinite(sr).all():
             return nonfinite_terms(sr, ('reward', 'score'))
         x = scored_image(sr, self.clamp_input, self.detach_lowpass)
         if self.metric_name == 'rm':
-            out = self.net(x)
+            out = score_with(self.net, x, lq)
             return {'reward': out['score'], 'score': out['score'], 'pdm': out['pdm']}
         if self.needs_gt:
             if gt is None:
@@ -96,7 +97,8 @@ class FinPercepGlobalIQALoss(FrozenRewardLoss):
         score = score.reshape(sr.size(0)).to(sr.dtype)
         return {'reward': self.sign * score, 'score': score}
 
-    def image_rewards(self, sr, gt=None, reference=None):
-        """R = S (B,) and its detached terms; ``reference`` is accepted for the common interface (no ceiling)."""
-        terms = self.rewards(sr, gt)
+    def image_rewards(self, sr, gt=None, reference=None, lq=None):
+        """R = S (B,) and its detached terms; ``reference`` is accepted for the common interface (no ceiling); ``lq``
+        reaches an LQ-conditioned reward model."""
+        terms = self.rewards(sr, gt, lq)
         return terms['reward'], {k: v.detach() for k, v in terms.items()}

@@ -89,6 +89,13 @@ def pdm_artifact_rate(pdm, threshold=0.5):
     return (pdm > threshold).flatten(1).float().mean(dim=1)
 
 
+def score_with(net, image, lq=None):
+    """``net(image)``, with ``lq`` when the network is LQ-conditioned (a no-reference network ignores it)."""
+    if lq is not None and getattr(net, 'lq_condition', False):
+        return net(image, lq=lq)
+    return net(image)
+
+
 def nonfinite_terms(sr, names):
     """Terms for an input with NaN/Inf pixels: NaN values still attached to ``sr``'s graph.
 
@@ -116,7 +123,7 @@ class FrozenRewardLoss(nn.Module):
     def set_weights(self, lambda_score=None, lambda_map=None):
         """Change the run-time weights (the curriculum does); a reward without them ignores the call."""
 
-    def image_rewards(self, sr, gt=None, reference=None):
+    def image_rewards(self, sr, gt=None, reference=None, lq=None):
         """Per-image reward R (B,), differentiable w.r.t. ``sr``, and its detached terms.
 
         Args:
@@ -125,15 +132,17 @@ class FrozenRewardLoss(nn.Module):
             reference (Tensor | None): (B / G, 3, H, W) the frozen reference generator's outputs for the
                 inputs of ``sr``, when ``sr`` holds G consecutive samples of each input; rewards with a
                 ceiling (``reference_margin``) cap each sample at its input's reference. None: uncapped.
+            lq (Tensor | None): (B, 3, h, w) the input each image was super-resolved from; an LQ-conditioned
+                reward network (``lq_condition``) scores with it, every other scorer ignores it.
 
         Returns:
             tuple[Tensor, dict]: R (B,) and detached terms: ``reward`` (B,) before any ceiling, ``score``, ...
         """
         raise NotImplementedError
 
-    def forward(self, sr, gt=None, return_terms=False, reference=None):
+    def forward(self, sr, gt=None, return_terms=False, reference=None, lq=None):
         """Loss of ``sr``: -loss_weight * reduce(R); with ``return_terms`` also the terms of ``image_rewards``."""
-        reward, terms = self.image_rewards(sr, gt, reference)
+        reward, terms = self.image_rewards(sr, gt, reference, lq)
         loss = -self.loss_weight * reduce_batch(reward, self.reduction)
         return (loss, terms) if return_terms else loss
 
@@ -208,25 +217,27 @@ class FinPercepRewardLoss(FrozenRewardLoss):
         if lambda_map is not None:
             self.lambda_map = float(lambda_map)
 
-    def rewards(self, sr):
-        """Per-image reward and its terms, differentiable w.r.t. ``sr``: dict of (B,) and the map."""
+    def rewards(self, sr, lq=None):
+        """Per-image reward and its terms, differentiable w.r.t. ``sr``: dict of (B,) and the map; ``lq``: see
+        ``image_rewards``."""
         if not torch.isfinite(sr).all():
             return nonfinite_terms(sr, ('reward', 'score', 'map_peak'))
-        out = self.net(scored_image(sr, self.clamp_input, self.detach_lowpass))
+        out = score_with(self.net, scored_image(sr, self.clamp_input, self.detach_lowpass), lq)
         peak = reduce_map(out['pdm'], self.map_reduce, self.topk_ratio, self.temperature)
         reward = self.lambda_score * out['score'] + self.lambda_map * (1 - peak)
         return {'reward': reward, 'score': out['score'], 'map_peak': peak, 'pdm': out['pdm']}
 
-    def image_rewards(self, sr, gt=None, reference=None):
+    def image_rewards(self, sr, gt=None, reference=None, lq=None):
         """R (B,) with the ``reference_margin`` ceiling when ``reference`` is given (``gt`` is not used)."""
-        terms = self.rewards(sr)
+        terms = self.rewards(sr, lq)
         reward = terms['reward']
         if self.reference_margin is not None and reference is not None:
             if sr.size(0) % reference.size(0):
                 raise ValueError(f'{sr.size(0)} images cannot be grouped over {reference.size(0)} references')
-            with torch.no_grad():  # each reference scored once, then aligned with its group of samples
-                ceiling = self.rewards(reference)['reward'] + self.reference_margin
-            ceiling = ceiling.repeat_interleave(sr.size(0) // reference.size(0))
+            group = sr.size(0) // reference.size(0)
+            with torch.no_grad():  # each reference scored once (with its group's LQ), then aligned with the group
+                ceiling = self.rewards(reference, None if lq is None else lq[::group])['reward'] + self.reference_margin
+            ceiling = ceiling.repeat_interleave(group)
             capped = reward >= ceiling
             terms['capped'] = capped.float()
             reward = torch.where(capped, ceiling, reward)  # no gradient at the ceiling (minimum would pass half)

@@ -71,11 +71,16 @@ def trivial_detector(kind, window=7):
 
 
 def upsample_lq(lq, shape):
-    """An RGB LQ image bicubic-upsampled to ``shape`` (H, W) and clipped to [0, 1] (a no-op at that size)."""
+    """An RGB LQ image (h, w, 3) upsampled to ``shape`` (H, W) as an LQ-conditioned reward network does it (torch
+    bicubic, half-pixel centres, clipped to [0, 1]; ``FinPercepRewardNet.upsampled_lq``); a no-op at that size."""
+    import torch
+    import torch.nn.functional as F
     lq = np.asarray(lq, np.float32)
     if lq.shape[:2] == tuple(shape[:2]):
         return lq
-    return np.clip(cv2.resize(lq, (shape[1], shape[0]), interpolation=cv2.INTER_CUBIC), 0, 1)
+    t = torch.from_numpy(np.ascontiguousarray(lq.transpose(2, 0, 1)))[None]
+    up = F.interpolate(t, size=tuple(shape[:2]), mode='bicubic', align_corners=False).clamp(0, 1)
+    return up[0].permute(1, 2, 0).numpy()
 
 
 def lq_residual(img, lq, window=7):

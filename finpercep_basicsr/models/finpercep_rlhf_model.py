@@ -204,7 +204,8 @@ class FinPercepRLHFModel(FinPercepBaseModel):
         gt = None if self.gt is None else self.gt.repeat_interleave(group_size, 0)
         # one reference output per LQ: the reward aligns it with that LQ's G samples
         reference = self._reference_output() if ceiling and self.curriculum.has_ceiling(current_iter) else None
-        return self.curriculum.rewards(sr, current_iter, gt, reference)
+        # an LQ-conditioned reward model judges each output against its own input; the others ignore it
+        return self.curriculum.rewards(sr, current_iter, gt, reference, self.lq.repeat_interleave(group_size, 0))
 
     def fidelity_loss(self, sr):
         """The regularisers of ``sr`` (B, 3, sH, sW) against the fed batch: OrderedDict of scalar losses."""

@@ -46,6 +46,9 @@ class FinPercepRMModel(FinPercepBaseModel):
             the same as without it. Needs ``freeze_encoder`` (or the texture branch) to have anything to keep.
         train.autocast (str | None): ``bf16`` runs the training forward under bfloat16 autocast (the losses
             in float32); validation stays in float32.
+        train.lq_dropout (float): An LQ-conditioned network (``network_reward.lq_condition``, datasets with
+            ``use_lq``) scores a training batch without its LQ with this probability (default 0.3), so one
+            network serves with and without the LQ; validation always gives it.
         train.map_opt: map loss on (syn, label) and (GT, zero map) (``FinPercepMapLoss``; not at stage 0).
         train.rank_opt: ``FinPercepRankLoss`` on (S_SR, S_syn, S_GT).
         train.align_opt: ``FinPercepAlignLoss`` on S_GT.
@@ -108,6 +111,9 @@ class FinPercepRMModel(FinPercepBaseModel):
         self.autocast = train_opt.get('autocast')
         if self.autocast not in (None, 'bf16'):
             raise UserInputError(f'train.autocast: {self.autocast!r}; use bf16 or leave it out (float32)')
+        self.lq_dropout = train_opt.get('lq_dropout', 0.3)
+        if not (isinstance(self.lq_dropout, (int, float)) and 0 <= self.lq_dropout <= 1):
+            raise UserInputError(f'train.lq_dropout must be in [0, 1], got {self.lq_dropout!r}')
 
     def _build_feature_cache(self, cache_opt, bare):
         if not cache_opt:
@@ -131,12 +137,19 @@ class FinPercepRMModel(FinPercepBaseModel):
         self.batch = {k: v.to(self.device) for k, v in data.items() if torch.is_tensor(v)}
         self.sample_keys = [f'{path}|{aug}' for path, aug in zip(data.get('gt_path', ()), data.get('aug', ()))]
 
-    def _forward_triplet(self, net, cached=False):
+    def _forward_triplet(self, net, cached=False, drop_lq=False):
         """One forward over SR, syn and GT stacked (one BatchNorm batch); returns scores and maps per kind. With
-        ``cached``, the frozen features come from the feature cache."""
+        ``cached``, the frozen features come from the feature cache. An LQ-conditioned network gets the batch's LQ
+        for all three (they share their input), unless ``drop_lq``."""
         b = self.batch
         images = torch.cat([b['sr'], b['syn'], b['gt']], dim=0)
         kwargs = {}
+        if getattr(self.get_bare_model(net), 'lq_condition', False):
+            if 'lq' not in b:
+                raise UserInputError('network_reward.lq_condition needs each sample\'s LQ: set use_lq: true in the '
+                                     'FinPercepFGRDataset options')
+            if not drop_lq:
+                kwargs['lq'] = b['lq'].repeat(3, 1, 1, 1)
         if cached:
             keys = [f'{kind}|{key}' for kind in ('sr', 'syn', 'gt') for key in self.sample_keys]
             bare = self.get_bare_model(net)
@@ -154,8 +167,12 @@ class FinPercepRMModel(FinPercepBaseModel):
         if cached and len(self.sample_keys) != self.batch['gt'].size(0):
             raise UserInputError('train.feature_cache needs each sample\'s gt_path and aug from the training dataset '
                                  '(FinPercepFGRDataset gives them)')
+        # drawn from the seeded torch stream, so a resumed run drops the same batches
+        drop_lq = False
+        if getattr(self.get_bare_model(self.net_reward), 'lq_condition', False):
+            drop_lq = bool(torch.rand(()) < self.lq_dropout)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast == 'bf16'):
-            out = self._forward_triplet(self.net_reward, cached)
+            out = self._forward_triplet(self.net_reward, cached, drop_lq)
         b = self.batch
         loss_dict = OrderedDict()
         if self.cri_map is not None:

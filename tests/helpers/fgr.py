@@ -8,10 +8,17 @@ import numpy as np
 from finpercep_basicsr.utils.image_io import write_map16, write_rgb8
 
 
-def make_fgr_folder(root, num=4, size=32, seed=0):
-    """Write ``num`` FGR samples of ``size`` x ``size`` into ``root`` and return ``root``."""
+def block_means(img, scale):
+    """(H, W, C) -> (H / scale, W / scale, C): the mean of each scale x scale block."""
+    h, w, c = img.shape
+    return img.reshape(h // scale, scale, w // scale, scale, c).mean(axis=(1, 3))
+
+
+def make_fgr_folder(root, num=4, size=32, seed=0, lq=False):
+    """Write ``num`` FGR samples of ``size`` x ``size`` into ``root`` and return ``root``; with ``lq`` also each
+    sample's LQ, its GT's 4x4 block means (``lq/``)."""
     rng = np.random.default_rng(seed)
-    for key in ('gt', 'sr', 'syn', 'mask', 'pdm'):
+    for key in ('gt', 'sr', 'syn', 'mask', 'pdm') + (('lq',) if lq else ()):
         os.makedirs(os.path.join(root, key), exist_ok=True)
     with open(os.path.join(root, 'meta_info.jsonl'), 'w') as meta:
         for i in range(num):
@@ -29,6 +36,8 @@ def make_fgr_folder(root, num=4, size=32, seed=0):
             write_rgb8(os.path.join(root, 'syn', f'{name}.png'), syn)
             cv2.imwrite(os.path.join(root, 'mask', f'{name}.png'), (mask * 255).astype(np.uint8))
             write_map16(os.path.join(root, 'pdm', f'{name}.png'), pdm)
+            if lq:
+                write_rgb8(os.path.join(root, 'lq', f'{name}.png'), block_means(gt, 4))
             meta.write(json.dumps({'name': name, 'photo': 'random', 'sr_model': 'blur+noise', 'mask_kind': 'rect',
                                    'seed': seed, 'label_scale': float(max(diff.max(), 1e-8))}) + '\n')
     return root

@@ -271,3 +271,32 @@ def test_lq_floors_run_beside_and_stay_out_of_best_trivial(tmp_path, capsys, one
     assert result['detectors'][-2:] == ['lq_residual', 'lq_agreement'] and result['hacking']['lq'].endswith('gt')
     bests = [g['best_trivial'][m] for g in result['fgr']['families'].values() for m in g['best_trivial']]
     assert all(b is None or b['detector'] in ('constant', 'laplacian', 'blur') for b in bests)
+
+
+def test_an_lq_conditioned_reward_model_is_scored_with_its_lq_or_as_asked_without(tmp_path, capsys, one_thread):
+    root = tmp_path / 'fgr'
+    write_fgr(str(root))
+    for i in range(len(SAMPLES)):
+        gt = cv2.imread(str(root / 'gt' / f'{i:04d}.png'))
+        _write_rgb(str(root / 'lq' / f'{i:04d}.png'), cv2.resize(gt, (2, 2), interpolation=cv2.INTER_AREA)[..., ::-1])
+    write_hacking(str(tmp_path / 'hack'))
+    torch.manual_seed(0)
+    net = FinPercepRewardNet(stage=3, lq_condition=True, **TINY)
+    with torch.no_grad():
+        for p in net.decoder.lq_refine[-1].parameters():
+            p.normal_(0, 0.5)
+    torch.save({'params': net.state_dict()}, tmp_path / 'lq.pth')
+    opt = tmp_path / 'lq.yml'
+    opt.write_text(yaml.safe_dump({'network_reward': dict(type='FinPercepRewardNet', stage=3, lq_condition=True,
+                                                          **TINY), 'path': {'pretrain_network_reward': 'lq.pth'}}))
+    hack = ['--hack-start', str(tmp_path / 'hack' / 'start'), '--hack-out', str(tmp_path / 'hack' / 'hacked'),
+            '--hack-gt', str(tmp_path / 'hack' / 'gt')]
+    base = ['--reward-opt', str(opt), '--ckpt', str(tmp_path / 'lq.pth'), '--fgr', str(root), '--threads', '1']
+    assert main(base + hack + ['--out', str(tmp_path / 'a.json')]) == 2
+    assert '--hack-lq' in capsys.readouterr().err
+    assert main(base + hack + ['--hack-lq', str(tmp_path / 'hack' / 'gt'), '--out', str(tmp_path / 'b.json')]) == 0
+    assert main(base + hack + ['--rm-without-lq', '--out', str(tmp_path / 'c.json')]) == 0
+    with_lq, without = (json.load(open(tmp_path / f)) for f in ('b.json', 'c.json'))
+    assert with_lq['reward']['given_lq'] and not without['reward']['given_lq']
+    pooled = [r['fgr']['pooled']['metrics']['rm'] for r in (with_lq, without)]
+    assert pooled[0] != pooled[1]

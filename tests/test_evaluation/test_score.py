@@ -108,3 +108,38 @@ def test_missing_network_options_and_inputs_are_clear(tmp_path, capsys):
     _, yml = _checkpoint(tmp_path, 1)
     assert score_main(['--ckpt', ckpt, '--network-yml', yml, str(tmp_path / 'nope'), '--out', str(tmp_path / 'o')]) == 2
     assert f'no such image or folder: {tmp_path / "nope"}' in capsys.readouterr().err
+
+
+def test_an_lq_conditioned_model_scores_with_lq_images_and_without(tmp_path, photos, capsys):
+    torch.manual_seed(0)
+    net = FinPercepRewardNet(stage=3, lq_condition=True, **TINY)
+    with torch.no_grad():  # LQ branches trained away from their zero start
+        for p in net.decoder.lq_refine[-1].parameters():
+            p.normal_(0, 0.5)
+    ckpt = tmp_path / 'lq.pth'
+    torch.save({'params': net.state_dict()}, ckpt)
+    yml = tmp_path / 'lq.yml'
+    yml.write_text(yaml.safe_dump({'network_reward': dict(type='FinPercepRewardNet', stage=3, lq_condition=True,
+                                                          **TINY)}))
+    lq = tmp_path / 'lq'
+    lq.mkdir()
+    for name in ('chelsea.png', 'coffee.jpg'):  # camera.png has no LQ
+        img = cv2.imread(str(photos / name))
+        cv2.imwrite(str(lq / name), cv2.resize(img, (img.shape[1] // 4, img.shape[0] // 4),
+                                               interpolation=cv2.INTER_AREA))
+    args = ['--ckpt', str(ckpt), '--network-yml', str(yml), str(photos / 'chelsea.png'), str(photos / 'coffee.jpg'),
+            str(photos / 'camera.png'), '--device', 'cpu', '--tile', '128', '--tile-overlap', '32', '--quiet']
+    assert score_main(args + ['--out', str(tmp_path / 'with'), '--lq', str(lq)]) == 0
+    assert f'no LQ image {lq / "camera.png"}' in capsys.readouterr().err
+    assert score_main(args + ['--out', str(tmp_path / 'without')]) == 0
+    with_lq = {r['name']: r for r in json.load(open(tmp_path / 'with' / 'scores.json'))['results']}
+    without = {r['name']: r for r in json.load(open(tmp_path / 'without' / 'scores.json'))['results']}
+    assert set(with_lq) == {'chelsea', 'coffee'} and set(without) == {'chelsea', 'coffee', 'camera'}
+    for name in with_lq:
+        a = cv2.imread(str(tmp_path / 'with' / 'maps' / f'{name}.png'), cv2.IMREAD_UNCHANGED)
+        b = cv2.imread(str(tmp_path / 'without' / 'maps' / f'{name}.png'), cv2.IMREAD_UNCHANGED)
+        assert a.shape == b.shape and not np.array_equal(a, b)
+    plain, plain_yml = _checkpoint(tmp_path, 3)
+    assert score_main(['--ckpt', plain, '--network-yml', plain_yml, str(photos), '--out', str(tmp_path / 'x'),
+                       '--lq', str(lq), '--quiet']) == 2
+    assert 'not LQ-conditioned' in capsys.readouterr().err
