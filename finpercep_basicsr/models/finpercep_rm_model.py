@@ -1,4 +1,5 @@
 """Trains FinPercep-RM on FGR samples: map regression, score ranking (SR < syn < GT) and score alignment."""
+import fnmatch
 from collections import OrderedDict
 from copy import deepcopy
 
@@ -40,6 +41,9 @@ class FinPercepRMModel(FinPercepBaseModel):
             parameters that still train (e.g. the last, low-resolution blocks); the backward pass then
             stops there, several times cheaper on a CPU than through the whole encoder.
         train.encoder_lr_mult (float): Encoder learning rate = ``lr * encoder_lr_mult`` (default 1).
+        train.lr_mult (dict | None): ``{fnmatch pattern of parameter names: multiplier}`` for parameters outside the
+            encoder, e.g. ``{'decoder.lq_*': 10}`` for branches new to a grown network, which start at zero and
+            would otherwise move at the fine-tuning rate of the rest; the first matching pattern wins.
         train.feature_cache (dict | None): ``{max_gb: 4}`` keeps what a step recomputes identically for a sample
             seen again with the same crop and flips (the frozen encoder steps and, unless ``texture_stats: false``,
             the texture statistics; ``models/feature_cache.py``) on the model's device; the losses and gradients are
@@ -100,8 +104,8 @@ class FinPercepRMModel(FinPercepBaseModel):
         optim_opt = deepcopy(train_opt['optim_reward'])
         optim_type, lr = optim_opt.pop('type'), optim_opt.pop('lr')
         encoder = [p for n, p in bare.named_parameters() if n.startswith('encoder.') and p.requires_grad]
-        rest = [p for n, p in bare.named_parameters() if not n.startswith('encoder.') and p.requires_grad]
-        groups = [{'params': rest, 'lr': lr}]
+        rest = [(n, p) for n, p in bare.named_parameters() if not n.startswith('encoder.') and p.requires_grad]
+        groups = self._lr_groups(rest, lr, train_opt.get('lr_mult') or {})
         if encoder:
             groups.append({'params': encoder, 'lr': lr * train_opt.get('encoder_lr_mult', 1.0)})
         self.optimizer_reward = self.get_optimizer(optim_type, groups, lr, **optim_opt)
@@ -114,6 +118,20 @@ class FinPercepRMModel(FinPercepBaseModel):
         self.lq_dropout = train_opt.get('lq_dropout', 0.3)
         if not (isinstance(self.lq_dropout, (int, float)) and 0 <= self.lq_dropout <= 1):
             raise UserInputError(f'train.lq_dropout must be in [0, 1], got {self.lq_dropout!r}')
+
+    @staticmethod
+    def _lr_groups(named, lr, lr_mult):
+        """Optimizer groups of ``named`` parameters: one per ``lr_mult`` pattern that matches any, then the rest."""
+        if not isinstance(lr_mult, dict) or not all(isinstance(v, (int, float)) and v > 0 for v in lr_mult.values()):
+            raise UserInputError(f'train.lr_mult must map parameter-name patterns to positive numbers, got {lr_mult!r}')
+        groups, left = [], list(named)
+        for pattern, mult in lr_mult.items():
+            hit = [p for n, p in left if fnmatch.fnmatchcase(n, pattern)]
+            if not hit:
+                raise UserInputError(f'train.lr_mult: {pattern!r} matches no trainable parameter outside the encoder')
+            left = [(n, p) for n, p in left if not fnmatch.fnmatchcase(n, pattern)]
+            groups.append({'params': hit, 'lr': lr * mult})
+        return [{'params': [p for _, p in left], 'lr': lr}] + groups
 
     def _build_feature_cache(self, cache_opt, bare):
         if not cache_opt:

@@ -115,3 +115,18 @@ def test_the_rlhf_reward_judges_each_output_against_its_own_lq(tmp_path):
     capped = loss.image_rewards(sr, reference=reference, lq=lq)[0]
     ceiling = loss.rewards(reference, lq[::2])['reward'].repeat_interleave(2)
     torch.testing.assert_close(capped, torch.minimum(with_lq, ceiling))
+
+
+def test_lr_mult_gives_new_branches_their_own_rate(tmp_path):
+    root = make_fgr_folder(str(tmp_path / 'fgr'), num=2, size=32, lq=True)
+    model = _lq_model(tmp_path, root, lr_mult={'decoder.lq_*': 10})
+    lr = model.opt['train']['optim_reward']['lr']
+    net = model.get_bare_model(model.net_reward)
+    by_id = {id(p): n for n, p in net.named_parameters()}
+    rates = {by_id[id(p)]: g['lr'] for g in model.optimizer_reward.param_groups for p in g['params']}
+    assert {n for n, r in rates.items() if r == pytest.approx(10 * lr)} == {n for n in rates if '.lq_' in n}
+    assert rates['decoder.head.0.weight'] == pytest.approx(lr)
+    with pytest.raises(UserInputError, match="'decoder.nothing_\\*' matches no trainable parameter"):
+        _lq_model(tmp_path / 'b', root, lr_mult={'decoder.nothing_*': 2})
+    with pytest.raises(UserInputError, match='positive numbers'):
+        _lq_model(tmp_path / 'c', root, lr_mult={'decoder.lq_*': 0})
