@@ -69,6 +69,7 @@ def build_detectors(rm_detect, window=7, lq_floors=False):
 
 
 def needs_lq(detectors):
+    """Whether any detector scores with the images' LQ inputs."""
     return any(getattr(detect, 'needs_lq', False) for detect in detectors.values())
 
 
