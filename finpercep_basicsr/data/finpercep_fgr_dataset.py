@@ -119,7 +119,8 @@ class FinPercepFGRDataset(data.Dataset):
         return names
 
     def _check_disk_files(self):
-        """Every listed sample must have all five files; one listing per folder keeps this cheap."""
+        """Every listed sample must have its files (five, and the LQ with ``use_lq``); one listing per folder keeps this
+        cheap."""
         for key in self.keys:
             folder = os.path.join(self.root, key)
             present = set(os.listdir(folder)) if os.path.isdir(folder) else set()
