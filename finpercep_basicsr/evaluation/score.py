@@ -187,9 +187,6 @@ def run(args):
     device = torch.device('cuda' if args.device == 'auto' and torch.cuda.is_available() else
                           ('cpu' if args.device == 'auto' else args.device))
     net, ckpt = load_reward_net(args.opt, args.ckpt, args.network_yml, args.param_key, device)
-    if args.lq and not getattr(net, 'lq_condition', False):
-        raise UserInputError(f'--lq {args.lq}: this reward model is not LQ-conditioned (network_reward.lq_condition); '
-                             'score without it')
     if args.lq and not os.path.isdir(args.lq):
         raise UserInputError(f'--lq {args.lq} is not a folder')
     files = images_of(args.inputs)

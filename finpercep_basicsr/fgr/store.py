@@ -51,6 +51,15 @@ def clean_temp_files(root):
         os.remove(os.path.join(root, META_NAME + _TMP_TAG))
 
 
+def _staged(root, key, name):
+    """(temp path, final path) of one file of a sample.
+
+    The temp name keeps the .png extension (OpenCV picks the encoder from it) and carries the pid, so two writers
+    of one sample (e.g. a resumed build and a dying worker) never share a file.
+    """
+    return (os.path.join(root, key, f'{name}{_TMP_TAG}{os.getpid()}.png'), os.path.join(root, key, f'{name}.png'))
+
+
 def write_sample(root, name, sample):
     """Write one sample's six files atomically (each to a temp name, then renamed into place).
 
@@ -60,10 +69,7 @@ def write_sample(root, name, sample):
     """
     staged = []
     for key in FGR_KEYS:
-        final = os.path.join(root, key, f'{name}.png')
-        # the temp name keeps the .png extension (OpenCV picks the encoder from it) and carries the pid,
-        # so two writers of one sample (e.g. a resumed build and a dying worker) never share a file
-        tmp = os.path.join(root, key, f'{name}{_TMP_TAG}{os.getpid()}.png')
+        tmp, final = _staged(root, key, name)
         if key in IMAGE_KEYS:
             write_rgb8(tmp, sample[key])
         elif key == 'mask':
@@ -78,8 +84,7 @@ def write_sample(root, name, sample):
 
 def write_image(root, key, name, image):
     """Write one 8-bit RGB file of a finished sample atomically (``write_sample`` writes all of a new one's)."""
-    final = os.path.join(root, key, f'{name}.png')
-    tmp = os.path.join(root, key, f'{name}{_TMP_TAG}{os.getpid()}.png')
+    tmp, final = _staged(root, key, name)
     write_rgb8(tmp, image)
     os.replace(tmp, final)
 

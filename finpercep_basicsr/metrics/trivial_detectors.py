@@ -45,27 +45,31 @@ def laplacian_energy(img, window=7):
     return cv2.blur(lap * lap, (window, window), borderType=cv2.BORDER_REFLECT)
 
 
+def _check_detector(kind, kinds, what, window):
+    if kind not in kinds:
+        raise ValueError(f'unknown {what} {kind!r}: choose {", ".join(kinds)}')
+    if window < 1:
+        raise ValueError(f'window must be >= 1, got {window}')
+
+
+def _signed(evidence, sign):
+    """(score, map) of a detector whose map is ``sign * evidence`` and whose score is minus the map's mean."""
+    return -sign * float(evidence.mean()), sign * evidence
+
+
 def trivial_detector(kind, window=7):
     """A detector ``images -> [(score, map (H, W)), ...]`` of the given kind (see the module docstring).
 
     Raises:
         ValueError: Unknown ``kind`` or ``window`` < 1.
     """
-    if kind not in TRIVIAL_DETECTORS:
-        raise ValueError(f'unknown trivial detector {kind!r}: choose {", ".join(TRIVIAL_DETECTORS)}')
-    if window < 1:
-        raise ValueError(f'window must be >= 1, got {window}')
+    _check_detector(kind, TRIVIAL_DETECTORS, 'trivial detector', window)
+    sign = 1.0 if kind == 'laplacian' else -1.0
 
     def detect(images):
-        results = []
-        for img in images:
-            if kind == 'constant':
-                results.append((0.0, np.zeros(img.shape[:2], np.float32)))
-                continue
-            energy = laplacian_energy(img, window)
-            sign = 1.0 if kind == 'laplacian' else -1.0
-            results.append((-sign * float(energy.mean()), sign * energy))
-        return results
+        if kind == 'constant':
+            return [(0.0, np.zeros(img.shape[:2], np.float32)) for img in images]
+        return [_signed(laplacian_energy(img, window), sign) for img in images]
 
     return detect
 
@@ -97,18 +101,11 @@ def lq_detector(kind, window=7):
     Raises:
         ValueError: Unknown ``kind`` or ``window`` < 1.
     """
-    if kind not in LQ_DETECTORS:
-        raise ValueError(f'unknown LQ detector {kind!r}: choose {", ".join(LQ_DETECTORS)}')
-    if window < 1:
-        raise ValueError(f'window must be >= 1, got {window}')
+    _check_detector(kind, LQ_DETECTORS, 'LQ detector', window)
     sign = 1.0 if kind == 'lq_residual' else -1.0
 
     def detect(images, lqs):
-        results = []
-        for img, lq in zip(images, lqs, strict=True):
-            residual = lq_residual(img, lq, window)
-            results.append((-sign * float(residual.mean()), sign * residual))
-        return results
+        return [_signed(lq_residual(img, lq, window), sign) for img, lq in zip(images, lqs, strict=True)]
 
     detect.needs_lq = True
     return detect

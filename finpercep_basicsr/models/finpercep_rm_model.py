@@ -68,6 +68,7 @@ class FinPercepRMModel(FinPercepBaseModel):
     def __init__(self, opt):
         super().__init__(opt)
         net = build_network(deepcopy(opt['network_reward']))
+        self.lq_condition = getattr(net, 'lq_condition', False)  # the EMA copy is built from the same options
         train_opt = opt.get('train') or {}
         if self.is_train and train_opt.get('freeze_encoder', False):
             # before any DDP wrapping, so DDP never expects gradients of the frozen encoder weights
@@ -162,7 +163,7 @@ class FinPercepRMModel(FinPercepBaseModel):
         b = self.batch
         images = torch.cat([b['sr'], b['syn'], b['gt']], dim=0)
         kwargs = {}
-        if getattr(self.get_bare_model(net), 'lq_condition', False):
+        if self.lq_condition:
             if 'lq' not in b:
                 raise UserInputError('network_reward.lq_condition needs each sample\'s LQ: set use_lq: true in the '
                                      'FinPercepFGRDataset options')
@@ -186,9 +187,7 @@ class FinPercepRMModel(FinPercepBaseModel):
             raise UserInputError('train.feature_cache needs each sample\'s gt_path and aug from the training dataset '
                                  '(FinPercepFGRDataset gives them)')
         # drawn from the seeded torch stream, so a resumed run drops the same batches
-        drop_lq = False
-        if getattr(self.get_bare_model(self.net_reward), 'lq_condition', False):
-            drop_lq = bool(torch.rand(()) < self.lq_dropout)
+        drop_lq = self.lq_condition and bool(torch.rand(()) < self.lq_dropout)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast == 'bf16'):
             out = self._forward_triplet(self.net_reward, cached, drop_lq)
         b = self.batch
