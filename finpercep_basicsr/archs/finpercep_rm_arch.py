@@ -46,6 +46,8 @@ class FinPercepRewardNet(nn.Module):
             departs from the upsampled LQ (``rm_texture.LQSupportStats``) enter the decoder through zero-initialised
             branches. Without an LQ the network scores as a no-reference model (the branches are skipped), so a
             model trained with LQ dropout serves both. Stages 1..3.
+        texture_disc (int): Width of a learned full-resolution texture branch at stage 3
+            (``rm_texture.TextureDiscriminator``; 0: none). Zero-initialised: it can be added to a trained network.
 
     Input: (B, 3, H, W) RGB in [0, 1], any H and W (padded to the encoder stride, cropped back); optionally ``lq``
     (B, 3, h, w) in [0, 1], h <= H and w <= W, the input ``x`` was super-resolved from (upsampled here, bicubic).
@@ -57,7 +59,7 @@ class FinPercepRewardNet(nn.Module):
 
     def __init__(self, encoder='efficientnet-lite0', pretrained=True, weights_path=None, channels=None, stage=MAX_STAGE,
                  decoder_width=32, refine_ch=8, mlp_hidden=128, texture=True, texture_windows=(3, 9),
-                 lq_condition=False):
+                 lq_condition=False, texture_disc=0):
         super().__init__()
         if stage not in range(MAX_STAGE + 1):
             raise ValueError(f'FinPercepRewardNet: stage must be 0..{MAX_STAGE}, got {stage}')
@@ -69,7 +71,7 @@ class FinPercepRewardNet(nn.Module):
         self.pad_multiple = self.encoder.pad_multiple
         top_ch = self.encoder.channels[-1]
         self.decoder = StagedFPNDecoder(self.encoder.channels, stage, decoder_width, refine_ch, texture,
-                                        texture_windows, lq_condition) if stage > 0 else None
+                                        texture_windows, lq_condition, texture_disc) if stage > 0 else None
         self.score_head = nn.Sequential(nn.Linear(2 * top_ch, mlp_hidden), nn.LeakyReLU(0.2, inplace=True),
                                         nn.Linear(mlp_hidden, 1))
         with torch.no_grad():  # the map-weighted half starts silent: stage k+1 scores like stage k

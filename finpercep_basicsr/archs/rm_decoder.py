@@ -22,6 +22,9 @@ With ``texture`` on, fixed high-pass statistics of the image (``rm_texture``) ar
 finest decoder feature before the map head (zero-initialised branch) and given to the stage-3
 refinement, so the map sees pixel-level texture as the trivial sharpness and blur detectors do.
 
+With ``texture_disc`` > 0, a learned full-resolution branch (``rm_texture.TextureDiscriminator``) adds its
+correction to the stage-3 logits (zero-initialised, so a stage-3 checkpoint without it loads and scores the same).
+
 With ``lq_condition`` on, the statistics of the image against its LQ input (``rm_texture.LQSupportStats``) are
 added the same way, through their own zero-initialised branches, when an LQ is given; without one the decoder is
 the no-reference decoder, parameter for parameter.
@@ -30,17 +33,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from finpercep_basicsr.archs.rm_texture import LQSupportStats, TextureBranch, TextureStats
+from finpercep_basicsr.archs.rm_texture import (LQSupportStats, TextureBranch, TextureDiscriminator, TextureStats,
+                                                zero_conv)
 
 MAX_STAGE = 3
 _LEVELS = {1: (2, 3), 2: (0, 1, 2, 3), 3: (0, 1, 2, 3)}
-
-
-def _zero_conv(in_ch, out_ch, kernel):
-    conv = nn.Conv2d(in_ch, out_ch, kernel, 1, kernel // 2)
-    nn.init.zeros_(conv.weight)
-    nn.init.zeros_(conv.bias)
-    return conv
 
 
 class _Residual(nn.Module):
@@ -48,7 +45,7 @@ class _Residual(nn.Module):
 
     def __init__(self, ch):
         super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(ch, ch, 3, 1, 1), nn.LeakyReLU(0.2, inplace=True), _zero_conv(ch, ch, 3))
+        self.body = nn.Sequential(nn.Conv2d(ch, ch, 3, 1, 1), nn.LeakyReLU(0.2, inplace=True), zero_conv(ch, ch, 3))
 
     def forward(self, x):
         return x + self.body(x)
@@ -68,7 +65,7 @@ class FullResRefine(nn.Module):
         self.stem = nn.Sequential(nn.Conv2d(3, ch, 3, 1, 1), nn.LeakyReLU(0.2, inplace=True))
         self.proj = nn.Conv2d(width, ch, 1)
         self.body = nn.Sequential(nn.Conv2d(2 * ch + 1 + stats_ch, ch, 3, 1, 1), nn.LeakyReLU(0.2, inplace=True),
-                                  _zero_conv(ch, 1, 3))
+                                  zero_conv(ch, 1, 3))
 
     def forward(self, image, feat, logits, stats=None):
         """image (B,3,H,W) in [0,1]; feat (B,width,H/4,W/4); logits (B,1,H,W); stats (B,C,H,W) or None."""
@@ -94,10 +91,11 @@ class StagedFPNDecoder(nn.Module):
         texture (bool): Add the texture branch (``rm_texture``) to the finest feature and the refinement.
         texture_windows (list[int]): Window sizes of the texture statistics.
         lq_condition (bool): Add the LQ-support branches (used when ``forward`` gets ``lq_up``).
+        texture_disc (int): Width of the stage-3 texture discriminator (0: none).
     """
 
     def __init__(self, in_channels, stage, width=64, refine_ch=16, texture=False, texture_windows=(3, 9),
-                 lq_condition=False):
+                 lq_condition=False, texture_disc=0):
         super().__init__()
         if stage not in _LEVELS:
             raise ValueError(f'decoder stage must be 1..{MAX_STAGE}, got {stage}')
@@ -107,7 +105,7 @@ class StagedFPNDecoder(nn.Module):
         self.lateral = nn.ModuleDict()
         self.fuse = nn.ModuleDict()
         for i in self.levels:
-            conv = nn.Conv2d(in_channels[i], width, 1) if i == top else _zero_conv(in_channels[i], width, 1)
+            conv = nn.Conv2d(in_channels[i], width, 1) if i == top else zero_conv(in_channels[i], width, 1)
             # pretrained encoders give features of very different scales per level; normalising them
             # keeps the map logits moderate, so the sigmoid does not saturate (and stop learning)
             self.lateral[str(i)] = nn.Sequential(nn.GroupNorm(1, in_channels[i]), conv)
@@ -119,12 +117,13 @@ class StagedFPNDecoder(nn.Module):
         self.texture = TextureBranch(self.stats.channels, width) if texture else None
         stats_ch = self.stats.channels if texture else 0
         self.refine = FullResRefine(width, refine_ch, stats_ch) if stage >= 3 else None
+        self.texture_disc = TextureDiscriminator(width, texture_disc, stats_ch) if stage >= 3 and texture_disc else None
         self.lq_stats = LQSupportStats(texture_windows) if lq_condition else None
         self.lq_texture = TextureBranch(self.lq_stats.channels, width) if lq_condition else None
         # the LQ's full-resolution correction of the logits: the statistics and the logits in, zero-initialised out
         self.lq_refine = nn.Sequential(
             nn.Conv2d(self.lq_stats.channels + 1, refine_ch, 3, 1, 1), nn.LeakyReLU(0.2, inplace=True),
-            _zero_conv(refine_ch, 1, 3)) if lq_condition and stage >= 3 else None
+            zero_conv(refine_ch, 1, 3)) if lq_condition and stage >= 3 else None
         # how strongly the mean map lowers the global score (FinPercepRewardNet): starts at 0 so a
         # grown network scores like its previous stage; the rank loss learns it
         self.map_gain = nn.Parameter(torch.zeros(1))
@@ -148,6 +147,8 @@ class StagedFPNDecoder(nn.Module):
         logits = F.interpolate(self.head(x), size=image.shape[-2:], mode='bilinear', align_corners=False)
         if self.refine is not None:
             logits = self.refine(image, x, logits, stats)
+        if self.texture_disc is not None:
+            logits = logits + self.texture_disc(image, x, stats)
         if lq_stats is not None and self.lq_refine is not None:
             logits = logits + self.lq_refine(torch.cat([lq_stats, logits], dim=1))
         return logits

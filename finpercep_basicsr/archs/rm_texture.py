@@ -10,6 +10,10 @@ decoder what the trivial detectors see, so the learned map can use it in either 
   second-order, i.e. ringing and etching rather than edges). Fixed filters, no parameters, cheap.
 - ``TextureBranch``: two convolutions that fold those statistics into a decoder feature map; the
   last one is zero-initialised, so adding the branch to a trained decoder starts as the identity.
+- ``TextureDiscriminator``: a small learned full-resolution branch (dilated convolutions, a 33 px field) over the
+  image and those statistics, with the decoder's content features beside them: it can judge a pixel's texture
+  against its neighbourhood and its content (etching in a sky, blotches in a bokeh), which a 1/4-resolution decoder
+  and the 7 px refinement cannot. Zero-initialised output: added to a trained network it starts as the identity.
 - ``LQSupportStats``: for an LQ-conditioned map, how the image departs from its (upsampled) LQ input: the
   log energy of the residual and the differences of the two log energies above. Detail the LQ does not
   support raises them; an output that only hugs its LQ lowers them.
@@ -21,6 +25,14 @@ from torch import nn
 _LUMA = (0.299, 0.587, 0.114)
 # log-energy floor: an 8-bit quantisation step squared, so flat regions do not give -inf
 _EPS = (1.0 / 255.0) ** 2
+
+
+def zero_conv(in_ch, out_ch, kernel):
+    """A 'same'-padded convolution whose weights and bias start at zero: a new branch starts silent."""
+    conv = nn.Conv2d(in_ch, out_ch, kernel, 1, kernel // 2)
+    nn.init.zeros_(conv.weight)
+    nn.init.zeros_(conv.bias)
+    return conv
 
 
 def _box_mean(x, w):
@@ -99,13 +111,40 @@ class TextureBranch(nn.Module):
 
     def __init__(self, stats_ch, width, hidden=16):
         super().__init__()
-        last = nn.Conv2d(hidden, width, 1)
-        nn.init.zeros_(last.weight)
-        nn.init.zeros_(last.bias)
-        self.body = nn.Sequential(nn.Conv2d(2 * stats_ch, hidden, 3, 1, 1), nn.LeakyReLU(0.2, inplace=True), last)
+        self.body = nn.Sequential(nn.Conv2d(2 * stats_ch, hidden, 3, 1, 1), nn.LeakyReLU(0.2, inplace=True),
+                                  zero_conv(hidden, width, 1))
 
     def forward(self, feat, stats):
         """feat (B, width, h, w); stats (B, stats_ch, H, W) -> feat + branch (B, width, h, w)."""
         size = feat.shape[-2:]
         pooled = torch.cat([F.adaptive_avg_pool2d(stats, size), F.adaptive_max_pool2d(stats, size)], dim=1)
         return feat + self.body(pooled)
+
+
+class TextureDiscriminator(nn.Module):
+    """Full-resolution logit correction from the image's own texture in a 31 px neighbourhood (see the module doc).
+
+    Args:
+        width (int): Channels of the stride-4 decoder feature (the content context).
+        ch (int): Width of the branch (it runs on every pixel: keep it small).
+        stats_ch (int): Channels of the texture statistics given beside the image (0 = none).
+        dilations (list[int]): One residual 3x3 convolution per entry after the stem; the field is
+            ``5 + 2 * sum(dilations)`` pixels.
+    """
+
+    def __init__(self, width, ch, stats_ch=0, dilations=(2, 4, 8)):
+        super().__init__()
+        self.stem = nn.Conv2d(3 + stats_ch, ch, 3, 1, 1)
+        self.context = nn.Conv2d(width, ch, 1)
+        self.body = nn.ModuleList(nn.Conv2d(ch, ch, 3, 1, d, dilation=d) for d in dilations)
+        self.out = zero_conv(ch, 1, 3)
+        self.act = nn.LeakyReLU(0.2, inplace=True)
+
+    def forward(self, image, feat, stats=None):
+        """image (B,3,H,W) in [0,1]; feat (B,width,H/4,W/4); stats (B,C,H,W) or None -> logits (B,1,H,W)."""
+        x = image * 2 - 1 if stats is None else torch.cat([image * 2 - 1, stats], dim=1)
+        context = F.interpolate(self.context(feat), size=image.shape[-2:], mode='bilinear', align_corners=False)
+        h = self.act(self.stem(x) + context)
+        for conv in self.body:
+            h = h + self.act(conv(h))
+        return self.out(h)

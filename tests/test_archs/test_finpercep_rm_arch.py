@@ -189,3 +189,27 @@ def test_partly_frozen_encoder_trains_only_the_named_blocks_and_backward_stops_t
     assert not reached  # no gradient was computed through the frozen early levels
     with pytest.raises(Exception, match="encoder_trainable: 'nope.*' matches no encoder parameter"):
         tiny(2).freeze_encoder(True, trainable=['nope.*'])
+
+
+def test_texture_discriminator_starts_as_the_identity_and_then_moves_the_map():
+    plain = _moved(tiny(3)).eval()
+    grown = FinPercepRewardNet(stage=3, texture_disc=4, **TINY).eval()
+    missing = grown.load_state_dict(plain.state_dict(), strict=False).missing_keys
+    assert missing and all(k.startswith('decoder.texture_disc.') for k in missing)
+    x = torch.rand(2, 3, 48, 40)
+    torch.testing.assert_close(grown(x)['pdm'], plain(x)['pdm'])
+    torch.testing.assert_close(grown(x)['score'], plain(x)['score'])
+    _moved(grown.decoder.texture_disc)
+    assert not torch.allclose(grown(x)['pdm'], plain(x)['pdm'])
+    assert FinPercepRewardNet(stage=2, texture_disc=4, **TINY).decoder.texture_disc is None  # a stage-3 part
+
+
+def test_texture_discriminator_field_is_33_px():
+    from finpercep_basicsr.archs.rm_texture import TextureDiscriminator
+    torch.manual_seed(0)
+    branch = _moved(TextureDiscriminator(width=8, ch=4, stats_ch=0), scale=0.3).eval()
+    image, context = torch.rand(1, 3, 64, 64), torch.rand(1, 8, 16, 16)
+    poked = image.clone()
+    poked[..., 32, 32] += 0.5
+    rows, cols = ((branch(poked, context) - branch(image, context)).abs()[0, 0] > 0).nonzero().unbind(1)
+    assert (rows - 32).abs().max() == 16 and (cols - 32).abs().max() == 16
