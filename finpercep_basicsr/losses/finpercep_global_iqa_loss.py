@@ -1,10 +1,11 @@
-"""Global-only reward as a loss (the baseline that gets hacked): a stage-0 RM score or a pyiqa metric."""
+"""Global-only reward as a loss (the baseline that gets hacked): a stage-0 RM score, BasicSR's NIQE, a pyiqa metric."""
 import torch
 from basicsr.utils.registry import LOSS_REGISTRY
 
 from finpercep_basicsr.losses.finpercep_reward_loss import (FrozenRewardLoss, build_frozen_reward_net, nonfinite_terms,
                                                            score_with)
 from finpercep_basicsr.losses.loss_utils import check_detach_lowpass, check_reduction, scored_image
+from finpercep_basicsr.metrics.niqe_torch import NIQE
 from finpercep_basicsr.utils.errors import UserInputError
 
 
@@ -36,12 +37,13 @@ def build_pyiqa_metric(name, device='cpu', **kwargs):
 class FinPercepGlobalIQALoss(FrozenRewardLoss):
     """Negative global quality score: R = S, loss = -loss_weight * reduce(R).
 
-    The source is either a reward-model checkpoint (only its global score is used, e.g. RM_0) or a
-    pyiqa metric (``metric: pyiqa:<name>``; lower-is-better metrics are negated so that the reward
-    is always higher-is-better; full-reference metrics need ``gt``).
+    The source is a reward-model checkpoint (only its global score is used, e.g. RM_0), BasicSR's NIQE with a
+    gradient (``metric: niqe``, ``metrics.niqe_torch``; images of at least two 96 x 96 blocks) or a pyiqa metric
+    (``metric: pyiqa:<name>``; full-reference metrics need ``gt``). Lower-is-better metrics are negated so that the
+    reward is always higher-is-better.
 
     Args:
-        metric (str): ``rm`` or ``pyiqa:<name>``.
+        metric (str): ``rm``, ``niqe`` or ``pyiqa:<name>``.
         network_opt, pretrain_path, param_key, strict_load, seed, random_init: Reward network
             (``metric: rm``), as in ``FinPercepRewardLoss``: ``pretrain_path`` is required unless ``random_init``.
         metric_opt (dict | None): Extra keyword arguments of ``pyiqa.create_metric``.
@@ -71,6 +73,9 @@ class FinPercepGlobalIQALoss(FrozenRewardLoss):
             if network_opt is None:
                 raise UserInputError('FinPercepGlobalIQALoss with metric "rm" needs network_opt')
             self.net = build_frozen_reward_net(network_opt, pretrain_path, param_key, strict_load, seed, random_init)
+        elif metric == 'niqe':
+            self.net = NIQE()
+            self.sign = -1.0
         elif isinstance(metric, str) and metric.startswith('pyiqa:'):
             self.net = build_pyiqa_metric(metric[len('pyiqa:'):], **(metric_opt or {}))
             for p in self.net.parameters():
@@ -78,7 +83,8 @@ class FinPercepGlobalIQALoss(FrozenRewardLoss):
             self.needs_gt = self.net.metric_mode == 'FR'
             self.sign = -1.0 if self.net.lower_better else 1.0
         else:
-            raise UserInputError(f'FinPercepGlobalIQALoss: metric must be "rm" or "pyiqa:<name>", got {metric!r}')
+            raise UserInputError(f'FinPercepGlobalIQALoss: metric must be "rm", "niqe" or "pyiqa:<name>", '
+                                 f'got {metric!r}')
         self.net.eval()
 
     def rewards(self, sr, gt=None, lq=None):
