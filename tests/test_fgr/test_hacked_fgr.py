@@ -24,12 +24,13 @@ def _photos(folder, num=2, size=64, seed=0):
     return str(folder)
 
 
-def _options(tmp_path, checkpoints=(1, 2), **run_extra):
-    data = make_paired_folder(tmp_path / 'pairs', num=2, size=32)
+def _options(tmp_path, checkpoints=(1, 2), size=32, **run_extra):
+    data = make_paired_folder(tmp_path / 'pairs', num=2, size=size)
     reward = make_reward_checkpoint(tmp_path / 'rm.pth', responsive=True)
     start = make_generator_checkpoint(tmp_path / 'g0.pth', tiny_network_g())
     rlhf = write_rlhf_options(tmp_path / 'rlhf.yml', data, reward, path__pretrain_network_g=start,
                               path__param_key_g='params', val=None, logger__print_freq=1,
+                              datasets__train__gt_size=size,
                               logger__keep_checkpoints=1)  # the recipe must keep every checkpoint anyway
     return {
         'workdir': str(tmp_path / 'work'),
@@ -100,12 +101,18 @@ def _tree_bytes(root):
     return out
 
 
+NIQE_REWARD = {'type': 'FinPercepGlobalIQALoss', 'metric': 'niqe'}
+
+
 @pytest.mark.slow
-def test_a_hack_source_is_seeded_the_same_options_give_the_same_generators_and_samples(tmp_path):
+@pytest.mark.parametrize('reward', ['rm', 'niqe'])
+def test_a_hack_source_is_seeded_the_same_options_give_the_same_generators_and_samples(tmp_path, reward):
     import torch
+    # NIQE needs two 96 px blocks per image: its run trains on 192 px crops
+    extra = {'size': 192, 'overrides': {'train.reward_opt': NIQE_REWARD}} if reward == 'niqe' else {}
     results = []
     for copy in ('a', 'b'):
-        opt = _options(tmp_path / copy)
+        opt = _options(tmp_path / copy, **extra)
         os.makedirs(opt['workdir'])
         build_hacked_fgr(opt, progress=False)
         weights = torch.load(tmp_path / copy / 'work' / 'experiments' / 'hack' / 'models' / 'net_g_2.pth')['params']
@@ -118,15 +125,16 @@ def test_a_hack_source_is_seeded_the_same_options_give_the_same_generators_and_s
     assert fa.keys() == fb.keys() and fa == fb and any(k.startswith('sr') for k in fa)
 
 
-def test_the_shipped_hack_recipe_is_seeded_and_leaves_the_hacking_checks_run_out():
-    """fgr_hacked_v3.yml: every run has its own seed, and none is the hacking check's held-out pair (Real-ESRGAN
-    x4plus against the shipped RM's score alone, the benchmark grid's global_only)."""
+def test_the_shipped_hack_recipes_are_seeded_and_leave_the_hacking_checks_run_out():
+    """fgr_hacked_v3.yml and fgr_hacked_niqe.yml: every run has its own seed, and none is the hacking check's held-out
+    pair (Real-ESRGAN x4plus against the shipped RM's score alone, the benchmark grid's global_only)."""
     from finpercep_basicsr.utils.option_check import load_option_file
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    recipe = load_option_file(os.path.join(root, 'options', 'data', 'pretrained', 'fgr_hacked_v3.yml'))
-    seeds = [run['overrides']['manual_seed'] for run in recipe['runs']]
-    assert len(set(seeds)) == len(seeds) == len(recipe['runs'])
-    for run in recipe['runs']:
+    runs = [run for name in ('fgr_hacked_v3.yml', 'fgr_hacked_niqe.yml')
+            for run in load_option_file(os.path.join(root, 'options', 'data', 'pretrained', name))['runs']]
+    seeds = [run['overrides']['manual_seed'] for run in runs]
+    assert len(set(seeds)) == len(seeds) == len(runs) == 5
+    for run in runs:
         with open(os.path.join(root, run['opt'])) as f:
             base = yaml.safe_load(f)
         reward = run['overrides'].get('train.reward_opt', base['train']['reward_opt'])
