@@ -1,4 +1,4 @@
-"""Global-only reward as a loss (the baseline that gets hacked): a stage-0 RM score, BasicSR's NIQE, a pyiqa metric."""
+"""Global-only reward as a loss (the baseline that gets hacked): a stage-0 RM score, NIQE or PIQE, a pyiqa metric."""
 import torch
 from basicsr.utils.registry import LOSS_REGISTRY
 
@@ -6,7 +6,11 @@ from finpercep_basicsr.losses.finpercep_reward_loss import (FrozenRewardLoss, bu
                                                            score_with)
 from finpercep_basicsr.losses.loss_utils import check_detach_lowpass, check_reduction, scored_image
 from finpercep_basicsr.metrics.niqe_torch import NIQE
+from finpercep_basicsr.metrics.piqe_torch import PIQE
 from finpercep_basicsr.utils.errors import UserInputError
+
+# classical no-reference metrics with a pixel gradient (lower is better), to hack
+DIFFERENTIABLE_METRICS = {'niqe': NIQE, 'piqe': PIQE}
 
 
 class IQAMetricUnavailableError(UserInputError):
@@ -37,13 +41,14 @@ def build_pyiqa_metric(name, device='cpu', **kwargs):
 class FinPercepGlobalIQALoss(FrozenRewardLoss):
     """Negative global quality score: R = S, loss = -loss_weight * reduce(R).
 
-    The source is a reward-model checkpoint (only its global score is used, e.g. RM_0), BasicSR's NIQE with a
-    gradient (``metric: niqe``, ``metrics.niqe_torch``; images of at least two 96 x 96 blocks) or a pyiqa metric
-    (``metric: pyiqa:<name>``; full-reference metrics need ``gt``). Lower-is-better metrics are negated so that the
-    reward is always higher-is-better.
+    The source is a reward-model checkpoint (only its global score is used, e.g. RM_0), a classical no-reference
+    metric with a pixel gradient (``metric: niqe``: BasicSR's NIQE, ``metrics.niqe_torch``, images of at least two
+    96 x 96 blocks; ``metric: piqe``: PIQE, ``metrics.piqe_torch``) or a pyiqa metric (``metric: pyiqa:<name>``;
+    full-reference metrics need ``gt``; pyiqa's own PIQE and NIQE give no useful gradient). Lower-is-better metrics
+    are negated so that the reward is always higher-is-better.
 
     Args:
-        metric (str): ``rm``, ``niqe`` or ``pyiqa:<name>``.
+        metric (str): ``rm``, ``niqe``, ``piqe`` or ``pyiqa:<name>``.
         network_opt, pretrain_path, param_key, strict_load, seed, random_init: Reward network
             (``metric: rm``), as in ``FinPercepRewardLoss``: ``pretrain_path`` is required unless ``random_init``.
         metric_opt (dict | None): Extra keyword arguments of ``pyiqa.create_metric``.
@@ -73,8 +78,8 @@ class FinPercepGlobalIQALoss(FrozenRewardLoss):
             if network_opt is None:
                 raise UserInputError('FinPercepGlobalIQALoss with metric "rm" needs network_opt')
             self.net = build_frozen_reward_net(network_opt, pretrain_path, param_key, strict_load, seed, random_init)
-        elif metric == 'niqe':
-            self.net = NIQE()
+        elif metric in DIFFERENTIABLE_METRICS:
+            self.net = DIFFERENTIABLE_METRICS[metric]()
             self.sign = -1.0
         elif isinstance(metric, str) and metric.startswith('pyiqa:'):
             self.net = build_pyiqa_metric(metric[len('pyiqa:'):], **(metric_opt or {}))
@@ -83,7 +88,7 @@ class FinPercepGlobalIQALoss(FrozenRewardLoss):
             self.needs_gt = self.net.metric_mode == 'FR'
             self.sign = -1.0 if self.net.lower_better else 1.0
         else:
-            raise UserInputError(f'FinPercepGlobalIQALoss: metric must be "rm", "niqe" or "pyiqa:<name>", '
+            raise UserInputError(f'FinPercepGlobalIQALoss: metric must be "rm", "niqe", "piqe" or "pyiqa:<name>", '
                                  f'got {metric!r}')
         self.net.eval()
 

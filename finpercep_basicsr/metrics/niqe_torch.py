@@ -18,8 +18,9 @@ import os
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from finpercep_basicsr.metrics.mscn import gaussian_window, mscn, round_straight_through
 
 BLOCK = 96  # NIQE's patch size at full scale (BasicSR's and the MATLAB release's default)
 _Y_WEIGHTS = (65.481, 128.553, 24.966)  # BT.601 luma of RGB in [0, 1], in 8-bit levels (plus 16)
@@ -27,12 +28,12 @@ _SHIFTS = ((0, 1), (1, 0), (1, 1), (1, -1))
 
 
 def pristine_params():
-    """The pristine multivariate Gaussian and the 7x7 window that ship in the BasicSR wheel."""
+    """The pristine multivariate Gaussian (mean (36,), covariance (36, 36)) that ships in the BasicSR wheel."""
     import basicsr.metrics
 
     path = os.path.join(os.path.dirname(basicsr.metrics.__file__), 'niqe_pris_params.npz')
     params = np.load(path)
-    return params['mu_pris_param'].reshape(-1), params['cov_pris_param'], params['gaussian_window']
+    return params['mu_pris_param'].reshape(-1), params['cov_pris_param']
 
 
 def _matlab_halving_matrix(length):
@@ -71,10 +72,11 @@ class NIQE(nn.Module):
 
     def __init__(self):
         super().__init__()
-        mu, cov, window = pristine_params()
+        mu, cov = pristine_params()
         self.register_buffer('mu_pristine', torch.from_numpy(mu).double(), persistent=False)
         self.register_buffer('cov_pristine', torch.from_numpy(cov).double(), persistent=False)
-        self.register_buffer('window', torch.from_numpy(window).double()[None, None], persistent=False)
+        # the wheel's window is this one (to 1e-17)
+        self.register_buffer('window', gaussian_window(), persistent=False)
         alpha = torch.arange(0.2, 10.001, 0.001, dtype=torch.float64)  # BasicSR's table of AGGD shapes
         ratio = torch.exp(2 * torch.lgamma(2 / alpha) - torch.lgamma(1 / alpha) - torch.lgamma(3 / alpha))
         self.register_buffer('alpha_table', alpha, persistent=False)
@@ -88,14 +90,6 @@ class NIQE(nn.Module):
                 self._halving[n] = _matlab_halving_matrix(n)
         rows, cols = self._halving[h].to(img.device), self._halving[w].to(img.device)
         return rows @ img @ cols.t()
-
-    def _mscn(self, img):
-        r = self.window.size(-1) // 2
-        mu = F.conv2d(F.pad(img, (r, r, r, r), mode='replicate'), self.window)
-        second = F.conv2d(F.pad(img.square(), (r, r, r, r), mode='replicate'), self.window)
-        # the small constant keeps the square root's gradient finite in flat regions (value change < 1e-6 levels)
-        sigma = ((second - mu.square()).abs() + 1e-12).sqrt()
-        return (img - mu) / (sigma + 1)
 
     def _aggd(self, blocks):
         """blocks (N, n) -> shape alpha, left and right scales (N,), as BasicSR's ``estimate_aggd_param``."""
@@ -125,7 +119,7 @@ class NIQE(nn.Module):
         img = y[None, None]
         feats = []
         for scale in (1, 2):
-            feats.append(self._features(self._mscn(img), BLOCK // scale))
+            feats.append(self._features(mscn(img, self.window), BLOCK // scale))
             if scale == 1:
                 img = self._halve(img / 255.0) * 255.0
         feats = torch.cat(feats, dim=1)
@@ -144,5 +138,5 @@ class NIQE(nn.Module):
             raise ValueError(f'NIQE needs at least two {BLOCK}x{BLOCK} blocks per image, got '
                                  f'{x.size(2)}x{x.size(3)}')
         luma = 16.0 + torch.einsum('bchw,c->bhw', x[:, :, :h, :w].double(), x.new_tensor(_Y_WEIGHTS).double())
-        luma = luma + (luma.round() - luma).detach()  # BasicSR rounds to 8-bit levels (as MATLAB does)
+        luma = round_straight_through(luma)  # BasicSR rounds to 8-bit levels (as MATLAB does)
         return torch.stack([self.score(y) for y in luma]).to(x.dtype)
