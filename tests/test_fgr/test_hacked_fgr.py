@@ -101,15 +101,20 @@ def _tree_bytes(root):
     return out
 
 
-NIQE_REWARD = {'type': 'FinPercepGlobalIQALoss', 'metric': 'niqe'}
+CLASSICAL_REWARDS = {  # reward options, GT crop size: NIQE needs two 96 px blocks per image
+    'niqe': ({'type': 'FinPercepGlobalIQALoss', 'metric': 'niqe'}, 192),
+    'piqe': ({'type': 'FinPercepGlobalIQALoss', 'metric': 'piqe'}, 32),
+}
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('reward', ['rm', 'niqe'])
+@pytest.mark.parametrize('reward', ['rm', 'niqe', 'piqe'])
 def test_a_hack_source_is_seeded_the_same_options_give_the_same_generators_and_samples(tmp_path, reward):
     import torch
-    # NIQE needs two 96 px blocks per image: its run trains on 192 px crops
-    extra = {'size': 192, 'overrides': {'train.reward_opt': NIQE_REWARD}} if reward == 'niqe' else {}
+    extra = {}
+    if reward in CLASSICAL_REWARDS:
+        reward_opt, size = CLASSICAL_REWARDS[reward]
+        extra = {'size': size, 'overrides': {'train.reward_opt': reward_opt}}
     results = []
     for copy in ('a', 'b'):
         opt = _options(tmp_path / copy, **extra)
@@ -126,14 +131,14 @@ def test_a_hack_source_is_seeded_the_same_options_give_the_same_generators_and_s
 
 
 def test_the_shipped_hack_recipes_are_seeded_and_leave_the_hacking_checks_run_out():
-    """fgr_hacked_v3.yml and fgr_hacked_niqe.yml: every run has its own seed, and none is the hacking check's held-out
-    pair (Real-ESRGAN x4plus against the shipped RM's score alone, the benchmark grid's global_only)."""
+    """fgr_hacked_v3.yml, fgr_hacked_niqe.yml and fgr_hacked_piqe.yml: every run has its own seed, and none is the
+    hacking check's held-out pair (Real-ESRGAN x4plus against the shipped RM's score alone, the grid's global_only)."""
     from finpercep_basicsr.utils.option_check import load_option_file
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    runs = [run for name in ('fgr_hacked_v3.yml', 'fgr_hacked_niqe.yml')
+    runs = [run for name in ('fgr_hacked_v3.yml', 'fgr_hacked_niqe.yml', 'fgr_hacked_piqe.yml')
             for run in load_option_file(os.path.join(root, 'options', 'data', 'pretrained', name))['runs']]
     seeds = [run['overrides']['manual_seed'] for run in runs]
-    assert len(set(seeds)) == len(seeds) == len(runs) == 5
+    assert len(set(seeds)) == len(seeds) == len(runs) == 7
     for run in runs:
         with open(os.path.join(root, run['opt'])) as f:
             base = yaml.safe_load(f)
