@@ -122,7 +122,7 @@ class TextureBranch(nn.Module):
 
 
 class TextureDiscriminator(nn.Module):
-    """Full-resolution logit correction from the image's own texture in a 31 px neighbourhood (see the module doc).
+    """Full-resolution logit correction from the image's own texture in a 33 px neighbourhood (see the module doc).
 
     Args:
         width (int): Channels of the stride-4 decoder feature (the content context).
