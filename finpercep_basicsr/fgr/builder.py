@@ -10,7 +10,9 @@ One task = one crop (all its SR sources and masks); finished samples are skipped
 Options beyond the basic recipe, each absent = the old behaviour (same files, same meta lines):
 ``photos.scales`` (a crop is cut from the photo resized by a scale drawn per crop; meta ``crop_scale``,
 ``crop_box`` in the resized photo) and ``degradation.mix`` (a weighted preset drawn per crop; meta
-``degradation``).
+``degradation``), and a source's ``swap_base`` (the options of another SR source: its output replaces the GT as
+the image the swapped regions go into, see ``fgr.labels``; meta ``swap_base``; sources that share one base run it
+once per crop).
 """
 import ctypes
 import hashlib
@@ -111,7 +113,11 @@ class CropWorker:
         self.labels = LabelMaker(opt.get('labels'))
         self.masks_opt = opt.get('masks') or {}
         self.degradations = DegradationMix(deepcopy(opt.get('degradation')))
-        self.sources = [build_sr_source(deepcopy(s)) for s in opt['sr_sources']]
+        specs = [deepcopy(s) for s in opt['sr_sources']]
+        bases = [s.pop('swap_base', None) for s in specs]
+        self.sources = [build_sr_source(s) for s in specs]
+        self.base_keys = [None if b is None else json.dumps(b, sort_keys=True) for b in bases]
+        self.bases = {k: build_sr_source(b) for k, b in zip(self.base_keys, bases) if k is not None}
         # the last photo and its resized copies: tasks come in photo order, and large photos are slow to decode
         self._cache = (None, None, None, {})
 
@@ -169,31 +175,42 @@ class CropWorker:
             extra['crop_scale'] = scale
         if self.degradations.mixed:
             extra['degradation'] = preset
-        entries = []
+        entries, base_images = [], {}
         for s, source in enumerate(self.sources):
             names = [self.plan.sample_name(p, c, s, k) for k in range(self.plan.masks_per_sr)]
             if all(n in skip_names for n in names):
                 continue
-            sr = np.asarray(source(lq), np.float32)
-            if sr.shape != hr.shape:
-                raise UserInputError(f'SR source {source.name}: output {sr.shape} for LR {lq.shape} does not match '
-                                     f'the HR crop {hr.shape} (check degradation scale vs the source scale)')
+            sr = self._upscale(source, lq, hr.shape)
+            base_key = self.base_keys[s]
+            if base_key is not None and base_key not in base_images:
+                base_images[base_key] = self._upscale(self.bases[base_key], lq, hr.shape)
+            base = base_images.get(base_key)
+            # what made the SR image (model id, wheel and version, checkpoint and its sha256, ...)
+            meta = {**extra, 'sr_provenance': source.provenance}
+            if base is not None:
+                meta['swap_base'] = self.bases[base_key].name
             for k, name in enumerate(names):
                 if name in skip_names:
                     continue
                 seed = self.plan.seed + self.plan.sample_index(p, c, s, k)
-                # what made the SR image (model id, wheel and version, checkpoint and its sha256, ...)
-                entries.append(self._sample(name, seed, hr, lq, sr, path, box, source.name,
-                                            {**extra, 'sr_provenance': source.provenance}))
+                entries.append(self._sample(name, seed, hr, lq, sr, path, box, source.name, meta, base))
         return task, entries, None, notes
 
-    def _sample(self, name, seed, hr, lq, sr, path, box, source_name, extra):
+    @staticmethod
+    def _upscale(source, lq, hr_shape):
+        sr = np.asarray(source(lq), np.float32)
+        if sr.shape != hr_shape:
+            raise UserInputError(f'SR source {source.name}: output {sr.shape} for LR {lq.shape} does not match '
+                                 f'the HR crop {hr_shape} (check degradation scale vs the source scale)')
+        return sr
+
+    def _sample(self, name, seed, hr, lq, sr, path, box, source_name, extra, base=None):
         rng = np.random.default_rng(seed)
         # SAM masks cover the full-size photo, so a crop of a resized photo uses the other kinds
         kind = choose_kind(self.masks_opt, rng, photo=path if extra.get('crop_scale', 1.0) == 1.0 else None)
         mask = make_mask(kind, hr.shape[:2], rng, image=hr, opt=kind_options(self.masks_opt, kind), photo=path,
                          box=box)
-        sample = self.labels(sr, hr, mask)
+        sample = self.labels(sr, hr, mask, base=base)
         store.write_sample(self.root, name, dict(sample, lq=lq))
         return dict(name=name, index=int(seed - self.plan.seed), photo=path, sr_model=source_name, mask_kind=kind,
                     seed=int(seed), crop_box=list(box), **extra, **sample['stats'])

@@ -14,7 +14,7 @@ def _tile(img, size):
 
 
 def pdm_overlay(syn, pdm, mask):
-    """The label map as a heat map over the image inside the mask; outside it the image is dimmed.
+    """The label map as a heat map over the image inside ``mask``; outside it the image is dimmed.
 
     Args:
         syn (np.ndarray): float32 RGB (H, W, 3) in [0, 1].
@@ -50,7 +50,9 @@ def make_contact_sheet(root, entries, out_path, num=8, tile=192):
         syn = read_image(os.path.join(root, 'syn', f'{name}.png'))
         mask, pdm = (decode_map(np.fromfile(os.path.join(root, key, f'{name}.png'), np.uint8), name)
                      for key in ('mask', 'pdm'))
-        cells = [syn, np.repeat(mask[..., None], 3, axis=2), pdm_overlay(syn, pdm, mask)]
+        # a swap into another SR image is labelled everywhere (fgr.labels), a swap into the GT inside the mask
+        labelled = np.ones_like(mask) if entry.get('swap_base') else mask
+        cells = [syn, np.repeat(mask[..., None], 3, axis=2), pdm_overlay(syn, pdm, labelled)]
         row = np.concatenate([_tile(c, tile) for c in cells], axis=1)
         row = np.round(np.clip(row, 0, 1) * 255).astype(np.uint8)
         details = (f'{entry.get("sr_model")} | {entry.get("mask_kind")} | area {entry.get("mask_area", 0):.2f} | '

@@ -19,6 +19,8 @@ Options (``scripts/build_hacked_fgr.py -opt options/data/fgr_hacked_default.yml`
         checkpoints: [40, 80, 120]                     # iterations whose weights become SR sources
         param_key: params      # params (raw, the hack) or params_ema (smoothed)
         include_start: false   # also add the run's starting generator as a source
+        swap_into: gt          # gt, or start: the checkpoints' regions go into the starting generator's output,
+                               # so the hack is all that tells them apart (fgr.labels)
     fgr:                       # FGR build options (fgr_build_default.yml's keys)
       base: options/data/fgr_build_default.yml         # optional: start from this file
       dataroot: datasets/FGR_hacked/{split}
@@ -41,7 +43,8 @@ import yaml
 from finpercep_basicsr.utils.errors import UserInputError
 from finpercep_basicsr.utils.options_io import deep_merge, derive_options
 
-RUN_KEYS = {'name', 'opt', 'overrides', 'checkpoints', 'param_key', 'include_start'}
+RUN_KEYS = {'name', 'opt', 'overrides', 'checkpoints', 'param_key', 'include_start', 'swap_into'}
+SWAP_INTO = ('gt', 'start')
 
 
 def read_yaml(path, what):
@@ -68,7 +71,9 @@ def check_run(run, index):
         raise UserInputError(f'{where}.checkpoints must be a list of positive iterations, got {checkpoints!r}')
     if not os.path.isfile(run['opt']):
         raise UserInputError(f'{where}.opt: option file not found: {run["opt"]}')
-    return {'overrides': {}, 'param_key': 'params', 'include_start': False, **run,
+    if run.get('swap_into', 'gt') not in SWAP_INTO:
+        raise UserInputError(f'{where}.swap_into must be one of {SWAP_INTO}, got {run["swap_into"]!r}')
+    return {'overrides': {}, 'param_key': 'params', 'include_start': False, 'swap_into': 'gt', **run,
             'checkpoints': sorted(set(checkpoints))}
 
 
@@ -110,19 +115,25 @@ def train_run(run, option_file, workdir, progress=True):
 
 
 def run_sources(run, opt, workdir):
-    """The SR sources of a finished run: one ``basicsr`` source per checkpoint (and the start)."""
+    """The SR sources of a finished run: one ``basicsr`` source per checkpoint (and the start), each with the start
+    as its ``swap_base`` when ``swap_into: start``."""
     network = deepcopy(opt['network_g'])
     scale = int(opt.get('scale', network.get('scale', network.get('upscale', 4))))
-    sources = []
-    if run['include_start']:
-        start = opt['path'].get('pretrain_network_g')
-        if not start:
-            raise UserInputError(f'run {run["name"]}: include_start needs path.pretrain_network_g in {run["opt"]}')
-        sources.append({'type': 'basicsr', 'name': f'{run["name"]}_start', 'network': network, 'scale': scale,
-                        'path': os.path.join(workdir, start), 'param_key': opt['path'].get('param_key_g', 'params')})
+    start = None
+    if run['include_start'] or run['swap_into'] == 'start':
+        path = opt['path'].get('pretrain_network_g')
+        if not path:
+            raise UserInputError(f'run {run["name"]}: include_start and swap_into: start need '
+                                 f'path.pretrain_network_g in {run["opt"]}')
+        start = {'type': 'basicsr', 'name': f'{run["name"]}_start', 'network': network, 'scale': scale,
+                 'path': os.path.join(workdir, path), 'param_key': opt['path'].get('param_key_g', 'params')}
+    sources = [deepcopy(start)] if run['include_start'] else []
     for it in run['checkpoints']:
-        sources.append({'type': 'basicsr', 'name': f'{run["name"]}_i{it}', 'network': network, 'scale': scale,
-                        'path': checkpoint_path(workdir, run['name'], it), 'param_key': run['param_key']})
+        source = {'type': 'basicsr', 'name': f'{run["name"]}_i{it}', 'network': network, 'scale': scale,
+                  'path': checkpoint_path(workdir, run['name'], it), 'param_key': run['param_key']}
+        if run['swap_into'] == 'start':
+            source['swap_base'] = deepcopy(start)
+        sources.append(source)
     return sources
 
 

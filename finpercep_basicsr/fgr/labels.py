@@ -6,6 +6,11 @@
 backbone from ``finpercep_basicsr.archs.backbones``), upsampled to full size and averaged over the
 chosen pyramid levels.
 
+A swap may go into another SR image instead of the GT (``base``: a hacked generator's regions in its
+starting generator's output). Then ``I_syn = Mask * I_SR + (1 - Mask) * I_base`` and the label is the
+distance to GT everywhere, on the in-mask scale: the base's own errors stay labelled, and the swapped
+regions differ from their surround only by what the SR model added to the base.
+
 Options (YAML, under ``labels``)::
 
     alpha: 0.5                        # weight of D_pixel; 1 = pixel-only labels
@@ -147,29 +152,33 @@ class LabelMaker:
             out = [d + (1.0 - self.alpha) * f for d, f in zip(out, self.feature(images, gt))]
         return out
 
-    def __call__(self, sr, gt, mask):
+    def __call__(self, sr, gt, mask, base=None):
         """Region-swap and label one sample.
 
         Args:
             sr, gt (np.ndarray): float32 RGB (H, W, 3) in [0, 1] (quantised to 8 bit here).
             mask (np.ndarray): float32 (H, W) in [0, 1] on the 8-bit grid.
+            base (np.ndarray | None): float32 RGB (H, W, 3): the image the SR regions go into; None = the GT.
 
         Returns:
             dict: ``sr``, ``gt``, ``syn`` (H, W, 3) and ``mask``, ``pdm`` (H, W), float32 in [0, 1]
             (exactly what is saved), and ``stats``: mask_area, pdm_mean, pdm_mean_in_mask,
             sr_score (mean normalised distance of the whole SR image, on the same scale), label_scale.
-            Degradation order for ranking: gt (0) <= syn (pdm_mean) <= sr (sr_score).
+            Degradation order for ranking: gt (0) <= syn (pdm_mean) <= sr (sr_score); with a base, when the SR
+            image degrades the base.
         """
         sr, gt = quantize8(sr), quantize8(gt)
-        syn = quantize8(region_swap(sr, gt, mask))
+        syn = quantize8(region_swap(sr, gt if base is None else quantize8(base), mask))
         syn_dist, sr_dist = self.distances([syn, sr], gt)
         pdm, scale = normalize_distance(syn_dist, mask, self.norm_opt)
+        if base is not None:  # outside the mask the base's own errors against GT stay in the label
+            pdm, _ = normalize_distance(syn_dist, np.ones_like(mask), {'type': 'fixed', 'scale': scale})
         sr_map, _ = normalize_distance(sr_dist, np.ones_like(mask), {'type': 'fixed', 'scale': scale})
         area = float(mask.mean())
         stats = {
             'mask_area': round(area, 6),
             'pdm_mean': round(float(pdm.mean()), 6),
-            'pdm_mean_in_mask': round(float(pdm.sum() / max(mask.sum(), 1e-8)), 6),
+            'pdm_mean_in_mask': round(float((pdm if base is None else pdm * mask).sum() / max(mask.sum(), 1e-8)), 6),
             'sr_score': round(float(sr_map.mean()), 6),
             'label_scale': round(scale, 6),
         }

@@ -389,6 +389,41 @@ def test_scales_and_degradation_mix_reach_the_samples(tmp_path):
         build_fgr(dict(opt, dataroot=str(tmp_path / 'bad'), photos=dict(opt['photos'], scales=[0])), progress=False)
 
 
+def test_a_swap_base_replaces_the_gt_around_the_swapped_regions(tmp_path):
+    """swap_base: the regions go into the base source's output of the same LQ, which is labelled against GT too."""
+    from finpercep_basicsr.fgr.builder import CropWorker
+    from finpercep_basicsr.fgr.crop_photos import list_photos, select_split
+    photos = _good_photos(str(tmp_path / 'photos'))
+    base = {'type': 'bicubic', 'name': 'bicubic_base', 'scale': 4}
+    opt = _opt(tmp_path, photos, masks_per_sr=2, lmdb={'enabled': False}, contact_sheet={'num': 0},
+               labels={'alpha': 1.0, 'normalize': {'type': 'fixed', 'scale': 0.2}},
+               sr_sources=[{'type': 'lanczos', 'name': 'lanczos', 'scale': 4, 'swap_base': base},
+                           {'type': 'bicubic', 'name': 'bicubic', 'scale': 4}])
+    build_fgr(opt, progress=False)
+    with open(os.path.join(opt['dataroot'], 'meta_info.jsonl')) as f:
+        meta = [json.loads(line) for line in f]
+    assert {m['sr_model']: m.get('swap_base') for m in meta} == {'lanczos': 'bicubic_base', 'bicubic': None}
+    worker = CropWorker(opt, select_split(list_photos(opt['photos']['folders']), opt))
+    plan = worker.plan
+
+    def read(key, name):
+        return cv2.imread(os.path.join(opt['dataroot'], key, name + '.png'), cv2.IMREAD_UNCHANGED)
+
+    checked = 0
+    for p, c in plan.tasks():
+        hr, lq = worker.degraded_crop((p, c))[:2]
+        bicubic = np.round(build_sr_source(base)(lq) * 255).astype(np.uint8)[..., ::-1]
+        for s, k in ((0, 0), (0, 1), (1, 0)):
+            name = plan.sample_name(p, c, s, k)
+            outside = read('mask', name) == 0
+            around = bicubic if s == 0 else read('gt', name)
+            np.testing.assert_array_equal(read('syn', name)[outside], around[outside])
+            # the base's error against GT is labelled; the GT around a plain swap is not
+            assert (read('pdm', name)[outside].mean() > 0) == (s == 0)
+            checked += 1
+    assert checked == 3 * len(list(plan.tasks()))
+
+
 def test_a_training_build_refuses_the_held_out_families():
     from finpercep_basicsr.fgr.builder import check_heldout_families
     span = {'type': 'ncnn', 'name': 'span_cr', 'model': 'span-clearreality-x4'}

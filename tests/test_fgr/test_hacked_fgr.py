@@ -71,12 +71,38 @@ def test_hacking_runs_become_fgr_samples_and_a_rerun_is_a_no_op(tmp_path):
     assert again['built_now'] == 0 and os.path.getmtime(models / 'net_g_2.pth') == stamp
 
 
+@pytest.mark.slow
+def test_swap_into_start_puts_the_hacks_into_the_starting_generators_output(tmp_path):
+    opt = _options(tmp_path, include_start=True, swap_into='start')
+    os.makedirs(opt['workdir'])
+    build_hacked_fgr(opt, progress=False)
+    root = tmp_path / 'fgr' / 'train'
+    with open(root / 'meta_info.jsonl') as f:
+        meta = [json.loads(line) for line in f]
+    assert {m['sr_model']: m.get('swap_base') for m in meta} == {'hack_start': None, 'hack_i1': 'hack_start',
+                                                                 'hack_i2': 'hack_start'}
+
+    def read(key, name):
+        return cv2.imread(str(root / key / name) + '.png', cv2.IMREAD_UNCHANGED)
+
+    for m in meta:
+        if m['sr_model'] == 'hack_start':
+            continue
+        start = next(s for s in meta if s['sr_model'] == 'hack_start' and s['photo'] == m['photo'])
+        outside = read('mask', m['name']) == 0
+        # around the hacked regions: the start generator's SR of the same crop, not the GT
+        np.testing.assert_array_equal(read('syn', m['name'])[outside], read('sr', start['name'])[outside])
+        assert (read('syn', m['name'])[outside] != read('gt', m['name'])[outside]).any()
+
+
 def test_bad_runs_are_named(tmp_path):
     opt = _options(tmp_path)
     with pytest.raises(UserInputError, match=r'runs\[0\]: unknown keys'):
         build_hacked_fgr(dict(opt, runs=[dict(opt['runs'][0], checkpiont=[3])]), progress=False)
     with pytest.raises(UserInputError, match=r'runs\[0\].checkpoints'):
         build_hacked_fgr(dict(opt, runs=[dict(opt['runs'][0], checkpoints=[0])]), progress=False)
+    with pytest.raises(UserInputError, match=r'runs\[0\].swap_into must be one of'):
+        build_hacked_fgr(dict(opt, runs=[dict(opt['runs'][0], swap_into='GT')]), progress=False)
     with pytest.raises(UserInputError, match='option file not found'):
         build_hacked_fgr(dict(opt, runs=[dict(opt['runs'][0], opt=str(tmp_path / 'nope.yml'))]), progress=False)
 
@@ -147,3 +173,16 @@ def test_the_shipped_hack_recipes_are_seeded_and_leave_the_hacking_checks_run_ou
         score_alone = reward.get('lambda_map', 1.0) == 0 or reward['type'] == 'FinPercepGlobalIQALoss'
         shipped = reward.get('pretrain_path') == 'weights/finpercep_rm.pth'
         assert not (generator == 'RRDBNet' and score_alone and shipped), run['name']
+
+
+def test_the_swap_into_start_recipe_is_fgr_hacked_v3_with_only_the_swap_base_changed():
+    """fgr_hacked_v3_start.yml reuses v3's runs and crops: the stage3_v3_hacks / _hacks_start ablation is paired."""
+    from finpercep_basicsr.utils.option_check import load_option_file
+    root = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), 'options',
+                        'data', 'pretrained')
+    v3, start = (load_option_file(os.path.join(root, f'fgr_hacked_{n}.yml')) for n in ('v3', 'v3_start'))
+    assert [r.pop('swap_into') for r in start['runs']] == ['start'] * len(v3['runs'])
+    assert start['runs'] == v3['runs']
+    for key in ('name', 'dataroot'):
+        assert start['fgr'].pop(key) != v3['fgr'].pop(key)
+    assert start['fgr'] == v3['fgr']

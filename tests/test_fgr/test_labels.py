@@ -139,6 +139,23 @@ def test_pixel_label_is_the_formula_exactly():
                                                      abs=1e-6)
 
 
+def test_a_swap_into_another_image_labels_the_base_against_gt_too():
+    """base: syn = mask ? SR : base, and the label is clip(mean_c |syn - gt| / s, 0, 1) everywhere, base included."""
+    sr, gt = _real_pair('astronaut')
+    base = cv2.GaussianBlur(gt, (0, 0), 1.5)
+    mask, s = _binary_mask(), 0.07
+    maker = LabelMaker({'alpha': 1.0, 'normalize': {'type': 'fixed', 'scale': s}})
+    out = maker(sr, gt, mask, base=base)
+    syn = np.where(mask[..., None] == 1, quantize8(sr), quantize8(base))
+    np.testing.assert_array_equal(out['syn'], syn)
+    expected = np.clip(np.abs(syn - quantize8(gt)).mean(axis=2) / s, 0, 1)
+    np.testing.assert_array_equal(out['pdm'], expected.astype(np.float32))
+    # the blurred base's own error is labelled outside the swap, unlike a swap into the GT
+    assert out['pdm'][mask == 0].mean() > 0.05
+    assert (maker(sr, gt, mask)['pdm'][mask == 0] == 0).all()
+    assert out['stats']['pdm_mean_in_mask'] == pytest.approx(float(out['pdm'][mask == 1].mean()), abs=1e-6)
+
+
 def test_mixed_label_is_built_from_the_feature_distance(one_thread):
     """alpha 0.5, fixed s: M_gt = clip((0.5 D_pixel + 0.5 D_feat) / s, 0, 1) * mask with D_feat computed here."""
     sr, gt = _real_pair('coffee')
