@@ -169,17 +169,31 @@ class LabelMaker:
         """
         sr, gt = quantize8(sr), quantize8(gt)
         syn = quantize8(region_swap(sr, gt if base is None else quantize8(base), mask))
+        pdm, stats = self.label(syn, sr, gt, mask, everywhere=base is not None)
+        return {'sr': sr, 'gt': gt, 'syn': syn, 'mask': mask, 'pdm': pdm, 'stats': stats}
+
+    def label(self, syn, sr, gt, mask, everywhere=False):
+        """The label map and stats of a swapped sample's 8-bit images (``fgr.relabel`` calls it on stored sets).
+
+        Args:
+            syn, sr, gt (np.ndarray): float32 RGB (H, W, 3) on the 8-bit grid.
+            mask (np.ndarray): float32 (H, W).
+            everywhere (bool): Label outside the mask too (a swap into another SR image, not the GT).
+
+        Returns:
+            tuple: (pdm float32 (H, W) in [0, 1], stats dict; see ``__call__``).
+        """
         syn_dist, sr_dist = self.distances([syn, sr], gt)
         pdm, scale = normalize_distance(syn_dist, mask, self.norm_opt)
-        if base is not None:  # outside the mask the base's own errors against GT stay in the label
+        if everywhere:  # outside the mask the base's own errors against GT stay in the label
             pdm, _ = normalize_distance(syn_dist, np.ones_like(mask), {'type': 'fixed', 'scale': scale})
         sr_map, _ = normalize_distance(sr_dist, np.ones_like(mask), {'type': 'fixed', 'scale': scale})
         area = float(mask.mean())
         stats = {
             'mask_area': round(area, 6),
             'pdm_mean': round(float(pdm.mean()), 6),
-            'pdm_mean_in_mask': round(float((pdm if base is None else pdm * mask).sum() / max(mask.sum(), 1e-8)), 6),
+            'pdm_mean_in_mask': round(float((pdm * mask if everywhere else pdm).sum() / max(mask.sum(), 1e-8)), 6),
             'sr_score': round(float(sr_map.mean()), 6),
             'label_scale': round(scale, 6),
         }
-        return {'sr': sr, 'gt': gt, 'syn': syn, 'mask': mask, 'pdm': pdm, 'stats': stats}
+        return pdm, stats

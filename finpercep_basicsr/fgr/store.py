@@ -89,6 +89,13 @@ def write_image(root, key, name, image):
     os.replace(tmp, final)
 
 
+def write_label(root, name, pdm):
+    """Write one sample's label map atomically (``fgr.relabel``: a new label beside linked images)."""
+    tmp, final = _staged(root, 'pdm', name)
+    write_map16(tmp, pdm)
+    os.replace(tmp, final)
+
+
 def read_meta(root):
     """Finished samples' meta entries; a torn last line (killed mid-write) is dropped."""
     path = os.path.join(root, META_NAME)
