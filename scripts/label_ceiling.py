@@ -29,13 +29,11 @@ def main(argv=None):
     args = parser.parse_args(argv)
     from finpercep_basicsr.evaluation.label_ceiling import label_ceiling
     from finpercep_basicsr.evaluation.rm_generalization import hack_triplets
-    from finpercep_basicsr.utils.errors import UserInputError, exit_code_for_user_errors
-    from finpercep_basicsr.utils.option_check import load_option_file
+    from finpercep_basicsr.fgr.labels import load_label_options
+    from finpercep_basicsr.utils.errors import exit_code_for_user_errors
 
     def run():
-        labels = load_option_file(args.opt).get('labels')
-        if not isinstance(labels, dict):
-            raise UserInputError(f'{args.opt}: give the label options as a mapping under labels')
+        labels = load_label_options(args.opt)
         triplets = hack_triplets(args.hack_start, args.hack_out, args.hack_gt)
         result = dict(label_ceiling(triplets, labels, args.error_thr, args.max_size, progress=True), labels=labels)
         print(f'{result["images"]} images, {100 * result["added_error_fraction"]:.1f} % of pixels with added error '

@@ -22,14 +22,12 @@ def main(argv=None):
     parser.add_argument('--out', required=True, help='the new set\'s folder')
     parser.add_argument('--no_progress', action='store_true', help='no progress bar')
     args = parser.parse_args(argv)
+    from finpercep_basicsr.fgr.labels import load_label_options
     from finpercep_basicsr.fgr.relabel import relabel_fgr
-    from finpercep_basicsr.utils.errors import UserInputError, exit_code_for_user_errors
-    from finpercep_basicsr.utils.option_check import load_option_file
+    from finpercep_basicsr.utils.errors import exit_code_for_user_errors
 
     def run():
-        labels = load_option_file(args.opt).get('labels')
-        if not isinstance(labels, dict):
-            raise UserInputError(f'{args.opt}: give the label options as a mapping under labels')
+        labels = load_label_options(args.opt)
         print(json.dumps(relabel_fgr(args.src, args.out, labels, progress=not args.no_progress), indent=2))
         return 0
 

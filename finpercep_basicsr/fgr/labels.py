@@ -100,6 +100,19 @@ class FeatureDistance:
         return list(dist)
 
 
+def load_label_options(path):
+    """The ``labels`` mapping of a YAML file (a build option file, or one holding only ``labels``).
+
+    Raises:
+        UserInputError: An unreadable file, or no mapping under ``labels``.
+    """
+    from finpercep_basicsr.utils.option_check import load_option_file
+    labels = load_option_file(path).get('labels')
+    if not isinstance(labels, dict):
+        raise UserInputError(f'{path}: give the label options as a mapping under labels')
+    return labels
+
+
 def normalize_distance(dist, mask, opt):
     """Map a raw distance to [0, 1] inside the mask (zero outside); returns (map, scale used).
 
